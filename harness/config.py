@@ -1,0 +1,369 @@
+"""Campaign configuration: TOML files in configs/, validated against one schema.
+
+The schema is the set of section dataclasses below; ``validate`` checks every key and type
+and raises a ConfigError whose message names the field (``workload.iodepth: expected an
+integer >= 1, got 'x'``). ``json_schema`` renders the same rules as JSON Schema for editors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+
+
+class FaultKind(StrEnum):
+    """Path faults the harness can inject mid-IO; each has a matching restore."""
+
+    CTRL_DELETE = "ctrl_delete"  # host deletes one path's controller, then reconnects
+    CTRL_RESET = "ctrl_reset"  # host resets one path's controller
+    PORT_REMOVE = "port_remove"  # target unlinks the subsystem from one port, then relinks
+    NS_DISABLE = "ns_disable"  # target disables the namespace (all paths), then enables
+    LINK_DOWN = "link_down"  # one path's network link goes down, then up (netns network)
+    ANA_CHANGE = "ana_change"  # one port's ANA group goes inaccessible, then optimized
+
+
+# Faults after which another path to the namespace stays usable: an application EIO during
+# one of these is a multipath bug, not a real loss of the namespace.
+FAULTS_WITH_SURVIVING_PATH = frozenset(
+    {
+        FaultKind.CTRL_DELETE,
+        FaultKind.CTRL_RESET,
+        FaultKind.PORT_REMOVE,
+        FaultKind.LINK_DOWN,
+        FaultKind.ANA_CHANGE,
+    }
+)
+
+NETWORKS = ("loopback", "netns")
+BACKINGS = ("file", "null_blk")
+IOPOLICIES = ("numa", "round-robin")
+ORDERS = ("round_robin", "random")
+PATH_CHOICES = ("alternate", "random", "first", "last")
+VARIANTS = ("distro", "fixed", "unfixed")
+ACCELS = ("auto", "kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class CampaignSection:
+    name: str = "campaign"
+    iterations: int = 10
+    seed: int = 1
+    faults: tuple[FaultKind, ...] = (FaultKind.CTRL_DELETE, FaultKind.CTRL_RESET)
+    order: str = "round_robin"
+    path: str = "alternate"
+    warmup_s: float = 1.0
+    hold_s: float = 1.0
+    jitter_s: float = 0.5
+    settle_s: float = 1.0
+    recover_timeout_s: float = 30.0
+    hang_timeout_s: float = 30.0
+    stop_on_first_eio: bool = False
+
+
+@dataclass(frozen=True)
+class TargetSection:
+    network: str = "loopback"
+    paths: int = 2
+    backing: str = "file"
+    size_mib: int = 256
+    first_port: int = 4421
+    allow_any_host: bool = False
+
+
+@dataclass(frozen=True)
+class HostSection:
+    iopolicy: str = "round-robin"
+    ctrl_loss_tmo: int = 1
+    reconnect_delay: int = 1
+    fast_io_fail_tmo: int = -1
+    keep_alive_tmo: int = 5
+    nr_io_queues: int = 2
+
+
+@dataclass(frozen=True)
+class WorkloadSection:
+    rw: str = "randrw"
+    bs: str = "4k"
+    iodepth: int = 32
+    numjobs: int = 2
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class WidenerSection:
+    enabled: bool = False
+    delay_us: int = 500
+    sample_every: int = 1
+
+
+@dataclass(frozen=True)
+class KernelSection:
+    variant: str = "distro"
+    release: str = ""
+    accel: str = "auto"
+    memory: str = "2G"
+    cpus: int = 2
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    campaign: CampaignSection = field(default_factory=CampaignSection)
+    target: TargetSection = field(default_factory=TargetSection)
+    host: HostSection = field(default_factory=HostSection)
+    workload: WorkloadSection = field(default_factory=WorkloadSection)
+    widener: WidenerSection = field(default_factory=WidenerSection)
+    kernel: KernelSection = field(default_factory=KernelSection)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "campaign": CampaignSection,
+    "target": TargetSection,
+    "host": HostSection,
+    "workload": WorkloadSection,
+    "widener": WidenerSection,
+    "kernel": KernelSection,
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "campaign.order": ORDERS,
+    "campaign.path": PATH_CHOICES,
+    "target.network": NETWORKS,
+    "target.backing": BACKINGS,
+    "host.iopolicy": IOPOLICIES,
+    "workload.rw": ("randrw", "randread", "randwrite", "rw", "read", "write"),
+    "kernel.variant": VARIANTS,
+    "kernel.accel": ACCELS,
+}
+
+# (minimum, maximum) for numbers; None means unbounded on that side.
+BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "campaign.iterations": (1, 100_000),
+    "campaign.warmup_s": (0, 600),
+    "campaign.hold_s": (0, 600),
+    "campaign.jitter_s": (0, 600),
+    "campaign.settle_s": (0, 600),
+    "campaign.recover_timeout_s": (1, 3600),
+    "campaign.hang_timeout_s": (1, 3600),
+    "target.paths": (2, 8),
+    "target.size_mib": (16, 65536),
+    "target.first_port": (1024, 65000),
+    "host.ctrl_loss_tmo": (-1, 3600),
+    "host.reconnect_delay": (1, 3600),
+    "host.fast_io_fail_tmo": (-1, 3600),
+    "host.keep_alive_tmo": (1, 3600),
+    "host.nr_io_queues": (1, 64),
+    "workload.iodepth": (1, 1024),
+    "workload.numjobs": (1, 64),
+    "widener.delay_us": (1, 5000),
+    "widener.sample_every": (1, 1_000_000),
+    "kernel.cpus": (1, 64),
+}
+
+
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _describe(hint: Any) -> str:
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    return "a list of fault names"
+
+
+def _convert(where: str, hint: Any, value: Any) -> Any:
+    """Check ``value`` against the annotation ``hint`` and return it in the dataclass's type."""
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return _bounded(where, value)
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return _bounded(where, float(value))
+    elif hint is str:
+        if isinstance(value, str):
+            choices = CHOICES.get(where)
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{where}: expected one of {', '.join(choices)}, got {value!r}")
+            return value
+    elif typing.get_origin(hint) is tuple:
+        return _fault_list(where, value)
+    raise ConfigError(f"{where}: expected {_describe(hint)}, got {_short(value)}")
+
+
+def _bounded(where: str, value: float) -> Any:
+    low, high = BOUNDS.get(where, (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"{where}: {value} is out of range [{low}, {high}]")
+    return value
+
+
+def _fault_list(where: str, value: Any) -> tuple[FaultKind, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}: expected a non-empty list of fault names")
+    known = [kind.value for kind in FaultKind]
+    faults = []
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or item not in known:
+            raise ConfigError(
+                f"{where}[{index}]: expected one of {', '.join(known)}, got {_short(item)}"
+            )
+        faults.append(FaultKind(item))
+    return tuple(faults)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate(data: Any) -> CampaignConfig:
+    """Turn parsed TOML into a CampaignConfig, or raise a ConfigError naming the field."""
+    if not isinstance(data, dict):
+        raise ConfigError("config: expected a table of sections")
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{name}: unknown section (known: {', '.join(SECTIONS)})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: expected a table, got {_short(table)}")
+        cls = SECTIONS[name]
+        hints = _field_types(cls)
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            where = f"{name}.{key}"
+            if key not in hints:
+                raise ConfigError(f"{where}: unknown field (known: {', '.join(hints)})")
+            values[key] = _convert(where, hints[key], value)
+        sections[name] = cls(**values)
+    config = CampaignConfig(**sections)
+    _check_combinations(config)
+    return config
+
+
+def _check_combinations(config: CampaignConfig) -> None:
+    if FaultKind.LINK_DOWN in config.campaign.faults and config.target.network != "netns":
+        raise ConfigError(
+            "campaign.faults: link_down needs target.network = \"netns\" "
+            "(on loopback a link fault would hit every path)"
+        )
+
+
+def load(path: Path) -> CampaignConfig:
+    """Read and validate a TOML campaign file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    try:
+        return validate(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}", exc.hint) from exc
+
+
+def to_dict(config: CampaignConfig) -> dict[str, Any]:
+    """The config as plain data (for results and for writing it back as TOML)."""
+    out: dict[str, Any] = {}
+    for name in SECTIONS:
+        section = dataclasses.asdict(getattr(config, name))
+        for key, value in section.items():
+            if isinstance(value, tuple):
+                section[key] = [str(item) for item in value]
+        out[name] = section
+    return out
+
+
+def to_toml(config: CampaignConfig) -> str:
+    """Render a config as TOML that ``load`` reads back to the same config."""
+    lines: list[str] = []
+    for name, section in to_dict(config).items():
+        lines.append(f"[{name}]")
+        for key, value in section.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def override(config: CampaignConfig, section: str, **changes: Any) -> CampaignConfig:
+    """A copy of ``config`` with fields of one section replaced (validated like a file)."""
+    data = to_dict(config)
+    for key, value in changes.items():
+        data[section][key] = value
+    return validate(data)
+
+
+def json_schema() -> dict[str, Any]:
+    """The same rules as ``validate``, as a JSON Schema document (configs/schema.json)."""
+    properties: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        defaults = cls()
+        fields: dict[str, Any] = {}
+        for key, hint in _field_types(cls).items():
+            where = f"{name}.{key}"
+            fields[key] = _json_type(where, hint, getattr(defaults, key))
+        properties[name] = {"type": "object", "additionalProperties": False, "properties": fields}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "nvmf-harness campaign",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
+def _json_type(where: str, hint: Any, default: Any) -> dict[str, Any]:
+    spec: dict[str, Any]
+    if hint is bool:
+        spec = {"type": "boolean"}
+    elif hint is int:
+        spec = {"type": "integer"}
+    elif hint is float:
+        spec = {"type": "number"}
+    elif hint is str:
+        spec = {"type": "string"}
+        if where in CHOICES:
+            spec["enum"] = list(CHOICES[where])
+    else:
+        spec = {
+            "type": "array",
+            "minItems": 1,
+            "items": {"enum": [kind.value for kind in FaultKind]},
+        }
+        default = [str(item) for item in default]
+    low, high = BOUNDS.get(where, (None, None))
+    if low is not None:
+        spec["minimum"] = low
+    if high is not None:
+        spec["maximum"] = high
+    spec["default"] = default
+    return spec
+

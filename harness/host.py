@@ -1,0 +1,281 @@
+"""The NVMe/TCP host side: connect, disconnect, reset, and find the multipath devices.
+
+Connections are made with nvme-cli (argument lists, timeouts); everything else is read from
+and written to sysfs, where the kernel keeps the truth:
+
+- /sys/class/nvme-subsystem/nvme-subsysN/{subsysnqn,iopolicy,nvmeX,nvmeXnY}
+- /sys/class/nvme/nvmeX/{state,address,transport,subsysnqn,serial,reset_controller,
+  delete_controller,ctrl_loss_tmo,reconnect_delay,fast_io_fail_tmo,nvmeXcYnZ}
+- /sys/block/nvmeXcYnZ/ana_state, /sys/block/nvmeXnY/{size,stat}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from harness.errors import HarnessError, ToolError
+from harness.kernelfs import KernelFs
+from harness.procs import run
+
+SUBSYS_CLASS = "/sys/class/nvme-subsystem"
+CTRL_CLASS = "/sys/class/nvme"
+HEAD_RE = re.compile(r"^nvme\d+n\d+$")
+PATH_RE = re.compile(r"^nvme\d+c\d+n\d+$")
+CTRL_RE = re.compile(r"^nvme\d+$")
+CONNECT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class HostIdentity:
+    """The host NQN and host ID the harness connects with (never the machine's own)."""
+
+    hostnqn: str
+    hostid: str
+
+    @classmethod
+    def generate(cls) -> HostIdentity:
+        host_uuid = str(uuid.uuid4())
+        return cls(f"nqn.2014-08.org.nvmexpress:uuid:{host_uuid}", host_uuid)
+
+
+@dataclass(frozen=True)
+class PathEndpoint:
+    """Where one path connects: the target port's address."""
+
+    traddr: str
+    trsvcid: str
+
+
+@dataclass(frozen=True)
+class ControllerInfo:
+    name: str  # nvme0
+    state: str  # live, connecting, resetting, deleting, ...
+    transport: str
+    traddr: str
+    trsvcid: str
+    subsysnqn: str
+    path_disks: tuple[str, ...]  # nvme0c0n1, ...
+
+
+@dataclass(frozen=True)
+class MultipathDevice:
+    """A native NVMe multipath subsystem as the host sees it."""
+
+    subsystem: str  # nvme-subsys0
+    nqn: str
+    heads: tuple[str, ...]  # nvme0n1, ...
+    controllers: tuple[ControllerInfo, ...]
+
+    @property
+    def head(self) -> str:
+        if not self.heads:
+            raise HarnessError(f"subsystem {self.nqn} has no namespace head yet")
+        return self.heads[0]
+
+    @property
+    def head_dev(self) -> str:
+        return f"/dev/{self.head}"
+
+    def live_controllers(self) -> list[ControllerInfo]:
+        return [ctrl for ctrl in self.controllers if ctrl.state == "live"]
+
+    def controller_for(self, endpoint: PathEndpoint) -> ControllerInfo | None:
+        for ctrl in self.controllers:
+            if ctrl.traddr == endpoint.traddr and ctrl.trsvcid == endpoint.trsvcid:
+                return ctrl
+        return None
+
+
+def parse_address(text: str) -> dict[str, str]:
+    """Parse /sys/class/nvme/nvmeX/address ("traddr=127.0.0.1,trsvcid=4421,src_addr=...")."""
+    fields: dict[str, str] = {}
+    for part in text.strip().split(","):
+        key, sep, value = part.partition("=")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+class NvmeHost:
+    """Host-side operations for one harness run."""
+
+    def __init__(self, kfs: KernelFs, identity: HostIdentity) -> None:
+        self.kfs = kfs
+        self.identity = identity
+
+    # --- discovery -------------------------------------------------------------------------
+
+    def controller(self, name: str) -> ControllerInfo | None:
+        base = f"{CTRL_CLASS}/{name}"
+        if not self.kfs.exists(base):
+            return None
+        address = parse_address(self.kfs.read(f"{base}/address", default=""))
+        disks = tuple(entry for entry in self.kfs.listdir(base) if PATH_RE.match(entry))
+        return ControllerInfo(
+            name=name,
+            state=self.kfs.read(f"{base}/state", default="gone"),
+            transport=self.kfs.read(f"{base}/transport", default=""),
+            traddr=address.get("traddr", ""),
+            trsvcid=address.get("trsvcid", ""),
+            subsysnqn=self.kfs.read(f"{base}/subsysnqn", default=""),
+            path_disks=disks,
+        )
+
+    def controllers(self, nqn: str) -> list[ControllerInfo]:
+        """Every controller (any state) connected to the subsystem ``nqn``."""
+        found = []
+        for name in self.kfs.listdir(CTRL_CLASS):
+            if not CTRL_RE.match(name):
+                continue
+            info = self.controller(name)
+            if info is not None and info.subsysnqn == nqn:
+                found.append(info)
+        return found
+
+    def find(self, nqn: str) -> MultipathDevice | None:
+        """The multipath subsystem with this NQN, or None when no controller is connected."""
+        for subsystem in self.kfs.listdir(SUBSYS_CLASS):
+            base = f"{SUBSYS_CLASS}/{subsystem}"
+            if self.kfs.read(f"{base}/subsysnqn", default="") != nqn:
+                continue
+            entries = self.kfs.listdir(base)
+            heads = tuple(entry for entry in entries if HEAD_RE.match(entry))
+            ctrls = [self.controller(entry) for entry in entries if CTRL_RE.match(entry)]
+            return MultipathDevice(
+                subsystem=subsystem,
+                nqn=nqn,
+                heads=heads,
+                controllers=tuple(ctrl for ctrl in ctrls if ctrl is not None),
+            )
+        return None
+
+    def iopolicy(self, device: MultipathDevice) -> str:
+        return self.kfs.read(f"{SUBSYS_CLASS}/{device.subsystem}/iopolicy", default="")
+
+    def set_iopolicy(self, device: MultipathDevice, policy: str) -> None:
+        self.kfs.write(f"{SUBSYS_CLASS}/{device.subsystem}/iopolicy", policy)
+
+    def ana_state(self, path_disk: str) -> str:
+        return self.kfs.read(f"/sys/block/{path_disk}/ana_state", default="")
+
+    def serial(self, device: MultipathDevice) -> str:
+        """The subsystem serial number as the host read it from Identify Controller."""
+        return self.kfs.read(f"{SUBSYS_CLASS}/{device.subsystem}/serial", default="")
+
+    def io_completed(self, disk: str) -> tuple[int, int]:
+        """(IOs completed, IOs in flight) for a disk, from /sys/block/<disk>/stat."""
+        fields = self.kfs.read(f"/sys/block/{disk}/stat", default="").split()
+        if len(fields) < 9:
+            return (0, 0)
+        return (int(fields[0]) + int(fields[4]), int(fields[8]))
+
+    # --- changes ---------------------------------------------------------------------------
+
+    def connect(
+        self,
+        nqn: str,
+        endpoint: PathEndpoint,
+        ctrl_loss_tmo: int,
+        reconnect_delay: int,
+        keep_alive_tmo: int,
+        nr_io_queues: int,
+    ) -> str:
+        """Connect one path; returns the new controller's name (nvmeX)."""
+        argv = [
+            "nvme",
+            "connect",
+            "--transport=tcp",
+            f"--traddr={endpoint.traddr}",
+            f"--trsvcid={endpoint.trsvcid}",
+            f"--nqn={nqn}",
+            f"--hostnqn={self.identity.hostnqn}",
+            f"--hostid={self.identity.hostid}",
+            f"--ctrl-loss-tmo={ctrl_loss_tmo}",
+            f"--reconnect-delay={reconnect_delay}",
+            f"--keep-alive-tmo={keep_alive_tmo}",
+            f"--nr-io-queues={nr_io_queues}",
+            "--config=none",
+            "--output-format=json",
+        ]
+        result = run(argv, timeout_s=CONNECT_TIMEOUT_S)
+        if not result.ok:
+            raise ToolError(
+                f"nvme connect to {endpoint.traddr}:{endpoint.trsvcid} failed: "
+                f"{result.one_line_error()}"
+            )
+        name = _connected_device(result.stdout)
+        if name is None:
+            ctrl = self._wait_controller(nqn, endpoint, timeout_s=5.0)
+            if ctrl is None:
+                raise ToolError(f"nvme connect gave no controller for {endpoint}")
+            name = ctrl.name
+        return name
+
+    def _wait_controller(
+        self, nqn: str, endpoint: PathEndpoint, timeout_s: float
+    ) -> ControllerInfo | None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            device = self.find(nqn)
+            ctrl = device.controller_for(endpoint) if device else None
+            if ctrl is not None or time.monotonic() > deadline:
+                return ctrl
+            time.sleep(0.1)
+
+    def set_fast_io_fail_tmo(self, ctrl: str, seconds: int) -> None:
+        self.kfs.write(f"{CTRL_CLASS}/{ctrl}/fast_io_fail_tmo", str(seconds))
+
+    def delete_controller(self, ctrl: str, timeout_s: float = 30.0) -> None:
+        """Delete (disconnect) one controller through sysfs, as `nvme disconnect -d` does."""
+        self.kfs.write(f"{CTRL_CLASS}/{ctrl}/delete_controller", "1", timeout_s=timeout_s)
+
+    def reset_controller(self, ctrl: str) -> None:
+        self.kfs.write(f"{CTRL_CLASS}/{ctrl}/reset_controller", "1")
+
+    def disconnect_all(self, nqn: str) -> list[str]:
+        """Delete every controller of ``nqn``; returns errors as one-line strings."""
+        errors = []
+        for ctrl in self.controllers(nqn):
+            try:
+                self.delete_controller(ctrl.name)
+            except HarnessError as exc:
+                errors.append(str(exc))
+        return errors
+
+    def wait_paths(
+        self, nqn: str, endpoints: list[PathEndpoint], timeout_s: float
+    ) -> MultipathDevice | None:
+        """Wait until every endpoint has a live controller and the head exists."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            device = self.find(nqn)
+            if device is not None and device.heads and _all_live(device, endpoints):
+                return device
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
+
+def _all_live(device: MultipathDevice, endpoints: list[PathEndpoint]) -> bool:
+    for endpoint in endpoints:
+        ctrl = device.controller_for(endpoint)
+        if ctrl is None or ctrl.state != "live" or not ctrl.path_disks:
+            return False
+    return True
+
+
+def _connected_device(stdout: str) -> str | None:
+    """nvme-cli 2.x prints {"device": "nvme0"} with --output-format=json."""
+    start = stdout.find("{")
+    if start < 0:
+        return None
+    try:
+        data = json.loads(stdout[start:])
+    except json.JSONDecodeError:
+        return None
+    name = data.get("device") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and CTRL_RE.match(name) else None

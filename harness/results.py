@@ -1,0 +1,280 @@
+"""Results: one JSON line per fault iteration, written and fsynced at once.
+
+A guest crash or a kill -9 must not lose an iteration already recorded, so every record is
+flushed and fsynced before the next fault. Summaries and tables are derived from the JSON
+lines only, so ``report`` works on a directory left by a crashed run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+RESULTS_FILE = "results.jsonl"
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+
+
+class Verdict:
+    """Names of per-iteration verdicts (strings in the JSON lines)."""
+
+    PASS = "pass"  # no application-visible error, paths recovered
+    EIO_RACE = "eio_race"  # app EIO with the EOD-race kernel signature
+    EIO = "eio"  # app EIO without the EOD-race signature
+    EXPECTED_EIO = "expected_eio"  # app EIO while no path was usable (ns_disable): real loss
+    VERIFY_FAIL = "verify_fail"  # fio data verification failed
+    HANG = "hang"  # no IO progress for hang_timeout_s
+    KERNEL_BUG = "kernel_bug"  # WARN/BUG/oops in the kernel log
+    NOT_RECOVERED = "not_recovered"  # paths did not come back in recover_timeout_s
+    INFRA_ERROR = "infra_error"  # the harness could not run the iteration
+
+
+FAILING_VERDICTS = frozenset(
+    {
+        Verdict.EIO_RACE,
+        Verdict.EIO,
+        Verdict.VERIFY_FAIL,
+        Verdict.HANG,
+        Verdict.KERNEL_BUG,
+        Verdict.NOT_RECOVERED,
+    }
+)
+
+
+@dataclass
+class IterationRecord:
+    """What happened in one fault iteration."""
+
+    run_id: str
+    iteration: int
+    fault: str
+    path: int
+    kernel_release: str
+    variant: str
+    srcversion: str
+    iopolicy: str
+    widener: bool
+    started_at: float  # seconds since the campaign started
+    inject_at_s: float  # seconds after the iteration started
+    restore_at_s: float
+    inject_s: float  # how long inject() took
+    restore_s: float
+    cycle_s: float  # whole iteration, fio start to fio stop
+    recovered: bool
+    time_to_recover_s: float | None
+    another_path_live: bool  # the fault left another path usable
+    app_eio: int
+    app_other_errors: int
+    verify_failures: int
+    fio_exit_code: int | None
+    fio_iops: float
+    fio_read_ios: int
+    fio_write_ios: int
+    eod_race_lines: int
+    eod_race_disks: list[str]
+    io_error_lines: int
+    path_event_lines: int
+    hung_task_lines: int
+    kernel_bug_lines: int
+    hang: bool
+    max_stall_s: float
+    first_eio_at_s: float | None  # seconds since the campaign started, when known
+    verdict: str
+    error: str = ""
+    kernel_examples: list[str] = field(default_factory=list)
+    stuck_tasks: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+class JsonlWriter:
+    """Appends records to a JSON lines file; each one is on disk when ``append`` returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+
+    def append(self, record: IterationRecord | dict[str, Any]) -> None:
+        line = record.to_json() if isinstance(record, IterationRecord) else json.dumps(record)
+        self._file.write(line + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write a JSON document so readers see the old or the new file, never half of one."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Records from a JSON lines file; a torn last line (crash mid-write) is skipped."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+@dataclass
+class FaultSummary:
+    """Totals over the iterations of one fault kind (or of all, as fault "all")."""
+
+    fault: str
+    iterations: int = 0
+    iterations_with_eio: int = 0
+    eio_count: int = 0
+    eod_race_lines: int = 0
+    race_iterations: int = 0  # app EIO with another path live (the bug's signature)
+    verify_failures: int = 0
+    hangs: int = 0
+    kernel_bugs: int = 0
+    not_recovered: int = 0
+    infra_errors: int = 0
+    cycle_s_total: float = 0.0
+    recover_s: list[float] = field(default_factory=list)
+    iops: list[float] = field(default_factory=list)
+    first_eio_at_s: float | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.iterations += 1
+        eio = int(record.get("app_eio", 0))
+        self.eio_count += eio
+        if eio:
+            self.iterations_with_eio += 1
+            if record.get("another_path_live"):
+                self.race_iterations += 1
+            at = record.get("first_eio_at_s")
+            if at is not None and (self.first_eio_at_s is None or at < self.first_eio_at_s):
+                self.first_eio_at_s = float(at)
+        self.eod_race_lines += int(record.get("eod_race_lines", 0))
+        self.verify_failures += int(record.get("verify_failures", 0))
+        self.hangs += int(bool(record.get("hang")))
+        self.kernel_bugs += int(record.get("kernel_bug_lines", 0) > 0)
+        self.not_recovered += int(not record.get("recovered", True))
+        self.infra_errors += int(record.get("verdict") == Verdict.INFRA_ERROR)
+        self.cycle_s_total += float(record.get("cycle_s", 0.0))
+        if record.get("time_to_recover_s") is not None:
+            self.recover_s.append(float(record["time_to_recover_s"]))
+        if record.get("fio_iops"):
+            self.iops.append(float(record["fio_iops"]))
+
+    @property
+    def mean_cycle_s(self) -> float:
+        return self.cycle_s_total / self.iterations if self.iterations else 0.0
+
+    @property
+    def median_recover_s(self) -> float | None:
+        return median(self.recover_s)
+
+    @property
+    def median_iops(self) -> float | None:
+        return median(self.iops)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        del data["recover_s"], data["iops"]
+        data["mean_cycle_s"] = round(self.mean_cycle_s, 3)
+        data["median_recover_s"] = self.median_recover_s
+        data["median_iops"] = self.median_iops
+        return data
+
+
+def median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[mid]
+    return (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> list[FaultSummary]:
+    """Per-fault summaries, in first-seen order, followed by the total row "all"."""
+    by_fault: dict[str, FaultSummary] = {}
+    total = FaultSummary("all")
+    for record in records:
+        fault = str(record.get("fault", "?"))
+        by_fault.setdefault(fault, FaultSummary(fault)).add(record)
+        total.add(record)
+    return [*by_fault.values(), total]
+
+
+def render_table(summaries: list[FaultSummary]) -> str:
+    """A plain-text per-fault table (what the main command prints)."""
+    header = (
+        "fault",
+        "iters",
+        "iters w/ EIO",
+        "EIO",
+        "race iters",
+        "EOD lines",
+        "verify",
+        "hangs",
+        "bugs",
+        "unrecov",
+        "cycle s",
+        "recover s",
+        "IOPS",
+    )
+    rows = [header]
+    for summary in summaries:
+        rows.append(
+            (
+                summary.fault,
+                str(summary.iterations),
+                str(summary.iterations_with_eio),
+                str(summary.eio_count),
+                str(summary.race_iterations),
+                str(summary.eod_race_lines),
+                str(summary.verify_failures),
+                str(summary.hangs),
+                str(summary.kernel_bugs),
+                str(summary.not_recovered),
+                f"{summary.mean_cycle_s:.1f}",
+                _fmt(summary.median_recover_s, ".2f"),
+                _fmt(summary.median_iops, ".0f"),
+            )
+        )
+    widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [
+            cell.ljust(widths[col]) if col == 0 else cell.rjust(widths[col])
+            for col, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
