@@ -258,7 +258,7 @@ def validate(data: Any) -> CampaignConfig:
 def _check_combinations(config: CampaignConfig) -> None:
     if FaultKind.LINK_DOWN in config.campaign.faults and config.target.network != "netns":
         raise ConfigError(
-            "campaign.faults: link_down needs target.network = \"netns\" "
+            'campaign.faults: link_down needs target.network = "netns" '
             "(on loopback a link fault would hit every path)"
         )
 
@@ -366,4 +366,3 @@ def _json_type(where: str, hint: Any, default: Any) -> dict[str, Any]:
         spec["maximum"] = high
     spec["default"] = default
     return spec
-

@@ -27,6 +27,8 @@ HEAD_RE = re.compile(r"^nvme\d+n\d+$")
 PATH_RE = re.compile(r"^nvme\d+c\d+n\d+$")
 CTRL_RE = re.compile(r"^nvme\d+$")
 CONNECT_TIMEOUT_S = 30.0
+# Host NQNs the harness makes; clean finds nvmet host entries by this prefix (target.NQN_PREFIX).
+HOST_NQN_PREFIX = "nqn.2026-11.io.nvmf-harness:host-"
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class HostIdentity:
     @classmethod
     def generate(cls) -> HostIdentity:
         host_uuid = str(uuid.uuid4())
-        return cls(f"nqn.2014-08.org.nvmexpress:uuid:{host_uuid}", host_uuid)
+        return cls(f"{HOST_NQN_PREFIX}{host_uuid}", host_uuid)
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ class Network:
         """Take one path's host-side link down or up (netns layout only)."""
         link = self.links[path]
         if link.host_ifname is None:
-            raise HarnessError("link faults need target.network = \"netns\"")
+            raise HarnessError('link faults need target.network = "netns"')
         from pyroute2 import IPRoute
 
         try:

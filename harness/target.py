@@ -1,0 +1,339 @@
+"""The nvmet target, driven through configfs (/sys/kernel/config/nvmet).
+
+``TargetSpec`` describes a target in the shape of nvmetcli's JSON save format (hosts, ports,
+subsystems with namespaces), so ``nvmetcli restore`` can load what we save and we can load
+what nvmetcli saves (see nvmetcli_json.py). ``NvmetTarget`` creates a spec in configfs in the
+order the kernel needs, remembers every entry it made, and removes them in reverse order.
+
+Every name the harness creates carries a mark so ``clean`` can find what a killed run left:
+subsystem NQNs start with NQN_PREFIX and port ids lie in [PORT_ID_BASE, PORT_ID_BASE + 64).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from harness.errors import HarnessError, KernelFsError
+from harness.kernelfs import KernelFs
+from harness.procs import run
+
+NVMET = "/sys/kernel/config/nvmet"
+NQN_PREFIX = "nqn.2026-11.io.nvmf-harness:"
+PORT_ID_BASE = 6000
+PORT_ID_COUNT = 64
+ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
+DEFAULT_ANA_GROUP = 1
+
+
+@dataclass(frozen=True)
+class NamespaceSpec:
+    nsid: int
+    device_path: str
+    device_uuid: str = ""
+    device_nguid: str = ""
+    enable: bool = True
+    buffered_io: bool = False
+    ana_grpid: int = DEFAULT_ANA_GROUP
+
+
+@dataclass(frozen=True)
+class SubsystemSpec:
+    nqn: str
+    namespaces: tuple[NamespaceSpec, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    allow_any_host: bool = False
+    serial: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class AnaGroupSpec:
+    grpid: int
+    state: str = "optimized"
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    portid: int
+    traddr: str
+    trsvcid: str
+    trtype: str = "tcp"
+    adrfam: str = "ipv4"
+    subsystems: tuple[str, ...] = ()
+    ana_groups: tuple[AnaGroupSpec, ...] = (AnaGroupSpec(DEFAULT_ANA_GROUP),)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    hosts: tuple[str, ...] = ()
+    ports: tuple[PortSpec, ...] = ()
+    subsystems: tuple[SubsystemSpec, ...] = ()
+
+    def port(self, portid: int) -> PortSpec:
+        for port in self.ports:
+            if port.portid == portid:
+                return port
+        raise HarnessError(f"target has no port {portid}")
+
+
+def is_harness_port(portid: int) -> bool:
+    return PORT_ID_BASE <= portid < PORT_ID_BASE + PORT_ID_COUNT
+
+
+@dataclass
+class NvmetTarget:
+    """Creates a TargetSpec in configfs and takes it down again (idempotent)."""
+
+    kfs: KernelFs
+    netns: str | None = None  # ports are enabled from inside this network namespace
+    created: list[tuple[str, str]] = field(default_factory=list)  # (kind, path), in order
+
+    # --- creation ----------------------------------------------------------------------------
+
+    def apply(self, spec: TargetSpec) -> None:
+        """Create hosts, subsystems, ports, namespaces and port links; undo all on failure."""
+        self.require_nvmet()
+        try:
+            for hostnqn in spec.hosts:
+                self._mkdir(f"{NVMET}/hosts/{hostnqn}")
+            for subsystem in spec.subsystems:
+                self._create_subsystem(subsystem)
+            for port in spec.ports:
+                self._create_port(port)
+            for subsystem in spec.subsystems:
+                for namespace in subsystem.namespaces:
+                    self._create_namespace(subsystem.nqn, namespace)
+            for port in spec.ports:
+                for nqn in port.subsystems:
+                    self.link_port(port.portid, nqn)
+        except HarnessError:
+            self.teardown()
+            raise
+
+    def require_nvmet(self) -> None:
+        if not self.kfs.exists(NVMET):
+            raise HarnessError(
+                f"{NVMET} not found: nvmet is not loaded or configfs is not mounted",
+                hint="modprobe nvmet-tcp && mount -t configfs none /sys/kernel/config",
+            )
+
+    def _mkdir(self, path: str) -> None:
+        self.kfs.mkdir(path)
+        self.created.append(("dir", path))
+
+    def _create_subsystem(self, subsystem: SubsystemSpec) -> None:
+        base = f"{NVMET}/subsystems/{subsystem.nqn}"
+        self._mkdir(base)
+        if subsystem.serial:
+            self.kfs.write(f"{base}/attr_serial", subsystem.serial)
+        if subsystem.model and self.kfs.exists(f"{base}/attr_model"):
+            self.kfs.write(f"{base}/attr_model", subsystem.model)
+        self.kfs.write(f"{base}/attr_allow_any_host", "1" if subsystem.allow_any_host else "0")
+        for hostnqn in subsystem.allowed_hosts:
+            link = f"{base}/allowed_hosts/{hostnqn}"
+            self.kfs.symlink(f"{NVMET}/hosts/{hostnqn}", link)
+            self.created.append(("link", link))
+
+    def _create_namespace(self, nqn: str, namespace: NamespaceSpec) -> None:
+        base = f"{NVMET}/subsystems/{nqn}/namespaces/{namespace.nsid}"
+        self._mkdir(base)
+        self.kfs.write(f"{base}/device_path", namespace.device_path)
+        if namespace.device_uuid:
+            self.kfs.write(f"{base}/device_uuid", namespace.device_uuid)
+        if namespace.device_nguid:
+            self.kfs.write(f"{base}/device_nguid", namespace.device_nguid)
+        # A file on tmpfs has no O_DIRECT on 6.1: buffered_io must be set before enable.
+        if namespace.buffered_io:
+            self.kfs.write(f"{base}/buffered_io", "1")
+        if namespace.ana_grpid != DEFAULT_ANA_GROUP:
+            self.kfs.write(f"{base}/ana_grpid", str(namespace.ana_grpid))
+        self.created.append(("ns", base))
+        if namespace.enable:
+            self.set_namespace_enabled(nqn, namespace.nsid, True)
+
+    def _create_port(self, port: PortSpec) -> None:
+        base = f"{NVMET}/ports/{port.portid}"
+        self._mkdir(base)
+        self.kfs.write(f"{base}/addr_trtype", port.trtype)
+        self.kfs.write(f"{base}/addr_adrfam", port.adrfam)
+        self.kfs.write(f"{base}/addr_traddr", port.traddr)
+        self.kfs.write(f"{base}/addr_trsvcid", port.trsvcid)
+        for group in port.ana_groups:
+            if group.grpid != DEFAULT_ANA_GROUP:
+                self._mkdir(f"{base}/ana_groups/{group.grpid}")
+            self.set_ana_state(port.portid, group.state, group.grpid)
+
+    # --- changes (the target-side faults) ---------------------------------------------------
+
+    def link_port(self, portid: int, nqn: str) -> None:
+        """Expose subsystem ``nqn`` on port ``portid`` (enables the port on first link)."""
+        link = f"{NVMET}/ports/{portid}/subsystems/{nqn}"
+        if self.kfs.exists(link):
+            return
+        self.kfs.symlink(f"{NVMET}/subsystems/{nqn}", link, netns=self.netns)
+        if ("link", link) not in self.created:
+            self.created.append(("link", link))
+
+    def unlink_port(self, portid: int, nqn: str) -> None:
+        """Stop exposing ``nqn`` on ``portid``: the target drops that path's controllers."""
+        self.kfs.unlink(f"{NVMET}/ports/{portid}/subsystems/{nqn}")
+
+    def port_linked(self, portid: int, nqn: str) -> bool:
+        return self.kfs.exists(f"{NVMET}/ports/{portid}/subsystems/{nqn}")
+
+    def set_namespace_enabled(self, nqn: str, nsid: int, enabled: bool) -> None:
+        self.kfs.write(
+            f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}/enable", "1" if enabled else "0"
+        )
+
+    def namespace_enabled(self, nqn: str, nsid: int) -> bool:
+        value = self.kfs.read(f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}/enable", default="0")
+        return value == "1"
+
+    def set_ana_state(self, portid: int, state: str, grpid: int = DEFAULT_ANA_GROUP) -> None:
+        if state not in ANA_STATES:
+            raise HarnessError(f"unknown ANA state {state!r} (known: {', '.join(ANA_STATES)})")
+        self.kfs.write(f"{NVMET}/ports/{portid}/ana_groups/{grpid}/ana_state", state)
+
+    def ana_state(self, portid: int, grpid: int = DEFAULT_ANA_GROUP) -> str:
+        return self.kfs.read(f"{NVMET}/ports/{portid}/ana_groups/{grpid}/ana_state", default="")
+
+    # --- removal -----------------------------------------------------------------------------
+
+    def teardown(self) -> list[str]:
+        """Remove everything this object created, newest first; returns errors."""
+        errors: list[str] = []
+        while self.created:
+            kind, path = self.created.pop()
+            try:
+                _remove_entry(self.kfs, kind, path)
+            except HarnessError as exc:
+                errors.append(str(exc))
+        return errors
+
+
+def _remove_entry(kfs: KernelFs, kind: str, path: str) -> None:
+    if not kfs.exists(path):
+        return
+    if kind == "link":
+        kfs.unlink(path)
+    elif kind == "ns":
+        if kfs.read(f"{path}/enable", default="0") == "1":
+            kfs.write(f"{path}/enable", "0")
+        _rmdir_retry(kfs, path)
+    else:
+        _rmdir_retry(kfs, path)
+
+
+def _rmdir_retry(kfs: KernelFs, path: str, attempts: int = 20) -> None:
+    """rmdir, retrying briefly: nvmet drops references asynchronously (EBUSY for a moment)."""
+    for attempt in range(attempts):
+        try:
+            kfs.rmdir(path)
+            return
+        except KernelFsError:
+            if attempt == attempts - 1 or not kfs.exists(path):
+                if kfs.exists(path):
+                    raise
+                return
+            time.sleep(0.1)
+
+
+# --- finding and removing what earlier runs left ----------------------------------------------
+
+
+def find_leftovers(kfs: KernelFs) -> list[str]:
+    """nvmet entries a harness run made (by NQN prefix and port id range)."""
+    if not kfs.exists(NVMET):
+        return []
+    found = [f"nvmet port {portid}" for portid in _harness_ports(kfs)]
+    for nqn in kfs.listdir(f"{NVMET}/subsystems"):
+        if nqn.startswith(NQN_PREFIX):
+            found.append(f"nvmet subsystem {nqn}")
+    for nqn in kfs.listdir(f"{NVMET}/hosts"):
+        if _is_harness_host(kfs, nqn):
+            found.append(f"nvmet host {nqn}")
+    return found
+
+
+def remove_leftovers(kfs: KernelFs) -> list[str]:
+    """Remove our ports, subsystems (namespaces first) and hosts; returns errors."""
+    if not kfs.exists(NVMET):
+        return []
+    errors: list[str] = []
+    ours = [nqn for nqn in kfs.listdir(f"{NVMET}/subsystems") if nqn.startswith(NQN_PREFIX)]
+    hosts = [nqn for nqn in kfs.listdir(f"{NVMET}/hosts") if _is_harness_host(kfs, nqn)]
+    # Links from any port to our subsystems first (also from ports that are not ours).
+    for port_name in kfs.listdir(f"{NVMET}/ports"):
+        for nqn in kfs.listdir(f"{NVMET}/ports/{port_name}/subsystems"):
+            if nqn in ours:
+                _collect(errors, kfs, "link", f"{NVMET}/ports/{port_name}/subsystems/{nqn}")
+    for portid in _harness_ports(kfs):
+        base = f"{NVMET}/ports/{portid}"
+        for nqn in kfs.listdir(f"{base}/subsystems"):
+            _collect(errors, kfs, "link", f"{base}/subsystems/{nqn}")
+        for grpid in kfs.listdir(f"{base}/ana_groups"):
+            if grpid != str(DEFAULT_ANA_GROUP):
+                _collect(errors, kfs, "dir", f"{base}/ana_groups/{grpid}")
+        _collect(errors, kfs, "dir", base)
+    for nqn in ours:
+        base = f"{NVMET}/subsystems/{nqn}"
+        for nsid in kfs.listdir(f"{base}/namespaces"):
+            _collect(errors, kfs, "ns", f"{base}/namespaces/{nsid}")
+        for host in kfs.listdir(f"{base}/allowed_hosts"):
+            _collect(errors, kfs, "link", f"{base}/allowed_hosts/{host}")
+        _collect(errors, kfs, "dir", base)
+    for hostnqn in hosts:
+        _collect(errors, kfs, "dir", f"{NVMET}/hosts/{hostnqn}")
+    return errors
+
+
+def _collect(errors: list[str], kfs: KernelFs, kind: str, path: str) -> None:
+    try:
+        _remove_entry(kfs, kind, path)
+    except HarnessError as exc:
+        errors.append(str(exc))
+
+
+def _harness_ports(kfs: KernelFs) -> list[int]:
+    ports = []
+    for name in kfs.listdir(f"{NVMET}/ports"):
+        if name.isdigit() and is_harness_port(int(name)):
+            ports.append(int(name))
+    return ports
+
+
+def _is_harness_host(kfs: KernelFs, hostnqn: str) -> bool:
+    """Our host NQNs carry NQN_PREFIX (HostIdentity.generate); never touch one in use by
+    a subsystem that is not ours."""
+    if not hostnqn.startswith(NQN_PREFIX):
+        return False
+    for nqn in kfs.listdir(f"{NVMET}/subsystems"):
+        if not nqn.startswith(NQN_PREFIX) and hostnqn in kfs.listdir(
+            f"{NVMET}/subsystems/{nqn}/allowed_hosts"
+        ):
+            return False
+    return True
+
+
+def load_modules(timeout_s: float = 60.0) -> None:
+    """Load nvmet-tcp and mount configfs if needed (inside the VM, as root)."""
+    result = run(["modprobe", "nvmet-tcp"], timeout_s=timeout_s)
+    if not result.ok:
+        raise HarnessError(
+            f"cannot load nvmet-tcp: {result.one_line_error()}",
+            hint="the kernel needs CONFIG_NVME_TARGET_TCP (m or y)",
+        )
+    if not _configfs_mounted():
+        mount = run(["mount", "-t", "configfs", "none", "/sys/kernel/config"], timeout_s=30)
+        if not mount.ok and not _configfs_mounted():
+            raise HarnessError(f"cannot mount configfs: {mount.one_line_error()}")
+
+
+def _configfs_mounted() -> bool:
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            return any(line.split()[1] == "/sys/kernel/config" for line in mounts if line.strip())
+    except OSError:
+        return False
