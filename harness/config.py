@@ -8,6 +8,7 @@ integer >= 1, got 'x'``). ``json_schema`` renders the same rules as JSON Schema 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -193,7 +194,13 @@ def _convert(where: str, hint: Any, value: Any) -> Any:
             return _bounded(where, value)
     elif hint is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return _bounded(where, float(value))
+            try:
+                number = float(value)
+            except OverflowError:
+                raise ConfigError(f"{where}: {_short(value)} is out of range") from None
+            if math.isnan(number):
+                raise ConfigError(f"{where}: expected a number, got nan")
+            return _bounded(where, number)
     elif hint is str:
         if isinstance(value, str):
             choices = CHOICES.get(where)
@@ -238,7 +245,9 @@ def validate(data: Any) -> CampaignConfig:
     sections: dict[str, Any] = {}
     for name, table in data.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{name}: unknown section (known: {', '.join(SECTIONS)})")
+            raise ConfigError(
+                f"config: unknown section {_short(name)} (known: {', '.join(SECTIONS)})"
+            )
         if not isinstance(table, dict):
             raise ConfigError(f"{name}: expected a table, got {_short(table)}")
         cls = SECTIONS[name]
@@ -247,7 +256,9 @@ def validate(data: Any) -> CampaignConfig:
         for key, value in table.items():
             where = f"{name}.{key}"
             if key not in hints:
-                raise ConfigError(f"{where}: unknown field (known: {', '.join(hints)})")
+                raise ConfigError(
+                    f"{name}: unknown field {_short(key)} (known: {', '.join(hints)})"
+                )
             values[key] = _convert(where, hints[key], value)
         sections[name] = cls(**values)
     config = CampaignConfig(**sections)
@@ -266,12 +277,12 @@ def _check_combinations(config: CampaignConfig) -> None:
 def load(path: Path) -> CampaignConfig:
     """Read and validate a TOML campaign file."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except ValueError as exc:  # TOMLDecodeError, UnicodeDecodeError, an int over 4300 digits
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
     try:
         return validate(data)
@@ -309,8 +320,15 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    out = []
+    for char in str(value):
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char == "\t" or (char >= " " and char != "\x7f"):
+            out.append(char)
+        else:  # other control characters must be escaped in a TOML basic string
+            out.append(f"\\u{ord(char):04x}")
+    return '"' + "".join(out) + '"'
 
 
 def override(config: CampaignConfig, section: str, **changes: Any) -> CampaignConfig:

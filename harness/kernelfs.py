@@ -71,7 +71,7 @@ class KernelFs:
         With ``netns``, the link is made by a process inside that network namespace: nvmet
         opens a port's listening socket in the namespace of the process that enables it.
         """
-        argv = ["ln", "-s", str(self.path(target_rel)), str(self.path(link_rel))]
+        argv = ["ln", "-s", "-T", str(self.path(target_rel)), str(self.path(link_rel))]
         if netns is not None:
             argv = ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
         self._child(argv, "symlink", link_rel, None, timeout_s)

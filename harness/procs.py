@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.errors import ToolError
+
+# How long to wait for a killed child to exit before giving up on it.
+KILL_WAIT_S = 1.0
 
 # Debian package that provides each tool we call, for one-line "install it" errors.
 PACKAGE_OF_TOOL: dict[str, str] = {
@@ -48,7 +54,8 @@ class ProcResult:
 
 def require_tool(name: str) -> str:
     """Return the path of ``name`` or raise a ToolError that says which package to install."""
-    path = shutil.which(name)
+    # Tools installed by pip (vng) live beside the interpreter when the venv is not activated.
+    path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
     if path is None:
         package = PACKAGE_OF_TOOL.get(name, name)
         raise ToolError(f"'{name}' not found", hint=f"install it: apt-get install {package}")
@@ -66,19 +73,23 @@ def run(
     Raises ToolError when the program is missing, times out, or (with ``check``) fails.
     """
     args = tuple(argv)
-    require_tool(args[0])
+    executable = require_tool(args[0])
+    process = subprocess.Popen(
+        (executable, *args[1:]),
+        stdin=subprocess.DEVNULL if input_text is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        completed = subprocess.run(
-            args,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        stdout, stderr = process.communicate(input_text, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
+        process.kill()
+        # A child stuck in the kernel (D state) dies only when it returns: don't wait for it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=KILL_WAIT_S)
         raise ToolError(f"{' '.join(args[:4])} did not finish in {timeout_s:g} s") from exc
-    result = ProcResult(args, completed.returncode, completed.stdout, completed.stderr)
+    result = ProcResult(args, process.returncode, stdout, stderr)
     if check and not result.ok:
         raise ToolError(result.one_line_error())
     return result

@@ -99,6 +99,8 @@ class JsonlWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._file: IO[str] = path.open("a", encoding="utf-8")
+        if _ends_torn(path):  # a crash cut the last line: start a new one
+            self._file.write("\n")
 
     def append(self, record: IterationRecord | dict[str, Any]) -> None:
         line = record.to_json() if isinstance(record, IterationRecord) else json.dumps(record)
@@ -114,6 +116,14 @@ class JsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _ends_torn(path: Path) -> bool:
+    with path.open("rb") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -11,6 +11,7 @@ subsystem NQNs start with NQN_PREFIX and port ids lie in [PORT_ID_BASE, PORT_ID_
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -318,13 +319,16 @@ def _is_harness_host(kfs: KernelFs, hostnqn: str) -> bool:
 
 
 def load_modules(timeout_s: float = 60.0) -> None:
-    """Load nvmet-tcp and mount configfs if needed (inside the VM, as root)."""
-    result = run(["modprobe", "nvmet-tcp"], timeout_s=timeout_s)
-    if not result.ok:
-        raise HarnessError(
-            f"cannot load nvmet-tcp: {result.one_line_error()}",
-            hint="the kernel needs CONFIG_NVME_TARGET_TCP (m or y)",
-        )
+    """Load nvmet-tcp and nvme-tcp (unless a variant is loaded already) and mount configfs."""
+    for module, option in (("nvmet-tcp", "NVME_TARGET_TCP"), ("nvme-tcp", "NVME_TCP")):
+        if module == "nvme-tcp" and os.path.isdir("/sys/module/nvme_tcp"):
+            continue  # keep what is loaded (maybe a built variant, insmod'ed)
+        result = run(["modprobe", module], timeout_s=timeout_s)
+        if not result.ok:
+            raise HarnessError(
+                f"cannot load {module}: {result.one_line_error()}",
+                hint=f"the kernel needs CONFIG_{option} (m or y)",
+            )
     if not _configfs_mounted():
         mount = run(["mount", "-t", "configfs", "none", "/sys/kernel/config"], timeout_s=30)
         if not mount.ok and not _configfs_mounted():

@@ -1,0 +1,516 @@
+"""The fault campaign: N iterations of (fio on the head, fault one path, restore, verdict).
+
+One iteration, with fio started afresh each time so its counts belong to one fault:
+
+1. mark the kernel log; start fio on the multipath head (after the device interlock);
+2. wait for IO to flow, then warmup_s plus a seeded random jitter;
+3. inject the fault on the chosen path; hold_s; restore it;
+4. wait until every path is live and optimized again (reconnecting expired controllers);
+5. let IO run settle_s more, stop fio (SIGINT; SIGKILL when it does not stop: a hang);
+6. classify the kernel log, combine with fio's counts, write the record (fsynced).
+
+A monitor thread samples the head's /sys/block stat; no completed IO for hang_timeout_s
+while fio runs means a hang: the stuck tasks' stacks are captured and the iteration ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import config as config_mod
+from harness.config import FAULTS_WITH_SURVIVING_PATH, CampaignConfig, FaultKind
+from harness.errors import HarnessError
+from harness.faults import FaultAction, FaultInjector
+from harness.host import MultipathDevice
+from harness.kmsg import KernelLogSummary, KmsgReader, format_record
+from harness.results import (
+    RESULTS_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    IterationRecord,
+    JsonlWriter,
+    Verdict,
+    read_records,
+    render_table,
+    summarize,
+    write_json_atomic,
+)
+from harness.testbed import Testbed, new_run_id
+from harness.workload import FioJob, FioResult, FioRun
+
+IO_START_TIMEOUT_S = 15.0
+MONITOR_PERIOD_S = 0.2
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    release: str
+    variant: str
+    srcversion: str
+
+
+def kernel_info(variant: str) -> KernelInfo:
+    """Release and nvme_core srcversion of the running kernel."""
+    try:
+        srcversion = Path("/sys/module/nvme_core/srcversion").read_text().strip()
+    except OSError:
+        srcversion = ""
+    return KernelInfo(platform.release(), variant, srcversion)
+
+
+def plan(config: CampaignConfig) -> list[FaultAction]:
+    """The faults and paths of every iteration, reproducible from the seed."""
+    rng = random.Random(config.campaign.seed)
+    faults = config.campaign.faults
+    paths = config.target.paths
+    actions = []
+    for index in range(config.campaign.iterations):
+        if config.campaign.order == "random":
+            kind = rng.choice(faults)
+        else:
+            kind = faults[index % len(faults)]
+        choice = config.campaign.path
+        if choice == "first":
+            path = 0
+        elif choice == "last":
+            path = paths - 1
+        elif choice == "random":
+            path = rng.randrange(paths)
+        else:  # alternate: each fault kind walks over the paths in turn
+            path = (index // len(faults)) % paths
+        actions.append(FaultAction(FaultKind(kind), path))
+    return actions
+
+
+def jitters(config: CampaignConfig) -> list[float]:
+    rng = random.Random(config.campaign.seed * 7919 + 1)
+    return [rng.uniform(0, config.campaign.jitter_s) for _ in range(config.campaign.iterations)]
+
+
+@dataclass
+class ProgressMonitor:
+    """Samples IO completions on a disk; notices when IO stops making progress."""
+
+    read_stat: Callable[[], tuple[int, int]]
+    hang_timeout_s: float
+    max_stall_s: float = 0.0
+    hang: bool = False
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        last_count, _ = self.read_stat()
+        last_change = time.monotonic()
+        while not self._stop.wait(MONITOR_PERIOD_S):
+            count, _inflight = self.read_stat()
+            now = time.monotonic()
+            self.samples.append((now, count))
+            if count != last_count:
+                last_count, last_change = count, now
+            stall = now - last_change
+            self.max_stall_s = max(self.max_stall_s, stall)
+            if stall >= self.hang_timeout_s:
+                self.hang = True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def completed(self) -> int:
+        return self.samples[-1][1] if self.samples else 0
+
+
+ProgressCallback = Callable[[IterationRecord, int], None]
+
+
+class Campaign:
+    """Runs a campaign in the current kernel (as root, inside the VM) into ``outdir``."""
+
+    def __init__(
+        self,
+        config: CampaignConfig,
+        outdir: Path,
+        variant: str = "distro",
+        on_iteration: ProgressCallback | None = None,
+        widener_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.outdir = outdir
+        self.run_id = new_run_id()
+        self.kernel = kernel_info(variant)
+        self.on_iteration = on_iteration
+        self.widener_factory = widener_factory
+        self.bed = Testbed(config, self.run_id)
+        self.faults = FaultInjector(self.bed)
+        self.started = time.monotonic()
+        self.stop_reason = ""
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every iteration; always tears down. Returns the per-fault summaries."""
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        (self.outdir / "iterations").mkdir(exist_ok=True)
+        interrupted = False
+        widener = None
+        try:
+            with KmsgReader() as kmsg, JsonlWriter(self.outdir / RESULTS_FILE) as writer:
+                setup_start = time.monotonic()
+                device = self.bed.up()
+                self.kernel = kernel_info(self.kernel.variant)  # nvme_core is loaded now
+                self._write_run_file(device, time.monotonic() - setup_start)
+                kmsg.read_available()  # setup noise is not part of iteration 1
+                if self.widener_factory is not None:
+                    widener = self.widener_factory()
+                    widener.start()
+                actions = plan(self.config)
+                waits = jitters(self.config)
+                for index, action in enumerate(actions):
+                    record = self._iteration(index, action, waits[index], kmsg)
+                    writer.append(record)
+                    if self.on_iteration is not None:
+                        self.on_iteration(record, len(actions))
+                    if self._should_stop(record):
+                        break
+        except KeyboardInterrupt:
+            interrupted = True
+            self.stop_reason = "interrupted"
+        finally:
+            widener_stats = None
+            if widener is not None:
+                with contextlib.suppress(HarnessError):
+                    widener_stats = widener.stop()
+            errors = self.faults.restore_everything()
+            errors += self.bed.down()
+            self._write_summary(interrupted, errors, widener_stats)
+        if interrupted:
+            raise KeyboardInterrupt
+        return [
+            summary.to_dict() for summary in summarize(read_records(self.outdir / RESULTS_FILE))
+        ]
+
+    def _should_stop(self, record: IterationRecord) -> bool:
+        if record.verdict == Verdict.HANG:
+            self.stop_reason = "hang: the kernel stopped completing IO"
+            return True
+        if record.verdict == Verdict.NOT_RECOVERED:
+            self.stop_reason = "paths did not recover"
+            return True
+        if self.config.campaign.stop_on_first_eio and record.app_eio > 0:
+            self.stop_reason = "stop_on_first_eio"
+            return True
+        return False
+
+    # --- one iteration ---------------------------------------------------------------------------
+
+    def _iteration(
+        self, index: int, action: FaultAction, jitter: float, kmsg: KmsgReader
+    ) -> IterationRecord:
+        ccfg = self.config.campaign
+        workdir = self.outdir / "iterations" / f"{index + 1:04d}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        iteration_start = time.monotonic()
+        kernel = KernelLogSummary()
+        kernel_lines: list[str] = []
+        error = ""
+        inject_at = restore_at = inject_s = restore_s = 0.0
+        recovered, recover_s = False, None
+        another_path_live = False
+        fio: FioRun | None = None
+        monitor: ProgressMonitor | None = None
+        fio_result: FioResult | None = None
+        stuck: list[str] = []
+        try:
+            device = self.bed.checked_device()
+            monitor = ProgressMonitor(self._io_progress, ccfg.hang_timeout_s)
+            fio = FioRun(self._fio_job(device), workdir)
+            monitor.start()
+            self._wait_io_flowing(monitor, fio)
+            time.sleep(ccfg.warmup_s + jitter)
+            another_path_live = self._another_path_live(device, action)
+            inject_at = time.monotonic() - iteration_start
+            self.faults.inject(action)
+            inject_s = time.monotonic() - iteration_start - inject_at
+            _sleep_unless(ccfg.hold_s, lambda: monitor is not None and monitor.hang)
+            restore_at = time.monotonic() - iteration_start
+            self.faults.restore(action)
+            restore_s = time.monotonic() - iteration_start - restore_at
+            recover_s = self.faults.recover(ccfg.recover_timeout_s, lambda: monitor.hang)
+            recovered = recover_s is not None
+            _sleep_unless(ccfg.settle_s, lambda: monitor is not None and monitor.hang)
+        except HarnessError as exc:
+            error = str(exc)
+        finally:
+            if monitor is not None and monitor.hang:
+                stuck = stuck_tasks()
+            if fio is not None:
+                fio_result = fio.stop()
+            if monitor is not None:
+                monitor.stop()
+            if error:
+                self.faults.restore_everything()
+                with contextlib.suppress(HarnessError):
+                    self.faults.recover(ccfg.recover_timeout_s, lambda: False)
+        for record in kmsg.read_available():
+            kernel.add(record)
+            kernel_lines.append(format_record(record))
+        (workdir / "kmsg.txt").write_text("\n".join(kernel_lines) + "\n")
+        return self._record(
+            index=index,
+            action=action,
+            iteration_start=iteration_start,
+            times=(inject_at, restore_at, inject_s, restore_s),
+            recovered=recovered,
+            recover_s=recover_s,
+            another_path_live=another_path_live,
+            fio_result=fio_result,
+            kernel=kernel,
+            monitor=monitor,
+            error=error,
+            stuck=stuck,
+        )
+
+    def _io_progress(self) -> tuple[int, int]:
+        """(IOs completed, in flight) summed over the per-path disks: the head itself keeps
+        no IO statistics on 6.1 (it is bio-based), the paths do."""
+        assert self.bed.host is not None
+        done = inflight = 0
+        for ctrl in self.bed.host.controllers(self.bed.nqn):
+            for disk in ctrl.path_disks:
+                completed, active = self.bed.host.io_completed(disk)
+                done += completed
+                inflight += active
+        return done, inflight
+
+    def _fio_job(self, device: MultipathDevice) -> FioJob:
+        wcfg = self.config.workload
+        assert self.bed.host is not None
+        sectors = int(self.bed.kfs.read(f"/sys/block/{device.head}/size", default="0"))
+        if sectors <= 0:
+            raise HarnessError(f"{device.head_dev} has no capacity")
+        return FioJob(
+            filename=device.head_dev,
+            size_bytes=sectors * 512,
+            rw=wcfg.rw,
+            bs=wcfg.bs,
+            iodepth=wcfg.iodepth,
+            numjobs=wcfg.numjobs,
+            verify=wcfg.verify,
+        )
+
+    def _wait_io_flowing(self, monitor: ProgressMonitor, fio: FioRun) -> None:
+        deadline = time.monotonic() + IO_START_TIMEOUT_S
+        baseline = monitor.read_stat()[0]
+        while time.monotonic() < deadline:
+            if not fio.running():
+                raise HarnessError(f"fio exited at start: see {fio.stderr_path}")
+            if monitor.read_stat()[0] > baseline + 100:
+                return
+            time.sleep(0.05)
+        raise HarnessError(f"no IO on the head {IO_START_TIMEOUT_S:g} s after fio started")
+
+    def _another_path_live(self, device: MultipathDevice, action: FaultAction) -> bool:
+        """Whether a path other than the faulted one is live, for a fault that spares it."""
+        if action.kind not in FAULTS_WITH_SURVIVING_PATH:
+            return False
+        faulted = self.bed.endpoints[action.path]
+        return any(
+            ctrl.state == "live"
+            and (ctrl.traddr, ctrl.trsvcid) != (faulted.traddr, faulted.trsvcid)
+            for ctrl in device.controllers
+        )
+
+    def _record(
+        self,
+        *,
+        index: int,
+        action: FaultAction,
+        iteration_start: float,
+        times: tuple[float, float, float, float],
+        recovered: bool,
+        recover_s: float | None,
+        another_path_live: bool,
+        fio_result: FioResult | None,
+        kernel: KernelLogSummary,
+        monitor: ProgressMonitor | None,
+        error: str,
+        stuck: list[str],
+    ) -> IterationRecord:
+        fio = fio_result
+        hang = bool(monitor and monitor.hang) or bool(fio and fio.killed)
+        app_eio = fio.eio if fio else 0
+        first_eio_at = None
+        if fio and fio.first_error_at is not None:
+            first_eio_at = fio.first_error_at - self.started
+        record = IterationRecord(
+            run_id=self.run_id,
+            iteration=index + 1,
+            fault=str(action.kind),
+            path=action.path,
+            kernel_release=self.kernel.release,
+            variant=self.kernel.variant,
+            srcversion=self.kernel.srcversion,
+            iopolicy=self.config.host.iopolicy,
+            widener=self.config.widener.enabled,
+            started_at=round(iteration_start - self.started, 3),
+            inject_at_s=round(times[0], 3),
+            restore_at_s=round(times[1], 3),
+            inject_s=round(times[2], 3),
+            restore_s=round(times[3], 3),
+            cycle_s=round(time.monotonic() - iteration_start, 3),
+            recovered=recovered,
+            time_to_recover_s=None if recover_s is None else round(recover_s, 3),
+            another_path_live=another_path_live,
+            app_eio=app_eio,
+            app_other_errors=(fio.total_errors - app_eio) if fio else 0,
+            verify_failures=fio.verify_failures if fio else 0,
+            fio_exit_code=fio.exit_code if fio else None,
+            fio_iops=round(fio.iops, 1) if fio else 0.0,
+            fio_read_ios=fio.read_ios if fio else 0,
+            fio_write_ios=fio.write_ios if fio else 0,
+            eod_race_lines=kernel.eod_race_lines,
+            eod_race_disks=kernel.eod_race_disks,
+            io_error_lines=kernel.io_error_lines,
+            path_event_lines=kernel.path_event_lines,
+            hung_task_lines=kernel.hung_task_lines,
+            kernel_bug_lines=kernel.kernel_bug_lines,
+            hang=hang,
+            max_stall_s=round(monitor.max_stall_s, 3) if monitor else 0.0,
+            first_eio_at_s=None if first_eio_at is None else round(first_eio_at, 3),
+            verdict="",
+            error=error,
+            kernel_examples=kernel.examples + (fio.error_lines[:4] if fio else []),
+            stuck_tasks=stuck,
+        )
+        record.verdict = verdict(record)
+        return record
+
+    # --- files -----------------------------------------------------------------------------------
+
+    def _write_run_file(self, device: MultipathDevice, setup_s: float) -> None:
+        assert self.bed.host is not None
+        data = {
+            "run_id": self.run_id,
+            "kernel_release": self.kernel.release,
+            "variant": self.kernel.variant,
+            "srcversion": self.kernel.srcversion,
+            "subsystem_nqn": self.bed.nqn,
+            "host_nqn": self.bed.identity.hostnqn,
+            "head": device.head_dev,
+            "paths": [
+                {
+                    "controller": c.name,
+                    "traddr": c.traddr,
+                    "trsvcid": c.trsvcid,
+                    "disks": list(c.path_disks),
+                }
+                for c in device.controllers
+            ],
+            "iopolicy": self.bed.host.iopolicy(device),
+            "setup_s": round(setup_s, 3),
+            "config": config_mod.to_dict(self.config),
+            "started_unix": time.time(),
+            "pid": os.getpid(),
+        }
+        write_json_atomic(self.outdir / RUN_FILE, data)
+        if self.bed.spec is not None:
+            from harness import nvmetcli_json
+
+            nvmetcli_json.save(self.bed.spec, self.outdir / "target.nvmetcli.json")
+
+    def _write_summary(self, interrupted: bool, errors: list[str], widener_stats: Any) -> None:
+        records = list(read_records(self.outdir / RESULTS_FILE))
+        summaries = summarize(records)
+        data = {
+            "run_id": self.run_id,
+            "complete": not interrupted and len(records) == self.config.campaign.iterations,
+            "interrupted": interrupted,
+            "stop_reason": self.stop_reason,
+            "iterations": len(records),
+            "kernel_release": self.kernel.release,
+            "variant": self.kernel.variant,
+            "srcversion": self.kernel.srcversion,
+            "teardown_errors": errors,
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+            "faults": [summary.to_dict() for summary in summaries],
+            "widener": _plain(widener_stats),
+        }
+        write_json_atomic(self.outdir / SUMMARY_FILE, data)
+        (self.outdir / "table.txt").write_text(render_table(summaries) + "\n")
+        from harness.junit import write_junit
+
+        write_junit(self.outdir / "junit.xml", records, suite=f"campaign-{self.kernel.variant}")
+
+
+def _plain(value: Any) -> Any:
+    if value is None:
+        return None
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return json.loads(json.dumps(value, default=str))
+
+
+def verdict(record: IterationRecord) -> str:
+    """One verdict per iteration, the most serious first."""
+    if record.error and not record.fio_read_ios and not record.fio_write_ios:
+        return Verdict.INFRA_ERROR
+    if record.kernel_bug_lines:
+        return Verdict.KERNEL_BUG
+    if record.hang:
+        return Verdict.HANG
+    if record.app_eio:
+        if record.eod_race_lines:
+            return Verdict.EIO_RACE
+        if not record.another_path_live:
+            return Verdict.EXPECTED_EIO
+        return Verdict.EIO
+    if record.verify_failures:
+        return Verdict.VERIFY_FAIL
+    if not record.recovered:
+        return Verdict.NOT_RECOVERED if not record.error else Verdict.INFRA_ERROR
+    return Verdict.PASS
+
+
+def stuck_tasks(limit: int = 16) -> list[str]:
+    """Tasks in uninterruptible sleep (D) with their kernel stacks, for a hang verdict."""
+    found: list[str] = []
+    for pid in sorted(os.listdir("/proc"), key=lambda p: (len(p), p)):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            state = stat.rsplit(")", 1)[1].split()[0]
+            if state != "D":
+                continue
+            comm = stat.split("(", 1)[1].rsplit(")", 1)[0]
+            stack = Path(f"/proc/{pid}/stack").read_text().strip().replace("\n", " <- ")
+        except (OSError, IndexError):
+            continue
+        found.append(f"{pid} {comm}: {stack}")
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _sleep_unless(seconds: float, stop: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stop():
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))

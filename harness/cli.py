@@ -1,0 +1,358 @@
+"""nvmf-harness: the command line.
+
+    nvmf-harness run      --config F --out DIR     campaign in this kernel (root, in the VM)
+    nvmf-harness vm       --config F --out DIR     boot a kernel with virtme-ng, run it inside
+    nvmf-harness vm-pytest --out DIR [-- ARGS]     pytest testcases/ inside the VM
+    nvmf-harness report   DIR                      per-fault table of a results directory
+    nvmf-harness clean    [--dry-run]              remove what earlier runs left
+    nvmf-harness doctor                            check tools, modules, permissions
+
+Errors a person can fix are printed as one line with what to do; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harness import config as config_mod
+from harness.errors import ConfigError, HarnessError
+from harness.kernelfs import KernelFs
+from harness.results import RESULTS_FILE, IterationRecord, read_records, render_table, summarize
+
+PROG = "nvmf-harness"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
+EXIT_OK = 0
+EXIT_FAILURES = 1  # the campaign ran and found failing verdicts
+EXIT_USAGE = 2  # bad input, missing tool: nothing ran
+EXIT_INFRA = 3  # the harness or the VM could not complete the run
+EXIT_INTERRUPTED = 130
+
+
+def say(message: str) -> None:
+    print(f"{PROG}: {message}", flush=True)
+
+
+def _sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+
+def load_config(args: argparse.Namespace) -> config_mod.CampaignConfig:
+    config = config_mod.load(Path(args.config))
+    changes: dict[str, Any] = {}
+    if getattr(args, "iterations", None):
+        changes["iterations"] = args.iterations
+    if getattr(args, "seed", None) is not None:
+        changes["seed"] = args.seed
+    if changes:
+        config = config_mod.override(config, "campaign", **changes)
+    if getattr(args, "widen", False):
+        config = config_mod.override(config, "widener", enabled=True)
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.campaign import Campaign
+
+    config = load_config(args)
+    if os.geteuid() != 0:
+        raise HarnessError("run needs root", hint="run it inside the VM: nvmf-harness vm ...")
+    outdir = Path(args.out)
+    variant = _load_variant(args, config)
+    widener_factory = _widener_factory(config)
+    campaign = Campaign(
+        config,
+        outdir,
+        variant=variant,
+        on_iteration=_progress_printer(args),
+        widener_factory=widener_factory,
+    )
+    say(
+        f"campaign {config.campaign.name}: {config.campaign.iterations} iterations of "
+        f"{', '.join(config.campaign.faults)} on {campaign.kernel.release} "
+        f"({variant}, nvme_core {campaign.kernel.srcversion or '?'}) -> {outdir}"
+    )
+    try:
+        campaign.run()
+    except KeyboardInterrupt:
+        say(f"interrupted: faults restored, test bed removed, partial results in {outdir}")
+        return EXIT_INTERRUPTED
+    records = list(read_records(outdir / RESULTS_FILE))
+    if not args.quiet:
+        print(render_table(summarize(records)), flush=True)
+    if campaign.stop_reason:
+        say(f"stopped early: {campaign.stop_reason}")
+    return exit_status(records)
+
+
+def exit_status(records: list[dict[str, Any]]) -> int:
+    from harness.results import FAILING_VERDICTS, Verdict
+
+    if not records or any(r.get("verdict") == Verdict.INFRA_ERROR for r in records):
+        return EXIT_INFRA
+    if any(r.get("verdict") in FAILING_VERDICTS for r in records):
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+def _load_variant(args: argparse.Namespace, config: config_mod.CampaignConfig) -> str:
+    variant = args.variant or config.kernel.variant
+    if variant == "distro":
+        return variant
+    from harness import variants
+
+    loaded = variants.load_variant(variant, Path(args.modules) if args.modules else None)
+    say(f"loaded {variant} nvme modules, nvme_core srcversion {loaded.srcversion}")
+    return variant
+
+
+def _widener_factory(config: config_mod.CampaignConfig) -> Any:
+    if not config.widener.enabled:
+        return None
+    from harness import widener
+
+    def make() -> Any:
+        return widener.Widener(
+            delay_us=config.widener.delay_us, sample_every=config.widener.sample_every
+        )
+
+    return make
+
+
+def _progress_printer(args: argparse.Namespace) -> Any:
+    counts = {"eio": 0, "race": 0}
+
+    def show(record: IterationRecord, total: int) -> None:
+        counts["eio"] += record.app_eio
+        counts["race"] += record.eod_race_lines
+        if args.json:
+            print(record.to_json(), flush=True)
+        elif not args.quiet:
+            say(
+                f"[{record.iteration}/{total}] {record.fault} path {record.path}: "
+                f"{record.verdict} (app EIO {record.app_eio}, EOD-race lines "
+                f"{record.eod_race_lines}, recover {record.time_to_recover_s} s, "
+                f"cycle {record.cycle_s:.1f} s, {record.fio_iops:.0f} IOPS) "
+                f"| total EIO {counts['eio']}"
+            )
+
+    return show
+
+
+# --- vm ------------------------------------------------------------------------------------------
+
+
+def _vm_spec(args: argparse.Namespace, timeout_s: float) -> Any:
+    from harness.vm import VmSpec, default_kernel
+
+    return VmSpec(
+        kernel=args.kernel or default_kernel(),
+        memory=args.memory,
+        cpus=args.cpus,
+        accel=args.accel,
+        timeout_s=args.timeout or timeout_s,
+    )
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    from harness.vm import guest_python, record_crash, run_in_vm
+
+    config = load_config(args)  # fail here, not in the guest, on a broken config
+    outdir = Path(args.out).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    ccfg = config.campaign
+    per_iteration = ccfg.warmup_s + ccfg.jitter_s + ccfg.hold_s + ccfg.settle_s + 15
+    spec = _vm_spec(args, 300 + ccfg.iterations * min(per_iteration + ccfg.recover_timeout_s, 300))
+    guest = [
+        guest_python(),
+        "-m",
+        "harness.cli",
+        "run",
+        "--config",
+        str(Path(args.config).resolve()),
+    ]
+    guest += ["--out", str(outdir), "--quiet"]
+    if args.iterations:
+        guest += ["--iterations", str(args.iterations)]
+    if args.seed is not None:
+        guest += ["--seed", str(args.seed)]
+    if args.widen:
+        guest.append("--widen")
+    if args.variant:
+        guest += ["--variant", args.variant]
+    if args.modules:
+        guest += ["--modules", str(Path(args.modules).resolve())]
+    say(f"booting {spec.kernel} ({spec.cpus} CPUs, {spec.memory}); console: {outdir}/console.log")
+    result = run_in_vm(spec, outdir, guest, on_line=_echo_harness_lines)
+    boot = f"{result.boot_s:.1f} s" if result.boot_s is not None else "?"
+    say(f"VM finished in {result.wall_s:.1f} s (first harness output after {boot})")
+    if result.crashed or result.timed_out:
+        record_crash(outdir, result)
+        what = "timed out" if result.timed_out else "died (kernel crash or panic?)"
+        say(f"the VM {what}; console tail in {outdir}/console.log")
+    records = list(read_records(outdir / RESULTS_FILE))
+    if records:
+        print(render_table(summarize(r for r in records if "cycle_s" in r)), flush=True)
+    if result.crashed or result.timed_out:
+        return EXIT_INFRA
+    return result.exit_status if result.exit_status is not None else EXIT_INFRA
+
+
+def _echo_harness_lines(line: str) -> None:
+    if line.startswith(f"{PROG}:") or "Traceback" in line:
+        print(line, flush=True)
+
+
+def cmd_vm_pytest(args: argparse.Namespace) -> int:
+    from harness.vm import guest_python, run_in_vm
+
+    outdir = Path(args.out).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    spec = _vm_spec(args, 1500)
+    extra = [a for a in args.pytest_args if a != "--"]
+    guest = [guest_python(), "-m", "pytest", "testcases/", "-p", "no:cacheprovider"]
+    guest += [f"--junitxml={outdir / 'testcases-junit.xml'}", f"--results-dir={outdir}", *extra]
+    say(f"booting {spec.kernel} to run pytest testcases/; console: {outdir}/console.log")
+    result = run_in_vm(spec, outdir, guest, on_line=print, boot_marker="test session starts")
+    if result.crashed or result.timed_out:
+        say("the VM died or timed out before pytest finished; see console.log")
+        return EXIT_INFRA
+    return result.exit_status if result.exit_status is not None else EXIT_INFRA
+
+
+# --- report, clean, doctor ---------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = Path(args.results)
+    results = path / RESULTS_FILE if path.is_dir() else path
+    if not results.exists():
+        raise HarnessError(f"{results} not found", hint="give a results directory of a run")
+    records = [r for r in read_records(results) if "cycle_s" in r]
+    if args.json:
+        print(json.dumps([s.to_dict() for s in summarize(records)], indent=2))
+    else:
+        print(render_table(summarize(records)))
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from harness import cleanup
+
+    kfs = KernelFs()
+    if args.dry_run:
+        found = cleanup.find_all(kfs)
+        for item in found:
+            print(item)
+        say(f"{len(found)} leftover(s)")
+        return EXIT_FAILURES if found else EXIT_OK
+    if os.geteuid() != 0:
+        raise HarnessError("clean needs root")
+    report = cleanup.clean_all(kfs)
+    for item in report.found:
+        print(f"removed: {item}")
+    for error in report.errors:
+        print(f"error: {error}")
+    left = cleanup.find_all(kfs)
+    for item in left:
+        print(f"still there: {item}")
+    say(f"{len(report.found)} leftover(s) found, {len(left)} remain")
+    return EXIT_FAILURES if left else EXIT_OK
+
+
+def cmd_doctor(_args: argparse.Namespace) -> int:
+    from harness.doctor import run_checks
+
+    checks = run_checks()
+    for check in checks:
+        mark = "ok  " if check.ok else ("warn" if check.optional else "FAIL")
+        line = f"{mark} {check.name}: {check.detail}"
+        if not check.ok and check.fix:
+            line += f" -> {check.fix}"
+        print(line)
+    failed = [c for c in checks if not c.ok and not c.optional]
+    say("all required checks passed" if not failed else f"{len(failed)} required check(s) failed")
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+# --- parser --------------------------------------------------------------------------------------
+
+
+def _campaign_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="campaign TOML file")
+    parser.add_argument("--out", required=True, help="results directory")
+    parser.add_argument("--iterations", type=int, help="override campaign.iterations")
+    parser.add_argument("--seed", type=int, help="override campaign.seed")
+    parser.add_argument("--widen", action="store_true", help="enable the BPF race widener")
+    parser.add_argument("--variant", choices=config_mod.VARIANTS, help="nvme module variant")
+    parser.add_argument("--modules", help="directory of the built variant's .ko files")
+
+
+def _vm_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kernel", help="kernel image (default: newest /boot/vmlinuz-*)")
+    parser.add_argument("--memory", default="2G")
+    parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--accel", choices=config_mod.ACCELS, default="auto")
+    parser.add_argument("--timeout", type=float, help="seconds before the VM is killed")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a campaign in this kernel (root)")
+    _campaign_options(run)
+    run.add_argument("--quiet", action="store_true", help="no per-iteration lines, no table")
+    run.add_argument("--json", action="store_true", help="print each record as a JSON line")
+    run.set_defaults(func=cmd_run)
+    vm = sub.add_parser("vm", help="boot a kernel in a VM and run the campaign inside")
+    _campaign_options(vm)
+    _vm_options(vm)
+    vm.set_defaults(func=cmd_vm)
+    vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
+    vmp.add_argument("--out", required=True)
+    _vm_options(vmp)
+    vmp.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    vmp.set_defaults(func=cmd_vm_pytest)
+    report = sub.add_parser("report", help="print the table of a results directory")
+    report.add_argument("results")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
+    clean = sub.add_parser("clean", help="remove leftovers of earlier runs")
+    clean.add_argument("--dry-run", action="store_true", help="only list them")
+    clean.set_defaults(func=cmd_clean)
+    doctor = sub.add_parser("doctor", help="check that everything needed is installed")
+    doctor.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    started = time.monotonic()
+    try:
+        status: int = args.func(args)
+    except ConfigError as exc:
+        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except HarnessError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_INFRA
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted after {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Path faults: each one an inject and a restore, aimed at one path of the test bed.
+
+| fault        | inject                                   | restore                          |
+|--------------|------------------------------------------|----------------------------------|
+| ctrl_delete  | host deletes the path's controller       | host connects the path again     |
+| ctrl_reset   | host resets the path's controller        | (the reset reconnects by itself) |
+| port_remove  | target unlinks the subsystem from a port | link it again                    |
+| ns_disable   | target disables the namespace (all paths)| enable it again                  |
+| link_down    | the path's host-side veth goes down      | link up again                    |
+| ana_change   | the port's ANA group goes inaccessible   | back to optimized                |
+
+After a restore, ``recover`` waits for every path to be live and optimized again and
+reconnects a path whose controller the host gave up on (ctrl_loss_tmo expired).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.config import FaultKind
+from harness.errors import HarnessError
+from harness.host import MultipathDevice
+from harness.testbed import NSID, Testbed
+
+
+@dataclass(frozen=True)
+class FaultAction:
+    kind: FaultKind
+    path: int
+
+
+class FaultInjector:
+    """Injects and restores faults on a test bed."""
+
+    def __init__(self, bed: Testbed) -> None:
+        self.bed = bed
+
+    def _ctrl_name(self, path: int) -> str | None:
+        device = self.bed.device()
+        if device is None:
+            return None
+        ctrl = device.controller_for(self.bed.endpoints[path])
+        return ctrl.name if ctrl else None
+
+    def inject(self, action: FaultAction) -> None:
+        bed, path = self.bed, action.path
+        assert bed.host is not None and bed.target is not None and bed.network is not None
+        kind = action.kind
+        if kind is FaultKind.CTRL_DELETE:
+            name = self._require_ctrl(path)
+            bed.host.delete_controller(name)
+        elif kind is FaultKind.CTRL_RESET:
+            bed.host.reset_controller(self._require_ctrl(path))
+        elif kind is FaultKind.PORT_REMOVE:
+            bed.target.unlink_port(bed.portid(path), bed.nqn)
+        elif kind is FaultKind.NS_DISABLE:
+            bed.target.set_namespace_enabled(bed.nqn, NSID, False)
+        elif kind is FaultKind.LINK_DOWN:
+            bed.network.set_link(path, up=False)
+        elif kind is FaultKind.ANA_CHANGE:
+            bed.target.set_ana_state(bed.portid(path), "inaccessible")
+        else:  # pragma: no cover - FaultKind is closed
+            raise HarnessError(f"unknown fault {kind}")
+
+    def restore(self, action: FaultAction) -> None:
+        bed, path = self.bed, action.path
+        assert bed.host is not None and bed.target is not None and bed.network is not None
+        kind = action.kind
+        if kind is FaultKind.CTRL_DELETE:
+            self._wait_ctrl_gone(path, timeout_s=30)
+            bed.connect(bed.endpoints[path])
+        elif kind is FaultKind.CTRL_RESET:
+            pass
+        elif kind is FaultKind.PORT_REMOVE:
+            bed.target.link_port(bed.portid(path), bed.nqn)
+        elif kind is FaultKind.NS_DISABLE:
+            bed.target.set_namespace_enabled(bed.nqn, NSID, True)
+        elif kind is FaultKind.LINK_DOWN:
+            bed.network.set_link(path, up=True)
+        elif kind is FaultKind.ANA_CHANGE:
+            bed.target.set_ana_state(bed.portid(path), "optimized")
+
+    def restore_everything(self) -> list[str]:
+        """Undo any fault that may be in place (used after errors and on Ctrl-C)."""
+        bed = self.bed
+        errors: list[str] = []
+        target, network = bed.target, bed.network
+        if target is None or network is None:
+            return errors
+        for path in range(len(bed.endpoints)):
+            _attempt(errors, target.link_port, bed.portid(path), bed.nqn)
+            _attempt(errors, target.set_ana_state, bed.portid(path), "optimized")
+            if network.netns is not None:
+                _attempt(errors, network.set_link, path, True)
+        _attempt(errors, target.set_namespace_enabled, bed.nqn, NSID, True)
+        return errors
+
+    def _require_ctrl(self, path: int) -> str:
+        name = self._ctrl_name(path)
+        if name is None:
+            raise HarnessError(f"path {path} has no controller to fault")
+        return name
+
+    def _wait_ctrl_gone(self, path: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._ctrl_name(path) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def recover(self, timeout_s: float, should_stop: Callable[[], bool]) -> float | None:
+        """Wait until every path is live again, reconnecting paths whose controller the host
+        deleted (ctrl_loss_tmo expired). Returns the seconds it took, or None on timeout."""
+        bed = self.bed
+        assert bed.host is not None
+        start = time.monotonic()
+        deadline = start + timeout_s
+        # A controller only gives up after ctrl_loss_tmo; reconnect a missing one at once.
+        while time.monotonic() < deadline and not should_stop():
+            device = bed.device()
+            if device is not None and device.heads and all_paths_ready(bed, device):
+                return time.monotonic() - start
+            for endpoint in bed.endpoints:
+                if device is None or device.controller_for(endpoint) is None:
+                    try:
+                        bed.connect(endpoint)
+                    except HarnessError:
+                        time.sleep(0.5)  # target not reachable yet; try again
+            time.sleep(0.05)
+        return None
+
+
+def all_paths_ready(bed: Testbed, device: MultipathDevice) -> bool:
+    """Every endpoint has a live controller whose per-path disk is ANA optimized."""
+    assert bed.host is not None
+    for endpoint in bed.endpoints:
+        ctrl = device.controller_for(endpoint)
+        if ctrl is None or ctrl.state != "live" or not ctrl.path_disks:
+            return False
+        for disk in ctrl.path_disks:
+            if bed.host.ana_state(disk) not in ("optimized", ""):
+                return False
+    return True
+
+
+def _attempt(errors: list[str], func: Callable[..., object], *args: object) -> None:
+    try:
+        func(*args)
+    except HarnessError as exc:
+        errors.append(str(exc))

@@ -1,0 +1,198 @@
+"""The kernel log, read from /dev/kmsg from a start mark, and classified.
+
+/dev/kmsg gives one record per printk: ``prio,seq,ts_us,flags;message`` with non-printable
+bytes escaped as ``\\xNN`` (a printk with an embedded newline stays one record, its newline
+written as ``\\x0a``). The EOD-race signature is such a record, from ``bio_check_eod()``::
+
+    fio: attempt to access beyond end of device\\x0anvme0c1n1: rw=34817, sector=8, \
+nr_sectors = 8 limit=0
+
+on a per-path disk (nvmeXcYnZ) whose capacity was just set to 0 by nvme_ns_remove().
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+KMSG = "/dev/kmsg"
+
+
+class LineKind(StrEnum):
+    EOD_RACE = "eod_race"  # beyond-end-of-device, limit=0, on a per-path disk
+    EOD_OTHER = "eod_other"  # beyond-end-of-device anywhere else
+    IO_ERROR = "io_error"  # block layer / nvme I/O errors
+    PATH_EVENT = "path_event"  # failover, reconnect, reset, removal, ANA change
+    HUNG_TASK = "hung_task"  # INFO: task ... blocked for more than N seconds
+    KERNEL_BUG = "kernel_bug"  # WARN, BUG, oops, panic, lockdep, KASAN
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class KmsgRecord:
+    seq: int
+    ts_us: int  # CLOCK_MONOTONIC in microseconds (same clock as time.monotonic())
+    level: int
+    text: str  # unescaped; may hold newlines
+
+    @property
+    def ts_s(self) -> float:
+        return self.ts_us / 1_000_000
+
+
+EOD_RE = re.compile(r"attempt to access beyond end of device")
+EOD_DETAIL_RE = re.compile(
+    r"(?P<disk>\S+): rw=\d+, sector=\d+, nr_sectors = \d+ limit=(?P<limit>\d+)"
+)
+PER_PATH_DISK_RE = re.compile(r"^nvme\d+c\d+n\d+$")
+HUNG_RE = re.compile(r"INFO: task .* blocked for more than \d+ seconds")
+BUG_RE = re.compile(
+    r"(WARNING: CPU: \d+|BUG: |kernel BUG at|Oops|general protection fault|Kernel panic"
+    r"|possible circular locking|KASAN:|UBSAN:|RIP: )"
+)
+IO_ERROR_RE = re.compile(
+    r"(I/O error, dev \S+|Buffer I/O error|critical (medium|target) error"
+    r"|I/O Cmd\(|blk_update_request: I/O error|end_request: I/O error)"
+)
+# Any other message of an nvme controller: connect, failover, reconnect, reset, ANA, rescan.
+PATH_EVENT_RE = re.compile(r"^nvme nvme\d+: ")
+
+
+def parse_record(raw: str) -> KmsgRecord | None:
+    """Parse one /dev/kmsg record (without its continuation lines)."""
+    header, sep, message = raw.partition(";")
+    if not sep:
+        return None
+    parts = header.split(",")
+    if len(parts) < 3:
+        return None
+    try:
+        prio, seq, ts_us = int(parts[0]), int(parts[1]), int(parts[2])
+    except ValueError:
+        return None
+    first_line = message.split("\n", 1)[0]
+    return KmsgRecord(seq=seq, ts_us=ts_us, level=prio & 7, text=unescape(first_line))
+
+
+def unescape(text: str) -> str:
+    """Undo /dev/kmsg's \\xNN escaping."""
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), text)
+
+
+def classify(record: KmsgRecord) -> tuple[LineKind, str]:
+    """The kind of a record and, for EOD lines, the disk it names ("" otherwise)."""
+    text = record.text
+    if EOD_RE.search(text):
+        detail = EOD_DETAIL_RE.search(text)
+        disk = detail.group("disk") if detail else ""
+        limit = detail.group("limit") if detail else ""
+        if limit == "0" and PER_PATH_DISK_RE.match(disk):
+            return LineKind.EOD_RACE, disk
+        return LineKind.EOD_OTHER, disk
+    if BUG_RE.search(text):
+        return LineKind.KERNEL_BUG, ""
+    if HUNG_RE.search(text):
+        return LineKind.HUNG_TASK, ""
+    if IO_ERROR_RE.search(text):
+        return LineKind.IO_ERROR, ""
+    if PATH_EVENT_RE.search(text):
+        return LineKind.PATH_EVENT, ""
+    return LineKind.OTHER, ""
+
+
+@dataclass
+class KernelLogSummary:
+    """Counts of classified kernel records over one stretch of time."""
+
+    eod_race_lines: int = 0
+    eod_race_disks: list[str] = field(default_factory=list)
+    eod_other_lines: int = 0
+    io_error_lines: int = 0
+    path_event_lines: int = 0
+    hung_task_lines: int = 0
+    kernel_bug_lines: int = 0
+    first_eod_race_ts_s: float | None = None
+    first_error_ts_s: float | None = None
+    examples: list[str] = field(default_factory=list)  # notable lines, quoted in reports
+
+    def add(self, record: KmsgRecord) -> LineKind:
+        kind, disk = classify(record)
+        notable = True
+        if kind is LineKind.EOD_RACE:
+            self.eod_race_lines += 1
+            if disk not in self.eod_race_disks:
+                self.eod_race_disks.append(disk)
+            if self.first_eod_race_ts_s is None:
+                self.first_eod_race_ts_s = record.ts_s
+        elif kind is LineKind.EOD_OTHER:
+            self.eod_other_lines += 1
+        elif kind is LineKind.IO_ERROR:
+            self.io_error_lines += 1
+        elif kind is LineKind.PATH_EVENT:
+            self.path_event_lines += 1
+            notable = False
+        elif kind is LineKind.HUNG_TASK:
+            self.hung_task_lines += 1
+        elif kind is LineKind.KERNEL_BUG:
+            self.kernel_bug_lines += 1
+        else:
+            notable = False
+        if notable:
+            if self.first_error_ts_s is None:
+                self.first_error_ts_s = record.ts_s
+            if len(self.examples) < 8:
+                self.examples.append(record.text.replace("\n", " | "))
+        return kind
+
+
+def summarize(records: list[KmsgRecord]) -> KernelLogSummary:
+    summary = KernelLogSummary()
+    for record in records:
+        summary.add(record)
+    return summary
+
+
+def format_record(record: KmsgRecord) -> str:
+    """A dmesg-like line: ``[   12.345678] text``."""
+    return f"[{record.ts_s:12.6f}] {record.text}"
+
+
+class KmsgReader:
+    """Reads new kernel log records; opened at the end so only new records are seen."""
+
+    def __init__(self, path: str = KMSG) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self._fd, 0, os.SEEK_END)
+        self.lost = 0  # records overwritten before we read them
+
+    def read_available(self) -> list[KmsgRecord]:
+        """Every record written since the last call (never blocks)."""
+        records: list[KmsgRecord] = []
+        while True:
+            try:
+                chunk = os.read(self._fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # ring buffer wrapped past our position
+                    self.lost += 1
+                    continue
+                raise
+            if not chunk:
+                break
+            record = parse_record(chunk.decode("utf-8", errors="replace"))
+            if record is not None:
+                records.append(record)
+        return records
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> KmsgReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,191 @@
+"""The two-path (or N-path) NVMe/TCP test bed: backing store, nvmet target, network, host.
+
+``Testbed.up()`` builds everything for one run and ``Testbed.down()`` removes it again, in
+reverse order, tolerating partial setups; ``down`` is safe to call twice. Everything is
+named after the run id so ``clean`` can find it after a crash.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from harness import backing as backing_mod
+from harness.config import CampaignConfig
+from harness.errors import HarnessError, SafetyError
+from harness.host import HostIdentity, MultipathDevice, NvmeHost, PathEndpoint
+from harness.kernelfs import KernelFs
+from harness.net import Network
+from harness.target import (
+    NQN_PREFIX,
+    PORT_ID_BASE,
+    NamespaceSpec,
+    NvmetTarget,
+    PortSpec,
+    SubsystemSpec,
+    TargetSpec,
+    load_modules,
+)
+
+NSID = 1
+SETUP_TIMEOUT_S = 60.0
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class Testbed:
+    """One run's target, paths and host connections."""
+
+    config: CampaignConfig
+    run_id: str
+    kfs: KernelFs = field(default_factory=KernelFs)
+    identity: HostIdentity = field(default_factory=HostIdentity.generate)
+    serial: str = field(default_factory=lambda: secrets.token_hex(10))
+    network: Network | None = None
+    target: NvmetTarget | None = None
+    backing: backing_mod.Backing | None = None
+    spec: TargetSpec | None = None
+    host: NvmeHost | None = None
+
+    @property
+    def nqn(self) -> str:
+        return f"{NQN_PREFIX}subsys-{self.run_id}"
+
+    @property
+    def endpoints(self) -> list[PathEndpoint]:
+        assert self.network is not None
+        return [link.endpoint for link in self.network.links]
+
+    def portid(self, path: int) -> int:
+        return PORT_ID_BASE + path
+
+    def up(self) -> MultipathDevice:
+        """Build the test bed; on any failure, remove what was built and re-raise."""
+        try:
+            return self._up()
+        except BaseException:
+            self.down()
+            raise
+
+    def _up(self) -> MultipathDevice:
+        tcfg = self.config.target
+        load_modules()
+        self.host = NvmeHost(self.kfs, self.identity)
+        self.network = Network(tcfg.network, tcfg.paths, tcfg.first_port)
+        self.network.setup()
+        if tcfg.backing == "file":
+            self.backing = backing_mod.create_file_backing(self.run_id, tcfg.size_mib)
+        else:
+            raise HarnessError(f"target.backing {tcfg.backing!r} is not supported yet")
+        self.spec = self.target_spec()
+        self.target = NvmetTarget(self.kfs, netns=self.network.netns)
+        self.target.apply(self.spec)
+        for endpoint in self.endpoints:
+            self.connect(endpoint)
+        device = self.host.wait_paths(self.nqn, self.endpoints, timeout_s=SETUP_TIMEOUT_S)
+        if device is None:
+            raise HarnessError(
+                f"paths to {self.nqn} did not all come up in {SETUP_TIMEOUT_S:g} s",
+                hint="see dmesg",
+            )
+        self.host.set_iopolicy(device, self.config.host.iopolicy)
+        return self.checked_device()
+
+    def target_spec(self) -> TargetSpec:
+        assert self.network is not None and self.backing is not None
+        tcfg = self.config.target
+        namespace = NamespaceSpec(
+            nsid=NSID,
+            device_path=self.backing.device_path,
+            device_uuid=str(uuid.uuid4()),
+            buffered_io=self.backing.buffered_io,
+        )
+        hosts = () if tcfg.allow_any_host else (self.identity.hostnqn,)
+        subsystem = SubsystemSpec(
+            nqn=self.nqn,
+            namespaces=(namespace,),
+            allowed_hosts=hosts,
+            allow_any_host=tcfg.allow_any_host,
+            serial=self.serial,
+            model="nvmf-harness",
+        )
+        ports = tuple(
+            PortSpec(
+                portid=self.portid(link.index),
+                traddr=link.endpoint.traddr,
+                trsvcid=link.endpoint.trsvcid,
+                subsystems=(self.nqn,),
+            )
+            for link in self.network.links
+        )
+        return TargetSpec(hosts=hosts, ports=ports, subsystems=(subsystem,))
+
+    def connect(self, endpoint: PathEndpoint) -> str:
+        assert self.host is not None
+        hcfg = self.config.host
+        name = self.host.connect(
+            self.nqn,
+            endpoint,
+            ctrl_loss_tmo=hcfg.ctrl_loss_tmo,
+            reconnect_delay=hcfg.reconnect_delay,
+            keep_alive_tmo=hcfg.keep_alive_tmo,
+            nr_io_queues=hcfg.nr_io_queues,
+        )
+        if hcfg.fast_io_fail_tmo >= 0:
+            self.host.set_fast_io_fail_tmo(name, hcfg.fast_io_fail_tmo)
+        return name
+
+    def device(self) -> MultipathDevice | None:
+        assert self.host is not None
+        return self.host.find(self.nqn)
+
+    def checked_device(self) -> MultipathDevice:
+        """The multipath device of this run, after the device interlock.
+
+        fio is only ever pointed at a head whose subsystem NQN and serial are the ones this
+        run created; anything else (a real disk, another subsystem) is refused.
+        """
+        device = self.device()
+        if device is None or not device.heads:
+            raise HarnessError(f"no multipath head for {self.nqn}")
+        assert self.host is not None
+        check_device_is_ours(device, self.nqn, self.serial, self.host.serial(device))
+        return device
+
+    def down(self) -> list[str]:
+        """Disconnect, remove the target, the backing and the network; returns errors."""
+        errors: list[str] = []
+        if self.host is not None:
+            errors += self.host.disconnect_all(self.nqn)
+            deadline = time.monotonic() + 30
+            while self.host.controllers(self.nqn) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        if self.target is not None:
+            errors += self.target.teardown()
+            self.target = None
+        if self.backing is not None:
+            errors += backing_mod.remove_backing(self.backing)
+            self.backing = None
+        if self.network is not None:
+            errors += self.network.teardown()
+            self.network = None
+        return errors
+
+
+def check_device_is_ours(
+    device: MultipathDevice, expected_nqn: str, expected_serial: str, serial: str
+) -> None:
+    if device.nqn != expected_nqn or not device.nqn.startswith(NQN_PREFIX):
+        raise SafetyError(
+            f"refusing IO to {device.head_dev}: subsystem {device.nqn} was not created by this run"
+        )
+    if serial != expected_serial:
+        raise SafetyError(
+            f"refusing IO to {device.head_dev}: serial {serial!r} is not this run's "
+            f"({expected_serial!r})"
+        )
