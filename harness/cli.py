@@ -40,8 +40,22 @@ def say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
 
-def _sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _install_sigterm_handler() -> None:
+    """SIGTERM stops a campaign like Ctrl-C does (restore faults, tear down, summary).
+
+    Only in this process: pyroute2 forks helpers (NetNS) and stops them with SIGTERM; a
+    forked child must die as usual, not run the campaign's teardown a second time.
+    """
+    main_pid = os.getpid()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 # --- run -----------------------------------------------------------------------------------------
@@ -69,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise HarnessError("run needs root", hint="run it inside the VM: nvmf-harness vm ...")
     outdir = Path(args.out)
     variant = _load_variant(args, config)
-    widener_factory = _widener_factory(config)
+    widener_factory = _widener_factory(config, outdir)
     campaign = Campaign(
         config,
         outdir,
@@ -107,24 +121,24 @@ def exit_status(records: list[dict[str, Any]]) -> int:
 
 def _load_variant(args: argparse.Namespace, config: config_mod.CampaignConfig) -> str:
     variant = args.variant or config.kernel.variant
-    if variant == "distro":
-        return variant
     from harness import variants
 
-    loaded = variants.load_variant(variant, Path(args.modules) if args.modules else None)
+    cache = Path(args.modules) if args.modules else None
+    loaded = variants.load_variant(variant, cache_dir=cache)
     say(f"loaded {variant} nvme modules, nvme_core srcversion {loaded.srcversion}")
     return variant
 
 
-def _widener_factory(config: config_mod.CampaignConfig) -> Any:
+def _widener_factory(config: config_mod.CampaignConfig, outdir: Path) -> Any:
     if not config.widener.enabled:
         return None
     from harness import widener
 
     def make() -> Any:
-        return widener.Widener(
+        settings = widener.WidenerConfig(
             delay_us=config.widener.delay_us, sample_every=config.widener.sample_every
         )
+        return widener.Widener(settings, output_dir=outdir)
 
     return make
 
@@ -181,7 +195,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
         "--config",
         str(Path(args.config).resolve()),
     ]
-    guest += ["--out", str(outdir), "--quiet"]
+    guest += ["--out", str(outdir)]
     if args.iterations:
         guest += ["--iterations", str(args.iterations)]
     if args.seed is not None:
@@ -238,12 +252,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     results = path / RESULTS_FILE if path.is_dir() else path
     if not results.exists():
         raise HarnessError(f"{results} not found", hint="give a results directory of a run")
-    records = [r for r in read_records(results) if "cycle_s" in r]
+    all_records = list(read_records(results))
+    records = [r for r in all_records if "cycle_s" in r]
     if args.json:
         print(json.dumps([s.to_dict() for s in summarize(records)], indent=2))
     else:
         print(render_table(summarize(records)))
-    return EXIT_OK
+    problems = []
+    crashed = [r for r in all_records if "cycle_s" not in r]
+    if crashed:
+        problems.append(f"{len(crashed)} record(s) of a crashed or timed-out VM")
+    if args.require_iterations and len(records) < args.require_iterations:
+        problems.append(f"{len(records)} iterations recorded, {args.require_iterations} required")
+    faults = {r.get("fault") for r in records}
+    if args.require_faults and len(faults) < args.require_faults:
+        problems.append(f"{len(faults)} fault kinds recorded, {args.require_faults} required")
+    if args.require_iterations or args.require_faults:
+        status = exit_status(records)
+        if status != EXIT_OK:
+            problems.append(
+                "failing or infra-error verdicts: "
+                + ", ".join(
+                    sorted({str(r.get("verdict")) for r in records if r.get("verdict") != "pass"})
+                )
+            )
+    for problem in problems:
+        say(problem)
+    return EXIT_FAILURES if problems else EXIT_OK
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -295,7 +330,9 @@ def _campaign_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="override campaign.seed")
     parser.add_argument("--widen", action="store_true", help="enable the BPF race widener")
     parser.add_argument("--variant", choices=config_mod.VARIANTS, help="nvme module variant")
-    parser.add_argument("--modules", help="directory of the built variant's .ko files")
+    parser.add_argument(
+        "--modules", help="module build cache of scripts/build-variants (default: build/modules)"
+    )
 
 
 def _vm_options(parser: argparse.ArgumentParser) -> None:
@@ -326,6 +363,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print the table of a results directory")
     report.add_argument("results")
     report.add_argument("--json", action="store_true")
+    report.add_argument(
+        "--require-iterations",
+        type=int,
+        default=0,
+        help="exit 1 unless this many iterations passed or were expected",
+    )
+    report.add_argument(
+        "--require-faults", type=int, default=0, help="exit 1 unless this many fault kinds were run"
+    )
     report.set_defaults(func=cmd_report)
     clean = sub.add_parser("clean", help="remove leftovers of earlier runs")
     clean.add_argument("--dry-run", action="store_true", help="only list them")
@@ -338,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
+    _install_sigterm_handler()
     started = time.monotonic()
     try:
         status: int = args.func(args)

@@ -112,6 +112,7 @@ class FioRun:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            cwd=workdir,  # fio writes its verify state files into the working directory
         )
         self.started_at = time.monotonic()
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
@@ -173,9 +174,9 @@ def parse_result(
         for job in jobs
     )
     runtime_ms = max((int(job.get("job_runtime", 0)) for job in jobs), default=0)
-    eio = len(eio_lines)
-    if eio == 0 and 5 in first_errors:  # stderr lost: at least the JSON saw an EIO
-        eio = max(1, total_err)
+    # fio prints only some of the errors it counts; its JSON gives each job's first errno.
+    # So app EIO is a lower bound: EIO lines printed, or 1 when a job's first error was EIO.
+    eio = max(len(eio_lines), sum(1 for errno in first_errors if errno == 5))
     verify_failures = len(verify_lines)
     if verify_failures == 0 and 84 in first_errors:  # EILSEQ is fio's verify error
         verify_failures = 1

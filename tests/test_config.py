@@ -272,8 +272,6 @@ def test_load_unreadable_file(tmp_path: Path) -> None:
     assert str(info.value) == f"{path}: cannot read (Permission denied)"
 
 
-
-
 def test_load_binary_file(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_bytes(b"\xff\xfe[\x00c\x00]\x00\n\x89PNG\r\n\x1a\n")
@@ -286,8 +284,6 @@ def test_load_huge_integer(tmp_path: Path) -> None:
     path.write_text("[campaign]\nseed = " + "9" * 5000 + "\n")
     with pytest.raises(ConfigError):
         load(path)
-
-
 
 
 def test_nan_is_rejected(tmp_path: Path) -> None:

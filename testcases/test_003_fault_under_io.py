@@ -1,0 +1,50 @@
+"""Each fault kind, injected under IO, is restored and recorded with a verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness import config as config_mod
+from harness.campaign import Campaign
+from harness.config import CampaignConfig, FaultKind
+from harness.results import RESULTS_FILE, Verdict, read_records
+
+LOOPBACK_FAULTS = [k for k in FaultKind if k is not FaultKind.LINK_DOWN]
+
+
+def _campaign(config: CampaignConfig, fault: FaultKind, iterations: int) -> CampaignConfig:
+    config = config_mod.override(
+        config, "campaign", faults=[str(fault)], iterations=iterations or 2, hold_s=1.5
+    )
+    if fault is FaultKind.LINK_DOWN:
+        config = config_mod.override(config, "target", network="netns")
+        config = config_mod.override(config, "campaign", faults=[str(fault)], hold_s=7.0)
+    return config
+
+
+@pytest.mark.parametrize("fault", [*LOOPBACK_FAULTS, FaultKind.LINK_DOWN], ids=str)
+def test_fault_is_recorded(
+    smoke_config: CampaignConfig,
+    fault: FaultKind,
+    iterations: int,
+    kernel_variant: str,
+    results_dir: Path,
+) -> None:
+    config = _campaign(smoke_config, fault, iterations)
+    Campaign(config, results_dir, variant=kernel_variant).run()
+    records = list(read_records(results_dir / RESULTS_FILE))
+    assert len(records) == config.campaign.iterations
+    for record in records:
+        detail = json.dumps({k: record[k] for k in ("verdict", "error", "kernel_examples")})
+        assert record["fault"] == str(fault)
+        assert record["verdict"] not in (Verdict.INFRA_ERROR, Verdict.NOT_RECOVERED), detail
+        assert record["recovered"], detail
+        assert record["fio_read_ios"] + record["fio_write_ios"] > 0, detail
+        assert record["inject_at_s"] > 0 and record["restore_at_s"] >= record["inject_at_s"]
+        assert not record["hang"], detail
+        assert record["kernel_bug_lines"] == 0, detail
+    summary = json.loads((results_dir / "summary.json").read_text())
+    assert summary["complete"] and not summary["teardown_errors"]

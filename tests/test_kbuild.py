@@ -1,0 +1,351 @@
+"""harness.kbuild: patch detection and revert, the variant.json cache, vermagic checks.
+
+The end-to-end tests use the real tar and patch, with fake make and modinfo on PATH.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import kbuild
+from harness.errors import HarnessError, ToolError
+
+RELEASE = "6.1.0-99-amd64"
+VERMAGIC = f"{RELEASE} SMP preempt mod_unload modversions"
+
+HEAD = (
+    "// SPDX-License-Identifier: GPL-2.0\n"
+    '#include "nvme.h"\n'
+    "\n"
+    "static void nvme_ns_head_submit_bio(struct bio *bio)\n"
+    "{\n"
+    "\tstruct nvme_ns_head *head = bio->bi_bdev->bd_disk->private_data;\n"
+    "\tstruct nvme_ns *ns;\n"
+    "\tint srcu_idx;\n"
+    "\n"
+    "\tsrcu_idx = srcu_read_lock(&head->srcu);\n"
+    "\tns = nvme_find_path(head);\n"
+    "\tif (likely(ns)) {\n"
+    "\t\tbio_set_dev(bio, ns->disk->part0);\n"
+)
+FIX = (
+    "\t\t/*\n"
+    "\t\t * Use BIO_REMAPPED to skip bio_check_eod() when this bio\n"
+    "\t\t * enters submit_bio_noacct() for the per-path device. The EOD\n"
+    "\t\t * check already passed on the multipath head.\n"
+    "\t\t */\n"
+    "\t\tbio_set_flag(bio, BIO_REMAPPED);\n"
+)
+TAIL = (
+    "\t\tbio->bi_opf |= REQ_NVME_MPATH;\n"
+    "\t\ttrace_block_bio_remap(bio, disk_devt(ns->head->disk),\n"
+    "\t\t\t\t      bio->bi_iter.bi_sector);\n"
+    "\t\tsubmit_bio_noacct(bio);\n"
+    "\t}\n"
+    "\tsrcu_read_unlock(&head->srcu, srcu_idx);\n"
+    "}\n"
+    "\n"
+    "static void other(struct bio *bio)\n"
+    "{\n"
+    "\tbio_set_flag(bio, BIO_REMAPPED);\n"
+    "}\n"
+)
+FIXED_SOURCE = HEAD + FIX + TAIL
+UNFIXED_SOURCE = HEAD + TAIL
+
+FAKE_MAKE = """#!/bin/sh
+for a in "$@"; do case "$a" in M=*) dir="${a#M=}";; esac; done
+[ -n "$FAKE_MAKE_FAIL" ] && { echo "make: *** boom" >&2; exit 2; }
+echo "$@" > "$dir/make.args"
+for m in nvme-core nvme-fabrics nvme-tcp; do cat "$dir/multipath.c" > "$dir/$m.ko"; done
+"""
+FAKE_MODINFO = """#!/bin/sh
+field=""; rel=""; mod=""
+while [ $# -gt 0 ]; do
+  case "$1" in -F) field="$2"; shift;; -k) rel="$2"; shift;; *) mod="$1";; esac; shift
+done
+case "$field" in
+vermagic) if [ -n "$rel" ]; then echo "$FAKE_DISTRO_VERMAGIC"; else echo "$FAKE_VERMAGIC"; fi;;
+srcversion)
+  case "$mod" in
+  */nvme-core.ko) if grep -q 'bio_set_flag(bio, BIO_REMAPPED);' "$mod" && \
+        [ "$(grep -c BIO_REMAPPED "$mod")" -gt 2 ]; then echo FIXEDSRCVERSION; \
+        else echo UNFIXEDSRCVERSION; fi;;
+  *) echo "";;
+  esac;;
+esac
+"""
+
+
+def write_script(path: Path, text: str) -> None:
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def patch_file() -> Path:
+    path = kbuild.default_patch()
+    assert path.is_file()
+    return path
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A fake kernel source tarball, headers, config, and fake make/modinfo on PATH."""
+    src = tmp_path / "src" / "linux-source-6.1"
+    host = src / kbuild.HOST_SUBDIR
+    host.mkdir(parents=True)
+    (host / "multipath.c").write_text(FIXED_SOURCE)
+    (host / "Makefile").write_text("obj-m += nvme-core.o\n")
+    (src / "drivers" / "other.c").write_text("not wanted\n")
+    tarball = tmp_path / "linux-source-6.1.tar.xz"
+    subprocess.run(
+        ["tar", "-cJf", str(tarball), "-C", str(tmp_path / "src"), "linux-source-6.1"],
+        check=True,
+        timeout=60,
+    )
+    modules_root = tmp_path / "lib-modules"
+    build = modules_root / RELEASE / "build"
+    (build / "include" / "config").mkdir(parents=True)
+    (build / "Makefile").write_text("# headers\n")
+    (build / ".config").write_text(
+        "CONFIG_NVME_CORE=m\nCONFIG_NVME_FABRICS=m\nCONFIG_NVME_TCP=m\n"
+        "CONFIG_NVME_MULTIPATH=y\nCONFIG_NVME_HWMON=y\n# CONFIG_NVME_AUTH is not set\n"
+    )
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    write_script(bindir / "make", FAKE_MAKE)
+    write_script(bindir / "modinfo", FAKE_MODINFO)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_VERMAGIC", VERMAGIC)
+    monkeypatch.setenv("FAKE_DISTRO_VERMAGIC", VERMAGIC)
+    monkeypatch.delenv("FAKE_MAKE_FAIL", raising=False)
+    return {"tarball": tarball, "modules_root": modules_root, "cache": tmp_path / "cache"}
+
+
+def build(world: dict[str, Path], variant: str, **kwargs: object) -> kbuild.VariantBuild:
+    return kbuild.build_variant(
+        variant,
+        release=RELEASE,
+        cache_dir=world["cache"],
+        source_tarball=world["tarball"],
+        modules_root=world["modules_root"],
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+# --- detection and patching -------------------------------------------------------------
+
+
+def test_has_fix_looks_only_inside_the_submit_function(tmp_path: Path) -> None:
+    path = tmp_path / "multipath.c"
+    path.write_text(FIXED_SOURCE)
+    assert kbuild.has_fix(path)
+    path.write_text(UNFIXED_SOURCE)  # other() still sets the flag: must not count
+    assert not kbuild.has_fix(path)
+
+
+def test_has_fix_refuses_an_unknown_source(tmp_path: Path) -> None:
+    path = tmp_path / "multipath.c"
+    path.write_text("int main(void) { return 0; }\n")
+    with pytest.raises(ToolError, match="nvme_ns_head_submit_bio"):
+        kbuild.has_fix(path)
+
+
+def test_revert_on_a_source_that_has_the_fix(tmp_path: Path, patch_file: Path) -> None:
+    (tmp_path / "multipath.c").write_text(FIXED_SOURCE)
+    assert kbuild.make_variant_source(tmp_path, "unfixed", patch_file) == "reverted"
+    assert (tmp_path / "multipath.c").read_text() == UNFIXED_SOURCE
+    assert not list(tmp_path.glob("*.orig")) and not list(tmp_path.glob("*.rej"))
+
+
+def test_apply_on_a_source_that_lacks_the_fix(tmp_path: Path, patch_file: Path) -> None:
+    (tmp_path / "multipath.c").write_text(UNFIXED_SOURCE)
+    assert kbuild.make_variant_source(tmp_path, "fixed", patch_file) == "applied"
+    assert (tmp_path / "multipath.c").read_text() == FIXED_SOURCE
+
+
+@pytest.mark.parametrize(
+    ("source", "variant"), [(FIXED_SOURCE, "fixed"), (UNFIXED_SOURCE, "unfixed")]
+)
+def test_source_already_the_variant_is_left_alone(
+    tmp_path: Path, patch_file: Path, source: str, variant: str
+) -> None:
+    (tmp_path / "multipath.c").write_text(source)
+    assert kbuild.make_variant_source(tmp_path, variant, patch_file) == "none"
+    assert (tmp_path / "multipath.c").read_text() == source
+
+
+def test_patch_that_does_not_fit_is_an_error(tmp_path: Path, patch_file: Path) -> None:
+    other = FIXED_SOURCE.replace("The EOD\n", "An EOD\n")  # a different comment
+    (tmp_path / "multipath.c").write_text(other)
+    with pytest.raises(ToolError, match="could not be reverted"):
+        kbuild.make_variant_source(tmp_path, "unfixed", patch_file)
+
+
+def test_unknown_variant(tmp_path: Path, patch_file: Path) -> None:
+    with pytest.raises(HarnessError, match="unknown variant"):
+        kbuild.make_variant_source(tmp_path, "stock", patch_file)
+
+
+def test_patch_file_is_against_multipath_c(patch_file: Path) -> None:
+    text = patch_file.read_text()
+    assert "+++ b/drivers/nvme/host/multipath.c" in text
+    added = [line for line in text.splitlines() if line.startswith("+") and "+++" not in line]
+    assert "+\t\tbio_set_flag(bio, BIO_REMAPPED);" in added
+    assert "Achkinazi" in text
+
+
+# --- config ---------------------------------------------------------------------------
+
+
+def test_make_vars_take_options_from_the_kernel_config() -> None:
+    config = kbuild.parse_kernel_config(
+        "CONFIG_NVME_CORE=m\nCONFIG_NVME_FABRICS=m\nCONFIG_NVME_TCP=m\n"
+        "CONFIG_NVME_MULTIPATH=y\nCONFIG_NVME_AUTH=y\n# CONFIG_NVME_HWMON is not set\n"
+    )
+    assignments = kbuild.make_vars(config, RELEASE)
+    assert "CONFIG_NVME_AUTH=y" in assignments
+    assert "CONFIG_NVME_HWMON=n" in assignments
+    assert "CONFIG_BLK_DEV_NVME=n" in assignments
+    assert "CONFIG_NVME_MULTIPATH=y" in assignments
+
+
+def test_make_vars_refuse_a_builtin_core() -> None:
+    config = {"CONFIG_NVME_CORE": "y", "CONFIG_NVME_MULTIPATH": "y"}
+    with pytest.raises(ToolError, match="CONFIG_NVME_CORE=y"):
+        kbuild.make_vars(config, RELEASE)
+
+
+def test_default_release_prefers_the_newest_amd64_with_headers(tmp_path: Path) -> None:
+    for release, headers in [
+        ("6.1.0-9-amd64", True),
+        ("6.1.0-56-amd64", True),
+        ("6.1.0-60-amd64", False),
+        ("6.12.0-1-cloud", True),
+    ]:
+        (tmp_path / release).mkdir()
+        if headers:
+            (tmp_path / release / "build").mkdir()
+    assert kbuild.default_release(tmp_path) == "6.1.0-56-amd64"
+
+
+def test_missing_tarball_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(ToolError, match=r"apt-get install linux-source-6\.1"):
+        kbuild.find_source_tarball(tmp_path / "nope.tar.xz")
+
+
+def test_missing_headers_say_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(ToolError, match=f"linux-headers-{RELEASE}"):
+        kbuild.headers_dir(RELEASE, tmp_path)
+
+
+# --- vermagic -----------------------------------------------------------------------------
+
+
+def test_vermagic_for_another_release_is_an_error() -> None:
+    with pytest.raises(ToolError, match="not for kernel"):
+        kbuild.check_vermagic(Path("nvme-core.ko"), "6.1.0-55-amd64 SMP", RELEASE, None)
+
+
+def test_vermagic_unlike_the_distro_module_is_an_error() -> None:
+    with pytest.raises(ToolError, match="the kernel's modules have"):
+        kbuild.check_vermagic(Path("nvme-core.ko"), f"{RELEASE} SMP mod_unload", RELEASE, VERMAGIC)
+    kbuild.check_vermagic(Path("nvme-core.ko"), VERMAGIC + " ", RELEASE, VERMAGIC)
+
+
+def test_build_with_wrong_vermagic_fails_and_writes_no_record(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VERMAGIC", "6.1.0-1-amd64 SMP preempt mod_unload modversions")
+    with pytest.raises(ToolError, match="vermagic"):
+        build(world, "fixed")
+    assert not (world["cache"] / RELEASE / "fixed" / kbuild.VARIANT_FILE).exists()
+
+
+# --- end to end with fake make, and the cache -------------------------------------------
+
+
+def test_build_both_variants(world: dict[str, Path]) -> None:
+    fixed = build(world, "fixed")
+    unfixed = build(world, "unfixed")
+    assert (fixed.patch_action, unfixed.patch_action) == ("none", "reverted")
+    assert fixed.has_fix and not unfixed.has_fix
+    assert fixed.srcversion == {"nvme-core": "FIXEDSRCVERSION"}
+    assert unfixed.srcversion == {"nvme-core": "UNFIXEDSRCVERSION"}
+    assert not fixed.cached
+    unfixed_dir = world["cache"] / RELEASE / "unfixed"
+    assert Path(unfixed.module_dir) == unfixed_dir.resolve()
+    assert not (unfixed_dir / "other.c").exists()  # only drivers/nvme/host was extracted
+    # one pristine extraction serves both variants, and stays unpatched
+    (pristine,) = (world["cache"] / "sources").glob("*/host")
+    assert kbuild.has_fix(pristine / "multipath.c")
+    args = (unfixed_dir / "make.args").read_text().split()
+    assert f"M={unfixed_dir.resolve()}" in args and "modules" in args
+    assert "CONFIG_NVME_HWMON=y" in args and "CONFIG_NVME_AUTH=n" in args
+    record = json.loads((unfixed_dir / kbuild.VARIANT_FILE).read_text())
+    assert record["variant"] == "unfixed" and record["release"] == RELEASE
+    assert record["patch_sha256"] == kbuild.sha256_of(kbuild.default_patch())
+    assert set(record["ko_sha256"]) == set(kbuild.MODULES)
+    assert record["build_seconds"] >= 0 and record["built_at"]
+
+
+def test_second_build_comes_from_the_cache(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = build(world, "unfixed")
+    monkeypatch.setenv("FAKE_MAKE_FAIL", "1")  # a rebuild would fail
+    again = build(world, "unfixed")
+    assert again.cached and again == first
+
+
+def test_cache_is_invalid_when_an_input_or_a_module_changes(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    record = build(world, "unfixed")
+    module_dir = Path(record.module_dir)
+    inputs = kbuild.build_inputs(RELEASE, "unfixed", kbuild.default_patch(), world["tarball"])
+    assert kbuild.cached_build(module_dir, inputs) is not None
+    other_patch = tmp_path / "other.patch"
+    other_patch.write_text("different\n")
+    changed = kbuild.build_inputs(RELEASE, "unfixed", other_patch, world["tarball"])
+    assert kbuild.cached_build(module_dir, changed) is None
+    (module_dir / "nvme-tcp.ko").write_text("tampered\n")
+    assert kbuild.cached_build(module_dir, inputs) is None
+    (module_dir / "nvme-tcp.ko").unlink()
+    assert kbuild.cached_build(module_dir, inputs) is None
+
+
+def test_force_rebuilds(world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    build(world, "fixed")
+    monkeypatch.setenv("FAKE_MAKE_FAIL", "1")
+    with pytest.raises(ToolError, match="failed"):
+        build(world, "fixed", force=True)
+    assert (world["cache"] / RELEASE / "fixed" / "build.log").is_file()
+
+
+def test_main_prints_one_line_per_variant(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(kbuild, "MODULES_ROOT", world["modules_root"])
+    argv = ["--release", RELEASE, "--cache-dir", str(world["cache"])]
+    argv += ["--source-tarball", str(world["tarball"])]
+    assert kbuild.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("fixed ") and "FIXEDSRCVERSION" in lines[0]
+    assert lines[1].startswith("unfixed ") and "UNFIXEDSRCVERSION" in lines[1]
+
+
+def test_main_reports_errors_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--release", RELEASE, "--source-tarball", str(tmp_path / "none.tar.xz")]
+    assert kbuild.main([*argv, "--variant", "fixed"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kbuild: ") and "\n" not in err
