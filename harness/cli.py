@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
     if os.geteuid() != 0:
         raise HarnessError("run needs root", hint="run it inside the VM: nvmf-harness vm ...")
-    outdir = Path(args.out)
+    outdir = _fresh_outdir(Path(args.out))
     variant = _load_variant(args, config)
     widener_factory = _widener_factory(config, outdir)
     campaign = Campaign(
@@ -179,31 +179,41 @@ def _vm_spec(args: argparse.Namespace, timeout_s: float) -> Any:
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
+    config = load_config(args)  # fail here, not in the guest, on a broken config
+    outdir = _fresh_outdir(Path(args.out))
+    return _campaign_in_vm(args, config, outdir, args.variant)
+
+
+def _fresh_outdir(outdir: Path) -> Path:
+    """A results directory that holds no earlier results (records are appended)."""
+    outdir = outdir.resolve()
+    if (outdir / RESULTS_FILE).exists():
+        raise HarnessError(f"{outdir} already holds results", hint="choose a new --out")
+    outdir.mkdir(parents=True, exist_ok=True)
+    return outdir
+
+
+def _campaign_in_vm(
+    args: argparse.Namespace,
+    config: config_mod.CampaignConfig,
+    outdir: Path,
+    variant: str | None,
+) -> int:
     from harness.vm import guest_python, record_crash, run_in_vm
 
-    config = load_config(args)  # fail here, not in the guest, on a broken config
-    outdir = Path(args.out).resolve()
-    outdir.mkdir(parents=True, exist_ok=True)
     ccfg = config.campaign
     per_iteration = ccfg.warmup_s + ccfg.jitter_s + ccfg.hold_s + ccfg.settle_s + 15
     spec = _vm_spec(args, 300 + ccfg.iterations * min(per_iteration + ccfg.recover_timeout_s, 300))
-    guest = [
-        guest_python(),
-        "-m",
-        "harness.cli",
-        "run",
-        "--config",
-        str(Path(args.config).resolve()),
-    ]
-    guest += ["--out", str(outdir)]
+    guest = [guest_python(), "-m", "harness.cli", "run"]
+    guest += ["--config", str(Path(args.config).resolve()), "--out", str(outdir)]
     if args.iterations:
         guest += ["--iterations", str(args.iterations)]
     if args.seed is not None:
         guest += ["--seed", str(args.seed)]
     if args.widen:
         guest.append("--widen")
-    if args.variant:
-        guest += ["--variant", args.variant]
+    if variant:
+        guest += ["--variant", variant]
     if args.modules:
         guest += ["--modules", str(Path(args.modules).resolve())]
     say(f"booting {spec.kernel} ({spec.cpus} CPUs, {spec.memory}); console: {outdir}/console.log")
@@ -220,6 +230,38 @@ def cmd_vm(args: argparse.Namespace) -> int:
     if result.crashed or result.timed_out:
         return EXIT_INFRA
     return result.exit_status if result.exit_status is not None else EXIT_INFRA
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """The same campaign on the unfixed and the fixed module variant, one VM each."""
+    from harness import compare, kbuild
+    from harness.vm import default_kernel, kernel_release
+
+    config = load_config(args)
+    outdir = Path(args.out).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    kernel = args.kernel or default_kernel()
+    release = kernel_release(kernel) or None
+    cache = Path(args.modules) if args.modules else None
+    variants = [args.stock, args.patched]
+    for variant in variants:
+        if variant != "distro":
+            build = kbuild.build_variant(variant, release=release, cache_dir=cache)
+            say(
+                f"{variant} modules for {build.release}: nvme_core srcversion "
+                f"{build.srcversion.get('nvme-core', '?')}"
+                f" ({'cached' if build.cached else f'built in {build.build_seconds:.0f} s'})"
+            )
+    args.kernel = kernel
+    for variant in variants:
+        say(f"=== {variant} variant")
+        _campaign_in_vm(args, config, _fresh_outdir(outdir / variant), variant)
+    result = compare.compare(
+        compare.outcome(args.stock, outdir / args.stock),
+        compare.outcome(args.patched, outdir / args.patched),
+    )
+    print(compare.write(result, outdir), flush=True)
+    return EXIT_OK if result.reproduced and result.fixed else EXIT_FAILURES
 
 
 def _echo_harness_lines(line: str) -> None:
@@ -355,6 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     _campaign_options(vm)
     _vm_options(vm)
     vm.set_defaults(func=cmd_vm)
+    cmp_ = sub.add_parser("compare", help="stock vs patched: one campaign per module variant")
+    _campaign_options(cmp_)
+    _vm_options(cmp_)
+    cmp_.add_argument("--stock", default="unfixed", choices=config_mod.VARIANTS)
+    cmp_.add_argument("--patched", default="fixed", choices=config_mod.VARIANTS)
+    cmp_.set_defaults(func=cmd_compare)
     vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
     vmp.add_argument("--out", required=True)
     _vm_options(vmp)
