@@ -36,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--kernel-variant",
         default="distro",
         choices=config_mod.VARIANTS,
-        help="which nvme module variant is loaded (recorded; a variant loads via the CLI)",
+        help="nvme module variant to load first (fixed/unfixed: built by scripts/build-variants)",
     )
     group.addoption("--iterations", type=int, default=0, help="fault iterations per case")
 
@@ -62,6 +62,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.root)
         if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def loaded_variant(request: pytest.FixtureRequest) -> str:
+    """Load the nvme module variant asked for (built by scripts/build-variants)."""
+    variant = str(request.config.getoption("--kernel-variant"))
+    if _why_not_runnable():
+        return variant
+    from harness import variants
+
+    variants.load_variant(variant)
+    return variant
 
 
 @pytest.fixture(autouse=True)

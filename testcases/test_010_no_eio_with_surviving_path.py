@@ -1,0 +1,55 @@
+"""The property the patch under test restores: while another path is live, taking one path
+away mid-IO must not fail application IO.
+
+Host-side controller deletion under round-robin IO, with the BPF race widener holding each
+remapped bio inside the window between path selection and the capacity check. On a kernel
+without the fix (``--kernel-variant unfixed``) this fails with EIO and the EOD-race line;
+on a fixed kernel it passes. CI runs it on both and checks both outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness import config as config_mod
+from harness.campaign import Campaign
+from harness.results import RESULTS_FILE, read_records
+from harness.widener import Widener, WidenerConfig
+
+REPO = Path(__file__).resolve().parent.parent
+RACE_CONFIG = REPO / "configs" / "race-ctrl-delete-widened.toml"
+
+
+@pytest.mark.skipif(shutil.which("bpftrace") is None, reason="needs bpftrace (the widener)")
+def test_no_app_eio_while_another_path_is_live(
+    iterations: int, kernel_variant: str, results_dir: Path
+) -> None:
+    config = config_mod.load(RACE_CONFIG)
+    if iterations:
+        config = config_mod.override(config, "campaign", iterations=iterations)
+    widener = config.widener
+
+    def make_widener() -> Widener:
+        settings = WidenerConfig(delay_us=widener.delay_us, sample_every=widener.sample_every)
+        return Widener(settings, output_dir=results_dir)
+
+    Campaign(config, results_dir, variant=kernel_variant, widener_factory=make_widener).run()
+    records = list(read_records(results_dir / RESULTS_FILE))
+    assert len(records) == config.campaign.iterations
+    failed = [r for r in records if r["app_eio"] and r["another_path_live"]]
+    quoted = [
+        f"iteration {r['iteration']} ({r['fault']} path {r['path']}, {r['verdict']}): "
+        + " | ".join(r["kernel_examples"][:3])
+        for r in failed
+    ]
+    assert not failed, (
+        f"application saw EIO while another path was live in {len(failed)} of "
+        f"{len(records)} iterations on {records[0]['kernel_release']} "
+        f"(nvme_core {records[0]['srcversion']}):\n" + "\n".join(quoted)
+    )
+    summary = json.loads((results_dir / "summary.json").read_text())
+    assert summary["widener"] and summary["widener"]["bios_delayed"] > 0, "widener held no bio"
