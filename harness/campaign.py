@@ -358,6 +358,10 @@ class Campaign:
         first_eio_at = None
         if fio and fio.first_error_at is not None:
             first_eio_at = fio.first_error_at - self.started
+        elif app_eio:  # fio printed no line: take the kernel's first error line (same clock)
+            kernel_ts = kernel.first_eod_race_ts_s or kernel.first_error_ts_s
+            if kernel_ts is not None:
+                first_eio_at = kernel_ts - self.started
         record = IterationRecord(
             run_id=self.run_id,
             iteration=index + 1,

@@ -166,7 +166,7 @@ def parse_result(
     data = _load_json(output)
     jobs = data.get("jobs", []) if isinstance(data, dict) else []
     total_err = sum(int(job.get("total_err", 0)) for job in jobs)
-    first_errors = [int(job.get("first_error", 0) or job.get("error", 0)) for job in jobs]
+    first_errors = [int(job.get("first_error", 0) or job.get("error", 0) or 0) for job in jobs]
     read_ios = sum(int(job.get("read", {}).get("total_ios", 0)) for job in jobs)
     write_ios = sum(int(job.get("write", {}).get("total_ios", 0)) for job in jobs)
     iops = sum(
@@ -174,9 +174,17 @@ def parse_result(
         for job in jobs
     )
     runtime_ms = max((int(job.get("job_runtime", 0)) for job in jobs), default=0)
-    # fio prints only some of the errors it counts; its JSON gives each job's first errno.
-    # So app EIO is a lower bound: EIO lines printed, or 1 when a job's first error was EIO.
-    eio = max(len(eio_lines), sum(1 for errno in first_errors if errno == 5))
+    # With continue_on_error fio prints few of the errors it counts (often none); its JSON
+    # gives per job the count and the first and last errno. A job whose first and last
+    # errors were EIO counts all its errors as EIO, one with only one of them at least 1.
+    eio_from_json = 0
+    for job in jobs:
+        first, last = int(job.get("first_error", 0) or 0), int(job.get("error", 0) or 0)
+        if first == 5 and last == 5:
+            eio_from_json += int(job.get("total_err", 0)) or 1
+        elif 5 in (first, last):
+            eio_from_json += 1
+    eio = max(len(eio_lines), eio_from_json)
     verify_failures = len(verify_lines)
     if verify_failures == 0 and 84 in first_errors:  # EILSEQ is fio's verify error
         verify_failures = 1

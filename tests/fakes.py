@@ -26,6 +26,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import KernelFsError
 from harness.kernelfs import KernelFs
 
 SUBSYS_DEVICES = "sys/devices/virtual/nvme-subsystem"
@@ -273,3 +274,268 @@ def _disk_attrs(base: Path, size_sectors: int) -> None:
 
 def _link(link: Path, target: str) -> None:
     os.symlink(target, link)
+
+
+# --- a fake nvmet configfs ---------------------------------------------------------------------
+
+NVMET = "sys/kernel/config/nvmet"
+
+# What nvmet (6.1) creates by itself on mkdir: attribute files with their initial values, and
+# default groups (directories). A plain directory has none of these, so the fake adds them.
+SUBSYS_ATTRS = {
+    "attr_allow_any_host": "0",
+    "attr_version": "1.3",
+    "attr_serial": "4c1ae3b5d6f7a8b9c0d1",
+    "attr_model": "Linux",
+    "attr_cntlid_min": "1",
+    "attr_cntlid_max": "65519",
+    "attr_pi_enable": "0",
+    "attr_qid_max": "128",
+}
+SUBSYS_GROUPS = ("namespaces", "allowed_hosts", "passthru")
+NS_ATTRS = {
+    "device_path": "",
+    "device_uuid": "00000000-0000-0000-0000-000000000000",
+    "device_nguid": "00000000-0000-0000-0000-000000000000",
+    "enable": "0",
+    "buffered_io": "0",
+    "ana_grpid": "1",
+    "revalidate_size": "",
+}
+PORT_ATTRS = {
+    "addr_adrfam": "",
+    "addr_treq": "not specified",
+    "addr_traddr": "",
+    "addr_trsvcid": "",
+    "addr_trtype": "",
+    "addr_tsas": "",
+    "param_inline_data_size": "-1",
+    "param_pi_enable": "0",
+}
+PORT_GROUPS = ("subsystems", "referrals", "ana_groups")
+ANA_GROUP_ATTRS = {"ana_state": "optimized"}
+HOST_ATTRS = {"dhchap_key": "", "dhchap_ctrl_key": "", "dhchap_hash": "hmac(sha256)"}
+NVMET_ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
+# Namespace attributes nvmet refuses to change while the namespace is enabled (EBUSY).
+NS_ATTRS_FIXED_WHEN_ENABLED = ("device_path", "device_uuid", "device_nguid", "buffered_io")
+
+
+@dataclass(frozen=True)
+class FakeNvmetFs(KernelFs):
+    """A KernelFs whose tree below ``root`` behaves like nvmet's configfs (6.1), enough for
+    NvmetTarget: mkdir creates the attributes and default groups nvmet creates, rmdir removes
+    them and refuses while a default group still holds entries, writes go only to existing
+    attributes and follow nvmet's rules (EBUSY on an enabled namespace's device, port address
+    fixed while the port is enabled, ana_grpid only of an existing group), links need what
+    nvmet needs. Every change is logged in ``ops`` as (operation, path below nvmet, detail).
+
+    ``fail`` maps a path below nvmet (e.g. ``"subsystems/NQN/namespaces/1/enable"``) to an
+    error message: every change of that path fails with it; ``fail_once``: only the next one.
+    """
+
+    ops: list[tuple[str, str, str]] = field(default_factory=list, compare=False)
+    fail: dict[str, str] = field(default_factory=dict, compare=False)
+    fail_once: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def create(cls, root: Path, timeout_s: float = 5.0) -> FakeNvmetFs:
+        """An empty nvmet below ``root`` (as after modprobe nvmet and mounting configfs)."""
+        for group in ("hosts", "ports", "subsystems"):
+            (root / NVMET / group).mkdir(parents=True, exist_ok=True)
+        return cls(root=root, timeout_s=timeout_s)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def nvmet_rel(self, rel: str | Path) -> str:
+        return str(self.path(rel).relative_to(self.root / NVMET))
+
+    def nvmet(self, rel: str) -> Path:
+        return self.root / NVMET / rel
+
+    def _check_fail(self, what: str, rel: str) -> None:
+        message = self.fail_once.pop(rel, None) or self.fail.get(rel)
+        if message is not None:
+            raise KernelFsError(f"{what} {self.nvmet(rel)} failed: {message}")
+
+    @staticmethod
+    def _kind(rel: str) -> str:
+        parts = rel.split("/")
+        shapes = {
+            (2, "hosts"): "host",
+            (2, "subsystems"): "subsystem",
+            (2, "ports"): "port",
+        }
+        kind = shapes.get((len(parts), parts[0]), "")
+        if len(parts) == 4 and parts[0] == "subsystems" and parts[2] == "namespaces":
+            kind = "namespace"
+        if len(parts) == 4 and parts[0] == "ports" and parts[2] == "ana_groups":
+            kind = "ana_group"
+        return kind
+
+    def _populate(self, rel: str, kind: str) -> None:
+        base = self.nvmet(rel)
+        attrs: dict[str, str] = {}
+        groups: tuple[str, ...] = ()
+        if kind == "subsystem":
+            attrs, groups = SUBSYS_ATTRS, SUBSYS_GROUPS
+        elif kind == "namespace":
+            attrs = NS_ATTRS
+        elif kind == "port":
+            attrs, groups = PORT_ATTRS, PORT_GROUPS
+        elif kind in ("ana_group", "default_ana_group"):
+            attrs = ANA_GROUP_ATTRS
+        elif kind == "host":
+            attrs = HOST_ATTRS
+        for name, value in attrs.items():
+            (base / name).write_text(value + "\n")
+        for group in groups:
+            (base / group).mkdir()
+        if kind == "port":
+            (base / "ana_groups" / "1").mkdir()
+            self._populate(f"{rel}/ana_groups/1", "default_ana_group")
+
+    def _auto_children(self, rel: str) -> set[str]:
+        kind = self._kind(rel)
+        if kind == "subsystem":
+            return set(SUBSYS_ATTRS) | set(SUBSYS_GROUPS)
+        if kind == "namespace":
+            return set(NS_ATTRS)
+        if kind == "port":
+            return set(PORT_ATTRS) | set(PORT_GROUPS)
+        if kind == "ana_group":
+            return set(ANA_GROUP_ATTRS)
+        if kind == "host":
+            return set(HOST_ATTRS)
+        return set()
+
+    # --- what other users of nvmet made (built directly, not through the fake's rules) ----------
+
+    def make(self, rel: str) -> str:
+        """Create an nvmet entry (host, subsystem, namespace, port, ana group) directly."""
+        kind = self._kind(rel)
+        if not kind:
+            raise ValueError(f"not an nvmet entry: {rel}")
+        self.nvmet(rel).mkdir()
+        self._populate(rel, kind)
+        return rel
+
+    def make_link(self, target_rel: str, link_rel: str) -> None:
+        os.symlink(self.nvmet(target_rel), self.nvmet(link_rel))
+
+    def set_attr(self, rel: str, value: str) -> None:
+        self.nvmet(rel).write_text(value + "\n")
+
+    def attr(self, rel: str) -> str:
+        return self.nvmet(rel).read_text().strip()
+
+    def entries(self) -> set[str]:
+        """Every directory and link below nvmet that is not an auto-created default."""
+        found: set[str] = set()
+        top = self.root / NVMET
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel_dir = os.path.relpath(dirpath, top)
+            for name in (*dirnames, *filenames):
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+                path = top / rel
+                if path.is_symlink() or (path.is_dir() and self._kind(rel)):
+                    found.add(rel)
+        # ana group 1 comes with its port
+        return {rel for rel in found if not rel.endswith("/ana_groups/1")}
+
+    # --- KernelFs, with nvmet's rules ----------------------------------------------------------
+
+    def mkdir(self, rel: str | Path, timeout_s: float | None = None) -> None:
+        nrel = self.nvmet_rel(rel)
+        self.ops.append(("mkdir", nrel, ""))
+        self._check_fail("mkdir", nrel)
+        kind = self._kind(nrel)
+        name = nrel.rsplit("/", 1)[-1]
+        if not kind or (kind in ("namespace", "port", "ana_group") and not name.isdigit()):
+            raise KernelFsError(f"mkdir {self.path(rel)} failed: Operation not permitted")
+        super().mkdir(rel, timeout_s)
+        self._populate(nrel, kind)
+
+    def rmdir(self, rel: str | Path, timeout_s: float | None = None) -> None:
+        nrel = self.nvmet_rel(rel)
+        self.ops.append(("rmdir", nrel, ""))
+        self._check_fail("rmdir", nrel)
+        base = self.path(rel)
+        auto = self._auto_children(nrel)
+        if base.is_dir():
+            busy = [
+                name
+                for name in os.listdir(base)
+                if name not in auto
+                or (
+                    (base / name).is_dir()
+                    and [c for c in os.listdir(base / name) if (name, c) != ("ana_groups", "1")]
+                )
+            ]
+            if busy:
+                raise KernelFsError(f"rmdir {base} failed: Directory not empty")
+            for name in os.listdir(base):
+                child = base / name
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+        super().rmdir(rel, timeout_s)
+
+    def write(self, rel: str | Path, value: str, timeout_s: float | None = None) -> None:
+        nrel = self.nvmet_rel(rel)
+        self.ops.append(("write", nrel, value))
+        self._check_fail("write", nrel)
+        path = self.path(rel)
+        base, _, attr = nrel.rpartition("/")
+        if not path.is_file():
+            raise KernelFsError(f"write '{value}' to {path} failed: Permission denied")
+        kind = self._kind(base)
+        if kind == "namespace":
+            self._check_namespace_write(path, base, attr, value)
+        elif kind == "port" and attr.startswith("addr_") and os.listdir(path.parent / "subsystems"):
+            raise KernelFsError(f"write '{value}' to {path} failed: Permission denied")
+        elif attr == "ana_state" and value not in NVMET_ANA_STATES:
+            raise KernelFsError(f"write '{value}' to {path} failed: Invalid argument")
+        super().write(rel, value, timeout_s)
+
+    def _check_namespace_write(self, path: Path, base: str, attr: str, value: str) -> None:
+        enabled = self.attr(f"{base}/enable") == "1"
+        if attr in NS_ATTRS_FIXED_WHEN_ENABLED and enabled:
+            raise KernelFsError(f"write '{value}' to {path} failed: Device or resource busy")
+        if attr == "enable" and value == "1" and not self.attr(f"{base}/device_path"):
+            raise KernelFsError(f"write '{value}' to {path} failed: Invalid argument")
+        if attr == "ana_grpid" and not any(
+            (port / "ana_groups" / value).is_dir() for port in self.nvmet("ports").iterdir()
+        ):
+            raise KernelFsError(f"write '{value}' to {path} failed: Invalid argument")
+
+    def symlink(
+        self,
+        target_rel: str | Path,
+        link_rel: str | Path,
+        timeout_s: float | None = None,
+        netns: str | None = None,
+    ) -> None:
+        nlink, ntarget = self.nvmet_rel(link_rel), self.nvmet_rel(target_rel)
+        self.ops.append(("symlink", nlink, f"{ntarget} netns={netns}"))
+        self._check_fail("symlink", nlink)
+        parts = nlink.split("/")
+        link = self.path(link_rel)
+        if not self.path(target_rel).is_dir():
+            raise KernelFsError(f"symlink {link} failed: No such file or directory")
+        if len(parts) == 4 and parts[0] == "ports" and parts[2] == "subsystems":
+            port = f"ports/{parts[1]}"
+            if not all(self.attr(f"{port}/{a}") for a in ("addr_trtype", "addr_traddr")):
+                raise KernelFsError(f"symlink {link} failed: Invalid argument")
+        elif len(parts) == 4 and parts[0] == "subsystems" and parts[2] == "allowed_hosts":
+            if self.attr(f"subsystems/{parts[1]}/attr_allow_any_host") == "1":
+                raise KernelFsError(f"symlink {link} failed: Invalid argument")
+        else:
+            raise KernelFsError(f"symlink {link} failed: Operation not permitted")
+        super().symlink(target_rel, link_rel, timeout_s)
+
+    def unlink(self, rel: str | Path, timeout_s: float | None = None) -> None:
+        nrel = self.nvmet_rel(rel)
+        self.ops.append(("unlink", nrel, ""))
+        self._check_fail("unlink", nrel)
+        super().unlink(rel, timeout_s)
