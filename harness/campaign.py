@@ -46,7 +46,7 @@ from harness.results import (
     write_json_atomic,
 )
 from harness.testbed import Testbed, new_run_id
-from harness.workload import FioJob, FioResult, FioRun
+from harness.workload import FioJob, FioResult, FioRun, bare_fio
 
 IO_START_TIMEOUT_S = 15.0
 MONITOR_PERIOD_S = 0.2
@@ -132,6 +132,13 @@ class ProgressMonitor:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def rate(self, start: float, end: float) -> float:
+        """Completed IOs per second between two time.monotonic() instants."""
+        window = [(t, n) for t, n in list(self.samples) if start <= t <= end]
+        if len(window) < 2 or window[-1][0] <= window[0][0]:
+            return 0.0
+        return max(0, window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+
     def completed(self) -> int:
         return self.samples[-1][1] if self.samples else 0
 
@@ -160,6 +167,7 @@ class Campaign:
         self.faults = FaultInjector(self.bed)
         self.started = time.monotonic()
         self.stop_reason = ""
+        self.baseline: dict[str, Any] | None = None
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -175,6 +183,7 @@ class Campaign:
                 device = self.bed.up()
                 self.kernel = kernel_info(self.kernel.variant)  # nvme_core is loaded now
                 self._write_run_file(device, time.monotonic() - setup_start)
+                self._baseline(device)
                 kmsg.read_available()  # setup noise is not part of iteration 1
                 if self.widener_factory is not None:
                     widener = self.widener_factory()
@@ -205,6 +214,22 @@ class Campaign:
             summary.to_dict() for summary in summarize(read_records(self.outdir / RESULTS_FILE))
         ]
 
+    def _baseline(self, device: MultipathDevice) -> None:
+        """Bare fio with no faults, same job, same head: the reference for harness overhead."""
+        seconds = self.config.campaign.baseline_s
+        if seconds <= 0:
+            return
+        workdir = self.outdir / "baseline"
+        workdir.mkdir(exist_ok=True)
+        result = bare_fio(self._fio_job(device), workdir, seconds)
+        self.baseline = {
+            "seconds": seconds,
+            "iops": round(result.iops, 1),
+            "read_ios": result.read_ios,
+            "write_ios": result.write_ios,
+            "errors": result.total_errors,
+        }
+
     def _should_stop(self, record: IterationRecord) -> bool:
         if record.verdict == Verdict.HANG:
             self.stop_reason = "hang: the kernel stopped completing IO"
@@ -232,6 +257,7 @@ class Campaign:
         inject_at = restore_at = inject_s = restore_s = 0.0
         recovered, recover_s = False, None
         another_path_live = False
+        pre_fault_iops = 0.0
         fio: FioRun | None = None
         monitor: ProgressMonitor | None = None
         fio_result: FioResult | None = None
@@ -242,8 +268,10 @@ class Campaign:
             fio = FioRun(self._fio_job(device), workdir)
             monitor.start()
             self._wait_io_flowing(monitor, fio)
+            flowing = time.monotonic()
             time.sleep(ccfg.warmup_s + jitter)
             another_path_live = self._another_path_live(device, action)
+            pre_fault_iops = monitor.rate(flowing, time.monotonic())
             inject_at = time.monotonic() - iteration_start
             self.faults.inject(action)
             inject_s = time.monotonic() - iteration_start - inject_at
@@ -284,6 +312,7 @@ class Campaign:
             monitor=monitor,
             error=error,
             stuck=stuck,
+            pre_fault_iops=pre_fault_iops,
         )
 
     def _io_progress(self) -> tuple[int, int]:
@@ -351,6 +380,7 @@ class Campaign:
         monitor: ProgressMonitor | None,
         error: str,
         stuck: list[str],
+        pre_fault_iops: float,
     ) -> IterationRecord:
         fio = fio_result
         hang = bool(monitor and monitor.hang) or bool(fio and fio.killed)
@@ -399,6 +429,7 @@ class Campaign:
             first_eio_at_s=None if first_eio_at is None else round(first_eio_at, 3),
             verdict="",
             error=error,
+            pre_fault_iops=round(pre_fault_iops, 1),
             kernel_examples=kernel.examples + (fio.error_lines[:4] if fio else []),
             stuck_tasks=stuck,
         )
@@ -454,6 +485,7 @@ class Campaign:
             "elapsed_s": round(time.monotonic() - self.started, 3),
             "faults": [summary.to_dict() for summary in summaries],
             "widener": _plain(widener_stats),
+            "baseline": self.baseline,
         }
         write_json_atomic(self.outdir / SUMMARY_FILE, data)
         (self.outdir / "table.txt").write_text(render_table(summaries) + "\n")

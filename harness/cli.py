@@ -264,6 +264,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK if result.reproduced and result.fixed else EXIT_FAILURES
 
 
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    """Each named config in a VM on one variant; the hit-rate table (Markdown + JSON)."""
+    from harness import kbuild, scenarios
+    from harness.vm import default_kernel, kernel_release
+
+    outdir = Path(args.out).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    args.kernel = args.kernel or default_kernel()
+    variant = args.variant or "unfixed"
+    if variant != "distro":
+        release = kernel_release(args.kernel) or None
+        kbuild.build_variant(
+            variant, release=release, cache_dir=args.modules and Path(args.modules)
+        )
+    results = []
+    for config_path in args.configs:
+        args.config = config_path
+        config = load_config(args)
+        name = Path(config_path).stem
+        say(f"=== scenario {name} on {variant}")
+        rundir = _fresh_outdir(outdir / name)
+        _campaign_in_vm(args, config, rundir, variant)
+        results.append(scenarios.scenario_result(name, rundir))
+    print(scenarios.write(results, outdir), flush=True)
+    return EXIT_OK
+
+
 def _echo_harness_lines(line: str) -> None:
     if line.startswith(f"{PROG}:") or "Traceback" in line:
         print(line, flush=True)
@@ -403,6 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--stock", default="unfixed", choices=config_mod.VARIANTS)
     cmp_.add_argument("--patched", default="fixed", choices=config_mod.VARIANTS)
     cmp_.set_defaults(func=cmd_compare)
+    scn = sub.add_parser("scenarios", help="hit rate of each named config on one variant")
+    scn.add_argument("configs", nargs="+", help="campaign TOML files")
+    scn.add_argument("--out", required=True)
+    scn.add_argument("--iterations", type=int)
+    scn.add_argument("--seed", type=int)
+    scn.add_argument("--widen", action="store_true")
+    scn.add_argument("--variant", choices=config_mod.VARIANTS, default="unfixed")
+    scn.add_argument("--modules")
+    _vm_options(scn)
+    scn.set_defaults(func=cmd_scenarios)
     vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
     vmp.add_argument("--out", required=True)
     _vm_options(vmp)

@@ -66,6 +66,7 @@ class CampaignSection:
     recover_timeout_s: float = 30.0
     hang_timeout_s: float = 30.0
     stop_on_first_eio: bool = False
+    baseline_s: float = 0.0  # bare fio (no faults) for this long first: the IOPS reference
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "campaign.settle_s": (0, 600),
     "campaign.recover_timeout_s": (1, 3600),
     "campaign.hang_timeout_s": (1, 3600),
+    "campaign.baseline_s": (0, 600),
     "target.paths": (2, 8),
     "target.size_mib": (16, 65536),
     "target.first_port": (1024, 65000),

@@ -86,6 +86,7 @@ class IterationRecord:
     first_eio_at_s: float | None  # seconds since the campaign started, when known
     verdict: str
     error: str = ""
+    pre_fault_iops: float = 0.0  # IO rate on the paths between IO start and the fault
     kernel_examples: list[str] = field(default_factory=list)
     stuck_tasks: list[str] = field(default_factory=list)
 
@@ -170,6 +171,7 @@ class FaultSummary:
     cycle_s_total: float = 0.0
     recover_s: list[float] = field(default_factory=list)
     iops: list[float] = field(default_factory=list)
+    pre_fault_iops: list[float] = field(default_factory=list)
     first_eio_at_s: float | None = None
 
     def add(self, record: dict[str, Any]) -> None:
@@ -194,6 +196,8 @@ class FaultSummary:
             self.recover_s.append(float(record["time_to_recover_s"]))
         if record.get("fio_iops"):
             self.iops.append(float(record["fio_iops"]))
+        if record.get("pre_fault_iops"):
+            self.pre_fault_iops.append(float(record["pre_fault_iops"]))
 
     @property
     def mean_cycle_s(self) -> float:
@@ -209,7 +213,8 @@ class FaultSummary:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        del data["recover_s"], data["iops"]
+        del data["recover_s"], data["iops"], data["pre_fault_iops"]
+        data["median_pre_fault_iops"] = median(self.pre_fault_iops)
         data["mean_cycle_s"] = round(self.mean_cycle_s, 3)
         data["median_recover_s"] = self.median_recover_s
         data["median_iops"] = self.median_iops

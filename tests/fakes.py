@@ -280,7 +280,7 @@ def _link(link: Path, target: str) -> None:
 
 NVMET = "sys/kernel/config/nvmet"
 
-# What nvmet (6.1) creates by itself on mkdir: attribute files with their initial values, and
+# What nvmet (6.1, Debian's config) creates by itself on mkdir: attribute files with their initial values, and
 # default groups (directories). A plain directory has none of these, so the fake adds them.
 SUBSYS_ATTRS = {
     "attr_allow_any_host": "0",
@@ -292,7 +292,7 @@ SUBSYS_ATTRS = {
     "attr_pi_enable": "0",
     "attr_qid_max": "128",
 }
-SUBSYS_GROUPS = ("namespaces", "allowed_hosts", "passthru")
+SUBSYS_GROUPS = ("namespaces", "allowed_hosts")  # + passthru with CONFIG_NVME_TARGET_PASSTHRU
 NS_ATTRS = {
     "device_path": "",
     "device_uuid": "00000000-0000-0000-0000-000000000000",
@@ -314,7 +314,7 @@ PORT_ATTRS = {
 }
 PORT_GROUPS = ("subsystems", "referrals", "ana_groups")
 ANA_GROUP_ATTRS = {"ana_state": "optimized"}
-HOST_ATTRS = {"dhchap_key": "", "dhchap_ctrl_key": "", "dhchap_hash": "hmac(sha256)"}
+HOST_ATTRS: dict[str, str] = {}  # dhchap_* with CONFIG_NVME_TARGET_AUTH (off in Debian 6.1)
 NVMET_ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
 # Namespace attributes nvmet refuses to change while the namespace is enabled (EBUSY).
 NS_ATTRS_FIXED_WHEN_ENABLED = ("device_path", "device_uuid", "device_nguid", "buffered_io")
