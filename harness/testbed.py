@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 
 from harness import backing as backing_mod
 from harness.config import CampaignConfig
-from harness.errors import HarnessError, SafetyError
+from harness.errors import HarnessError
 from harness.host import HostIdentity, MultipathDevice, NvmeHost, PathEndpoint
 from harness.kernelfs import KernelFs
 from harness.net import Network
+from harness.safety import require_harness_device
 from harness.target import (
     NQN_PREFIX,
     PORT_ID_BASE,
@@ -153,8 +154,7 @@ class Testbed:
         device = self.device()
         if device is None or not device.heads:
             raise HarnessError(f"no multipath head for {self.nqn}")
-        assert self.host is not None
-        check_device_is_ours(device, self.nqn, self.serial, self.host.serial(device))
+        require_harness_device(device.head_dev, self.nqn, self.serial, self.kfs)
         return device
 
     def down(self) -> list[str]:
@@ -175,17 +175,3 @@ class Testbed:
             errors += self.network.teardown()
             self.network = None
         return errors
-
-
-def check_device_is_ours(
-    device: MultipathDevice, expected_nqn: str, expected_serial: str, serial: str
-) -> None:
-    if device.nqn != expected_nqn or not device.nqn.startswith(NQN_PREFIX):
-        raise SafetyError(
-            f"refusing IO to {device.head_dev}: subsystem {device.nqn} was not created by this run"
-        )
-    if serial != expected_serial:
-        raise SafetyError(
-            f"refusing IO to {device.head_dev}: serial {serial!r} is not this run's "
-            f"({expected_serial!r})"
-        )
