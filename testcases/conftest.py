@@ -39,6 +39,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="nvme module variant to load first (fixed/unfixed: built by scripts/build-variants)",
     )
     group.addoption("--iterations", type=int, default=0, help="fault iterations per case")
+    group.addoption(
+        "--chaos-points", type=int, default=3, help="kill -9 points of the cleanup chaos test"
+    )
 
 
 def _why_not_runnable() -> str:
