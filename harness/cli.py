@@ -217,7 +217,10 @@ def _campaign_in_vm(
     if args.modules:
         guest += ["--modules", str(Path(args.modules).resolve())]
     say(f"booting {spec.kernel} ({spec.cpus} CPUs, {spec.memory}); console: {outdir}/console.log")
-    result = run_in_vm(spec, outdir, guest, on_line=_echo_harness_lines)
+    from harness.progress import VmProgress
+
+    with VmProgress(f"{PROG}:") as progress:
+        result = run_in_vm(spec, outdir, guest, on_line=progress.line)
     boot = f"{result.boot_s:.1f} s" if result.boot_s is not None else "?"
     say(f"VM finished in {result.wall_s:.1f} s (first harness output after {boot})")
     if result.crashed or result.timed_out:
@@ -289,11 +292,6 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         results.append(scenarios.scenario_result(name, rundir))
     print(scenarios.write(results, outdir), flush=True)
     return EXIT_OK
-
-
-def _echo_harness_lines(line: str) -> None:
-    if line.startswith(f"{PROG}:") or "Traceback" in line:
-        print(line, flush=True)
 
 
 def cmd_vm_pytest(args: argparse.Namespace) -> int:
