@@ -105,6 +105,7 @@ class ProgressMonitor:
     hang_timeout_s: float
     max_stall_s: float = 0.0
     hang: bool = False
+    stuck: list[str] = field(default_factory=list)  # D-state tasks when the hang was seen
     samples: list[tuple[float, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -124,7 +125,8 @@ class ProgressMonitor:
                 last_count, last_change = count, now
             stall = now - last_change
             self.max_stall_s = max(self.max_stall_s, stall)
-            if stall >= self.hang_timeout_s:
+            if stall >= self.hang_timeout_s and not self.hang:
+                self.stuck = stuck_tasks()  # while they are stuck, before any restore
                 self.hang = True
 
     def stop(self) -> None:
@@ -286,7 +288,7 @@ class Campaign:
             error = str(exc)
         finally:
             if monitor is not None and monitor.hang:
-                stuck = stuck_tasks()
+                stuck = monitor.stuck or stuck_tasks()
             if fio is not None:
                 fio_result = fio.stop()
             if monitor is not None:

@@ -316,6 +316,12 @@ def cmd_vm_pytest(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     path = Path(args.results)
+    if args.html:
+        from harness.report_html import write_html
+
+        say(f"HTML report: {write_html(path, Path(args.html))}")
+        if path.is_dir() and not (path / RESULTS_FILE).exists():
+            return EXIT_OK  # a compare directory: the page covers its variants
     results = path / RESULTS_FILE if path.is_dir() else path
     if not results.exists():
         raise HarnessError(f"{results} not found", hint="give a results directory of a run")
@@ -446,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print the table of a results directory")
     report.add_argument("results")
     report.add_argument("--json", action="store_true")
+    report.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write a self-contained HTML page (plots, failing iterations) to FILE; "
+        "RESULTS may then be a compare directory",
+    )
     report.add_argument(
         "--require-iterations",
         type=int,

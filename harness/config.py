@@ -28,6 +28,7 @@ class FaultKind(StrEnum):
     NS_DISABLE = "ns_disable"  # target disables the namespace (all paths), then enables
     LINK_DOWN = "link_down"  # one path's network link goes down, then up (netns network)
     ANA_CHANGE = "ana_change"  # one port's ANA group goes inaccessible, then optimized
+    BACKING_STALL = "backing_stall"  # the namespace's backing stops answering (dm suspend)
 
 
 # Faults after which another path to the namespace stays usable: an application EIO during
@@ -43,7 +44,7 @@ FAULTS_WITH_SURVIVING_PATH = frozenset(
 )
 
 NETWORKS = ("loopback", "netns")
-BACKINGS = ("file", "null_blk")
+BACKINGS = ("file", "dm")
 IOPOLICIES = ("numa", "round-robin")
 ORDERS = ("round_robin", "random")
 PATH_CHOICES = ("alternate", "random", "first", "last")
@@ -269,6 +270,11 @@ def validate(data: Any) -> CampaignConfig:
 
 
 def _check_combinations(config: CampaignConfig) -> None:
+    if FaultKind.BACKING_STALL in config.campaign.faults and config.target.backing != "dm":
+        raise ConfigError(
+            'campaign.faults: backing_stall needs target.backing = "dm" '
+            "(a device-mapper device the harness can suspend)"
+        )
     if FaultKind.LINK_DOWN in config.campaign.faults and config.target.network != "netns":
         raise ConfigError(
             'campaign.faults: link_down needs target.network = "netns" '

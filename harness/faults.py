@@ -8,6 +8,7 @@
 | ns_disable   | target disables the namespace (all paths)| enable it again                  |
 | link_down    | the path's host-side veth goes down      | link up again                    |
 | ana_change   | the port's ANA group goes inaccessible   | back to optimized                |
+| backing_stall| the namespace's dm backing is suspended  | resumed (a hang on purpose)      |
 
 After a restore, ``recover`` waits for every path to be live and optimized again and
 reconnects a path whose controller the host gave up on (ctrl_loss_tmo expired).
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness import backing as backing_mod
 from harness.config import FaultKind
 from harness.errors import HarnessError
 from harness.host import MultipathDevice
@@ -61,6 +63,9 @@ class FaultInjector:
             bed.network.set_link(path, up=False)
         elif kind is FaultKind.ANA_CHANGE:
             bed.target.set_ana_state(bed.portid(path), "inaccessible")
+        elif kind is FaultKind.BACKING_STALL:
+            assert bed.backing is not None
+            backing_mod.suspend(bed.backing)
         else:  # pragma: no cover - FaultKind is closed
             raise HarnessError(f"unknown fault {kind}")
 
@@ -81,6 +86,8 @@ class FaultInjector:
             bed.network.set_link(path, up=True)
         elif kind is FaultKind.ANA_CHANGE:
             bed.target.set_ana_state(bed.portid(path), "optimized")
+        elif kind is FaultKind.BACKING_STALL and bed.backing is not None:
+            backing_mod.resume(bed.backing)
 
     def restore_everything(self) -> list[str]:
         """Undo any fault that may be in place (used after errors and on Ctrl-C)."""
@@ -95,6 +102,8 @@ class FaultInjector:
             if network.netns is not None:
                 _attempt(errors, network.set_link, path, True)
         _attempt(errors, target.set_namespace_enabled, bed.nqn, NSID, True)
+        if bed.backing is not None:
+            _attempt(errors, backing_mod.resume, bed.backing)
         return errors
 
     def _require_ctrl(self, path: int) -> str:

@@ -79,10 +79,10 @@ class Testbed:
         self.host = NvmeHost(self.kfs, self.identity)
         self.network = Network(tcfg.network, tcfg.paths, tcfg.first_port)
         self.network.setup()
-        if tcfg.backing == "file":
-            self.backing = backing_mod.create_file_backing(self.run_id, tcfg.size_mib)
+        if tcfg.backing == "dm":
+            self.backing = backing_mod.create_dm_backing(self.run_id, tcfg.size_mib)
         else:
-            raise HarnessError(f"target.backing {tcfg.backing!r} is not supported yet")
+            self.backing = backing_mod.create_file_backing(self.run_id, tcfg.size_mib)
         self.spec = self.target_spec()
         self.target = NvmetTarget(self.kfs, netns=self.network.netns)
         self.target.apply(self.spec)

@@ -187,6 +187,15 @@ def test_long_values_are_shortened() -> None:
     assert message.endswith("...")
 
 
+def test_backing_stall_needs_dm_backing() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^campaign\.faults: backing_stall needs target\.backing"
+    ):
+        validate({"campaign": {"faults": ["backing_stall"]}})
+    config = validate({"campaign": {"faults": ["backing_stall"]}, "target": {"backing": "dm"}})
+    assert config.campaign.faults == (FaultKind.BACKING_STALL,)
+
+
 def test_link_down_needs_netns() -> None:
     faults = ["ctrl_delete", "link_down"]
     message = config_error({"campaign": {"faults": faults}})
@@ -349,6 +358,8 @@ def valid_data(draw: st.DrawFn, text: st.SearchStrategy[str] = PLAIN_TEXT) -> di
         data[section] = {key: draw(valid_value(section, key, text)) for key in keys}
     if "link_down" in data.get("campaign", {}).get("faults", []):
         data.setdefault("target", {})["network"] = "netns"
+    if "backing_stall" in data.get("campaign", {}).get("faults", []):
+        data.setdefault("target", {})["backing"] = "dm"
     return data
 
 
