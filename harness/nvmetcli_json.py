@@ -14,8 +14,8 @@ The harness never runs ``nvmetcli restore`` itself, even where nvmetcli is insta
 restore clears every existing nvmet entry first (``clear_existing=True``), including
 subsystems and ports the harness did not create, which the safety rules forbid. It drives
 configfs directly (target.py) and writes this file so a person can inspect or replay a run's
-target with nvmetcli. nvmetcli does not save ``buffered_io``; we write it as an extra namespace key that nvmetcli
-ignores on restore (a file on tmpfs then needs it set by hand).
+target with nvmetcli. nvmetcli does not save ``buffered_io``; we write it as an extra
+namespace key that nvmetcli ignores on restore (a file on tmpfs then needs it set by hand).
 """
 
 from __future__ import annotations

@@ -160,7 +160,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def _text(x: float, y: float, content: object, **attrs: object) -> str:
-    extra = "".join(f' {esc(k.replace("_", "-"))}="{esc(v)}"' for k, v in attrs.items())
+    # class_ -> class, text_anchor -> text-anchor
+    extra = "".join(f' {esc(k.rstrip("_").replace("_", "-"))}="{esc(v)}"' for k, v in attrs.items())
     return f'<text x="{_num(x)}" y="{_num(y)}"{extra}>{esc(content)}</text>'
 
 
@@ -275,7 +276,7 @@ PANEL_RIGHT = 20
 
 def eio_chart(runs: Sequence[VariantRun]) -> str:
     """App EIO per iteration, one panel per variant, with a verdict strip under each."""
-    panel_h, strip_h, gap = 120, 10, 46
+    panel_h, strip_h, gap = 120, 10, 58
     count = max((len(r.records) for r in runs), default=0)
     peak = max((int(rec.get("app_eio", 0)) for r in runs for rec in r.records), default=0)
     log = peak > 20
@@ -726,10 +727,11 @@ def failing_iterations(run: VariantRun) -> str:
         if more > 0:
             quote += f"\n... {more} more"
         error = rec.get("error")
+        color = verdict_color(verdict)
         kmsg = f"iterations/{int(rec.get('iteration', 0) or 0):04d}/kmsg.txt"
         blocks.append(
-            f'<div class="failing" style="border-left-color:{verdict_color(verdict)}"><h4><span class="verdict" '
-            f'style="background:{verdict_color(verdict)}">{esc(verdict)}</span> '
+            f'<div class="failing" style="border-left-color:{color}"><h4>'
+            f'<span class="verdict" style="background:{color}">{esc(verdict)}</span> '
             f"{esc(heading)}</h4><p>{esc(facts)}"
             + (f"<br>error: {esc(error)}" if error else "")
             + f' <span class="path">({esc(kmsg)})</span></p>'
@@ -797,7 +799,7 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 thead th { background: #f0f0f0; } tbody th { text-align: left; font-weight: 600; }
 tr.total td, tr.total th { border-top: 2px solid #888; font-weight: 600; }
 td.bad { background: #fde2e1; color: #a00; font-weight: 600; }
-table.facts td { font-family: monospace; text-align: left; }
+table.facts td { font-family: monospace; text-align: left; white-space: nowrap; }
 .headline { font-size: 16px; font-weight: 600; padding: 8px 12px; border-radius: 4px; }
 .headline.good { background: #e3f4e1; } .headline.warn { background: #fff1d6; }
 svg.chart { display: block; margin: 4px 0 8px; max-width: 100%; height: auto; }
