@@ -103,6 +103,9 @@ def vng_argv(spec: VmSpec, rwdir: Path, guest_argv: list[str], use_kvm: bool) ->
     argv = [vng, "--run", spec.kernel, "--memory", spec.memory, "--cpus", str(spec.cpus)]
     if not use_kvm:
         argv.append("--disable-kvm")
+    # A panic must end the VM (reboot at once; qemu exits instead of rebooting), so the
+    # runner sees the crash instead of waiting for its timeout.
+    argv += ["--append", "panic=-1", "--qemu-opts=-no-reboot"]
     argv += ["--rwdir", str(rwdir), "--exec", script]
     return argv
 
