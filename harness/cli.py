@@ -6,6 +6,7 @@
     nvmf-harness report   DIR                      per-fault table of a results directory
     nvmf-harness clean    [--dry-run]              remove what earlier runs left
     nvmf-harness doctor                            check tools, modules, permissions
+    nvmf-harness remote   --host H [--fetch R:L] -- ARGS   nvmf-harness ARGS on H over SSH
 
 Errors a person can fix are printed as one line with what to do; no tracebacks.
 """
@@ -311,6 +312,21 @@ def cmd_vm_pytest(args: argparse.Namespace) -> int:
     return result.exit_status if result.exit_status is not None else EXIT_INFRA
 
 
+def cmd_selftest_crash(args: argparse.Namespace) -> int:
+    from harness.selftest import crash_selftest
+
+    outdir = _fresh_outdir(Path(args.out))
+    problems = crash_selftest(_vm_spec(args, 300), outdir)
+    for problem in problems:
+        say(f"crash self-test: {problem}")
+    if not problems:
+        say(
+            "crash self-test passed: the guest panicked, the runner recorded kernel_crash, "
+            "earlier records are intact"
+        )
+    return EXIT_FAILURES if problems else EXIT_OK
+
+
 # --- report, clean, doctor ---------------------------------------------------------------------
 
 
@@ -393,6 +409,74 @@ def cmd_doctor(_args: argparse.Namespace) -> int:
     return EXIT_USAGE if failed else EXIT_OK
 
 
+# --- remote ------------------------------------------------------------------------------------
+
+
+def _usage_error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    """Run nvmf-harness ARGS in a checkout on another machine over SSH; fetch its results.
+
+    The command runs in the checkout (--repo), so relative paths in ARGS and --fetch's
+    REMOTE_DIR mean the same directory.
+    """
+    import posixpath
+    import shlex
+
+    from harness.remote import DEFAULT_COMMAND_TIMEOUT_S, DEFAULT_KNOWN_HOSTS, RemoteHost
+
+    harness_args = list(args.harness_args)
+    if harness_args[:1] == ["--"]:
+        harness_args = harness_args[1:]
+    if not harness_args:
+        return _usage_error(
+            "nothing to run: give the nvmf-harness arguments after --, "
+            "e.g. -- vm --config configs/smoke.toml --out out/smoke"
+        )
+    fetch: tuple[str, str] | None = None
+    if args.fetch:
+        remote_dir, _, local_dir = args.fetch.partition(":")
+        if not remote_dir or not local_dir:
+            return _usage_error(f"--fetch {args.fetch!r}: give REMOTE_DIR:LOCAL_DIR")
+        fetch = (posixpath.join(args.repo, remote_dir), local_dir)
+    remote = RemoteHost(
+        host=args.host,
+        port=args.port,
+        user=args.user,
+        key_filename=args.key,
+        known_hosts=Path(args.known_hosts) if args.known_hosts else DEFAULT_KNOWN_HOSTS,
+        trust_new_host_key=args.trust_new_host_key,
+        connect_timeout_s=args.connect_timeout,
+        command_timeout_s=args.timeout or DEFAULT_COMMAND_TIMEOUT_S,
+    )
+    argv = [posixpath.join(".venv", "bin", PROG), *harness_args]
+    with remote:
+        if remote.trusted_new_key:
+            say(f"trusted a new host key and saved it: {remote.trusted_new_key}")
+        say(f"on {remote.target} in {args.repo}: {shlex.join(argv)}")
+        result = remote.run(
+            argv,
+            cwd=args.repo,
+            on_line=lambda line: print(line, flush=True),
+            on_stderr_line=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        status = result.returncode if result.returncode >= 0 else EXIT_INFRA
+        say(f"remote exit status {result.returncode}")
+        if fetch is not None:
+            try:
+                fetched = remote.fetch_dir(*fetch)
+            except HarnessError as exc:
+                print(f"{PROG}: error: fetch failed: {exc}", file=sys.stderr)
+                return status or EXIT_INFRA
+            for skipped in fetched.skipped:
+                say(f"skipped {skipped}")
+            say(f"fetched {len(fetched.files)} file(s) from {args.host}:{fetch[0]} to {fetch[1]}")
+    return status
+
+
 # --- parser --------------------------------------------------------------------------------------
 
 
@@ -449,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     _vm_options(vmp)
     vmp.add_argument("pytest_args", nargs=argparse.REMAINDER)
     vmp.set_defaults(func=cmd_vm_pytest)
+    selftest = sub.add_parser("selftest-crash", help="check the VM runner's crash handling")
+    selftest.add_argument("--out", required=True)
+    _vm_options(selftest)
+    selftest.set_defaults(func=cmd_selftest_crash)
     report = sub.add_parser("report", help="print the table of a results directory")
     report.add_argument("results")
     report.add_argument("--json", action="store_true")
@@ -473,6 +561,35 @@ def build_parser() -> argparse.ArgumentParser:
     clean.set_defaults(func=cmd_clean)
     doctor = sub.add_parser("doctor", help="check that everything needed is installed")
     doctor.set_defaults(func=cmd_doctor)
+    rem = sub.add_parser(
+        "remote", help="run nvmf-harness ARGS on another machine over SSH, fetch results"
+    )
+    rem.add_argument("--host", required=True, help="SSH server name or address")
+    rem.add_argument("--port", type=int, default=22)
+    rem.add_argument("--user", help="remote user (default: the local user name)")
+    rem.add_argument("--key", help="private key file (default: ssh-agent, ~/.ssh/id_*)")
+    rem.add_argument("--known-hosts", help="known_hosts file (default: ~/.ssh/known_hosts)")
+    rem.add_argument(
+        "--trust-new-host-key",
+        action="store_true",
+        help="accept an unknown host key and save it to known_hosts (a changed key is "
+        "still refused)",
+    )
+    rem.add_argument(
+        "--repo",
+        default="nvmf-mpath-harness",
+        help="the harness checkout on the remote, with its .venv; the command runs there and "
+        "relative paths in ARGS and --fetch are relative to it (default: ~/nvmf-mpath-harness)",
+    )
+    rem.add_argument(
+        "--fetch", metavar="REMOTE_DIR:LOCAL_DIR", help="copy this directory back afterwards"
+    )
+    rem.add_argument(
+        "--timeout", type=float, help="seconds before the remote command is cut (default: 4 h)"
+    )
+    rem.add_argument("--connect-timeout", type=float, default=15.0)
+    rem.add_argument("harness_args", nargs=argparse.REMAINDER, help="-- nvmf-harness arguments")
+    rem.set_defaults(func=cmd_remote)
     return parser
 
 
