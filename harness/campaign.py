@@ -512,7 +512,7 @@ def verdict(record: IterationRecord) -> str:
         return Verdict.INFRA_ERROR
     if record.kernel_bug_lines:
         return Verdict.KERNEL_BUG
-    if record.hang:
+    if record.hang or record.hung_task_lines:  # no IO progress, or the kernel saw a hung task
         return Verdict.HANG
     if record.app_eio:
         if record.eod_race_lines:

@@ -49,9 +49,11 @@ EOD_DETAIL_RE = re.compile(
 )
 PER_PATH_DISK_RE = re.compile(r"^nvme\d+c\d+n\d+$")
 HUNG_RE = re.compile(r"INFO: task .* blocked for more than \d+ seconds")
+# "RIP: 0010:" is a kernel-mode register dump (an oops or a WARN); "RIP: 0033:" is the
+# user-space frame at the end of any task's stack dump (a hung-task report): not a bug.
 BUG_RE = re.compile(
     r"(WARNING: CPU: \d+|BUG: |kernel BUG at|Oops|general protection fault|Kernel panic"
-    r"|possible circular locking|KASAN:|UBSAN:|RIP: )"
+    r"|possible circular locking|KASAN:|UBSAN:|RIP: 0010:)"
 )
 IO_ERROR_RE = re.compile(
     r"(I/O error, dev \S+|Buffer I/O error|critical (medium|target) error"

@@ -123,7 +123,7 @@ def _str(data: Any, key: str, where: str, default: str | None = None) -> str:
 
 def _int(data: Any, key: str, where: str, default: int | None = None) -> int:
     value = data.get(key, default) if isinstance(data, dict) else None
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise ConfigError(f"nvmetcli json: {where}.{key}: expected an integer")

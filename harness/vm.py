@@ -16,6 +16,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,6 +151,17 @@ def run_in_vm(
         start_new_session=True,
         env=_env_with_venv_path(),
     )
+    # A wedged guest may print nothing at all: a timer, not the next console line, ends it.
+    expired = threading.Event()
+
+    def on_deadline() -> None:
+        expired.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)  # closes the console pipe: the loop below ends
+
+    watchdog = threading.Timer(spec.timeout_s, on_deadline)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         assert proc.stdout is not None
         deadline = started + spec.timeout_s
@@ -165,6 +177,7 @@ def run_in_vm(
             if time.monotonic() > deadline:
                 timed_out = True
                 break
+        timed_out = timed_out or expired.is_set()
         if timed_out:
             _kill(proc)
         proc.wait(timeout=60)
@@ -172,6 +185,7 @@ def run_in_vm(
         _kill(proc)
         raise
     finally:
+        watchdog.cancel()
         console.close()
     status = _guest_status(rwdir)
     crashed = status is None and not timed_out

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from harness.errors import ToolError
+from harness.errors import HarnessError, ToolError
 from harness.procs import require_tool
 
 EIO_RE = re.compile(r"Input/output error|error=5\b|err=5\b")
@@ -47,6 +47,12 @@ class FioJob:
     def argv(self, output: Path) -> list[str]:
         region = self.size_bytes // self.numjobs
         region -= region % (1024 * 1024)
+        if region <= 0:  # fio reads --size=0 as "the whole device": jobs would overlap
+            raise HarnessError(
+                f"{self.filename}: {self.size_bytes} bytes cannot hold {self.numjobs} fio jobs "
+                "of 1 MiB each",
+                hint="lower workload.numjobs or raise target.size_mib",
+            )
         args = [
             "fio",
             "--name=nvmf-harness",
@@ -224,6 +230,8 @@ def bare_fio(job: FioJob, workdir: Path, seconds: float) -> FioResult:
     """Plain fio for a fixed time with no faults (the baseline for harness overhead)."""
     run = FioRun(job, workdir)
     time.sleep(seconds)
-    if not run.running():
+    early = not run.running()
+    result = run.stop()  # also when it exited early: closes the log, joins the reader
+    if early:
         raise ToolError(f"fio exited early: see {run.stderr_path}")
-    return run.stop()
+    return result

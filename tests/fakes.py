@@ -280,8 +280,9 @@ def _link(link: Path, target: str) -> None:
 
 NVMET = "sys/kernel/config/nvmet"
 
-# What nvmet (6.1, Debian's config) creates by itself on mkdir: attribute files with their initial values, and
-# default groups (directories). A plain directory has none of these, so the fake adds them.
+# What nvmet (6.1, Debian's config) creates by itself on mkdir: attribute files with their
+# initial values, and default groups (directories). A plain directory has none of these, so
+# the fake adds them.
 SUBSYS_ATTRS = {
     "attr_allow_any_host": "0",
     "attr_version": "1.3",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from harness import kmsg
 from harness.kmsg import (
     KernelLogSummary,
     KmsgReader,
@@ -39,9 +38,7 @@ EOD_SIZED_RAW = (
     "\n"
 )
 PATH_EVENT_RAW = (
-    "4,1300,108000000,-;nvme nvme1: starting error recovery\n"
-    " SUBSYSTEM=nvme\n"
-    " DEVICE=c238:1\n"
+    "4,1300,108000000,-;nvme nvme1: starting error recovery\n SUBSYSTEM=nvme\n DEVICE=c238:1\n"
 )
 
 
@@ -129,7 +126,9 @@ def test_other_beyond_end_of_device_lines(raw: str, disk: str) -> None:
 
 
 def test_eod_on_another_disk_is_other() -> None:
-    text = "dd: attempt to access beyond end of device\nsda1: rw=0, sector=9, nr_sectors = 8 limit=0"
+    text = (
+        "dd: attempt to access beyond end of device\nsda1: rw=0, sector=9, nr_sectors = 8 limit=0"
+    )
     assert classify(record(text)) == (LineKind.EOD_OTHER, "sda1")
     assert classify(record("fio: attempt to access beyond end of device")) == (
         LineKind.EOD_OTHER,
@@ -152,7 +151,7 @@ def test_eod_on_another_disk_is_other() -> None:
         ),
         ("nvme nvme1: starting error recovery", LineKind.PATH_EVENT),
         ("nvme nvme1: Reconnecting in 1 seconds...", LineKind.PATH_EVENT),
-        ("nvme nvme0: Removing ctrl: NQN \"nqn.2026-11.io.nvmf-harness:s1\"", LineKind.PATH_EVENT),
+        ('nvme nvme0: Removing ctrl: NQN "nqn.2026-11.io.nvmf-harness:s1"', LineKind.PATH_EVENT),
         ("nvme nvme12: ANA group 1: inaccessible.", LineKind.PATH_EVENT),
         ("INFO: task fio:123 blocked for more than 120 seconds.", LineKind.HUNG_TASK),
         ("INFO: task kworker/u4:2:56 blocked for more than 241 seconds.", LineKind.HUNG_TASK),
@@ -200,12 +199,6 @@ HUNG_TASK_REPORT = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: BUG_RE matches any 'RIP: ', so the user-space 'RIP: 0033:' line of a "
-    "hung-task call trace counts as a kernel bug and the verdict becomes kernel_bug instead "
-    "of hang (fix: /tmp/kmsg-rip.patch)",
-)
 def test_a_hung_task_report_is_a_hang_not_a_kernel_bug() -> None:
     summary = summarize([record(text, seq=i) for i, text in enumerate(HUNG_TASK_REPORT)])
     assert summary.hung_task_lines == 1
@@ -332,7 +325,7 @@ def test_reader_counts_records_lost_to_a_wrapped_ring_buffer(
                 raise answer
             return answer
 
-        monkeypatch.setattr(kmsg.os, "read", fake_read)
+        monkeypatch.setattr(os, "read", fake_read)
         records = reader.read_available()
         monkeypatch.undo()
     assert [r.seq for r in records] == [1234]
@@ -347,7 +340,7 @@ def test_reader_raises_other_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         def fail(fd: int, size: int) -> bytes:
             raise OSError(errno.EIO, "Input/output error")
 
-        monkeypatch.setattr(kmsg.os, "read", fail)
+        monkeypatch.setattr(os, "read", fail)
         with pytest.raises(OSError, match="Input/output"):
             reader.read_available()
         monkeypatch.undo()

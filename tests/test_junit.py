@@ -1,0 +1,144 @@
+"""JUnit XML: valid XML, one testcase per iteration, failing verdicts as failures."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.junit import junit_tree, write_junit
+from harness.results import FAILING_VERDICTS, Verdict
+from tests.test_results import record_dict
+
+
+def records() -> list[dict[str, Any]]:
+    return [
+        record_dict(iteration=1, fault="ctrl_delete", path=0, cycle_s=6.5),
+        record_dict(
+            iteration=2,
+            fault="ctrl_reset",
+            path=1,
+            cycle_s=7.25,
+            app_eio=2,
+            eod_race_lines=1,
+            verdict=Verdict.EIO_RACE,
+            kernel_examples=[
+                "fio: attempt to access beyond end of device | nvme0c1n1: rw=1, sector=8, "
+                "nr_sectors = 8 limit=0",
+                "fio: io_u error on file /dev/nvme0n1: Input/output error: write offset=8192",
+            ],
+        ),
+        record_dict(
+            iteration=3,
+            fault="ctrl_delete",
+            path=1,
+            cycle_s=1.0,
+            error="no IO on the head 15 s after fio started",
+            verdict=Verdict.INFRA_ERROR,
+        ),
+        record_dict(iteration=4, fault="port_remove", path=0, hang=True, verdict=Verdict.HANG),
+        record_dict(iteration=5, fault="ns_disable", app_eio=9, verdict=Verdict.EXPECTED_EIO),
+    ]
+
+
+def parse(tmp_path: Path, data: list[dict[str, Any]], suite: str = "campaign-unfixed") -> Any:
+    path = tmp_path / "junit.xml"
+    write_junit(path, data, suite=suite)
+    return ET.parse(path).getroot()
+
+
+def test_written_file_is_valid_xml_with_declaration(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    write_junit(path, records(), suite="campaign-unfixed")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("<?xml version='1.0' encoding='utf-8'?>")
+    ET.fromstring(text.encode())  # parses
+    assert not (tmp_path / "junit.xml.tmp").exists()
+
+
+def test_suite_counts(tmp_path: Path) -> None:
+    root = parse(tmp_path, records())
+    assert root.tag == "testsuites"
+    (suite,) = root.findall("testsuite")
+    assert suite.get("name") == "campaign-unfixed"
+    assert suite.get("tests") == "5"
+    assert suite.get("failures") == "2"  # eio_race, hang
+    assert suite.get("errors") == "1"  # infra_error
+    assert float(suite.get("time")) == pytest.approx(6.5 + 7.25 + 1.0 + 6.0 + 6.0)
+    assert len(suite.findall("testcase")) == 5
+
+
+def test_testcases_name_fault_iteration_and_path(tmp_path: Path) -> None:
+    cases = parse(tmp_path, records()).findall("testsuite/testcase")
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [
+        ("campaign-unfixed.ctrl_delete", "iteration-0001-path0"),
+        ("campaign-unfixed.ctrl_reset", "iteration-0002-path1"),
+        ("campaign-unfixed.ctrl_delete", "iteration-0003-path1"),
+        ("campaign-unfixed.port_remove", "iteration-0004-path0"),
+        ("campaign-unfixed.ns_disable", "iteration-0005-path0"),
+    ]
+    assert cases[1].get("time") == "7.250"
+
+
+def test_failing_verdict_is_a_failure_with_the_kernel_lines(tmp_path: Path) -> None:
+    cases = parse(tmp_path, records()).findall("testsuite/testcase")
+    failure = cases[1].find("failure")
+    assert failure is not None
+    assert failure.get("type") == Verdict.EIO_RACE
+    assert failure.get("message", "").startswith("eio_race: app_eio=2 eod_race_lines=1")
+    assert "limit=0" in (failure.text or "")
+    assert "Input/output error" in (failure.text or "")
+    assert cases[3].find("failure") is not None  # hang
+
+
+def test_infra_error_is_an_error_not_a_failure(tmp_path: Path) -> None:
+    case = parse(tmp_path, records()).findall("testsuite/testcase")[2]
+    assert case.find("failure") is None
+    error = case.find("error")
+    assert error is not None
+    assert error.get("message") == "no IO on the head 15 s after fio started"
+
+
+@pytest.mark.parametrize("index", [0, 4])
+def test_passing_and_expected_verdicts_are_plain_testcases(tmp_path: Path, index: int) -> None:
+    case = parse(tmp_path, records()).findall("testsuite/testcase")[index]
+    assert case.find("failure") is None
+    assert case.find("error") is None
+    out = case.find("system-out")
+    assert out is not None
+    assert (out.text or "").startswith(f"verdict={records()[index]['verdict']} ")
+
+
+@pytest.mark.parametrize("verdict", sorted(FAILING_VERDICTS))
+def test_every_failing_verdict_fails(verdict: str) -> None:
+    tree = junit_tree([record_dict(verdict=verdict)], suite="s")
+    suite = tree.getroot().find("testsuite")
+    assert suite is not None
+    assert suite.get("failures") == "1"
+    assert suite.find("testcase/failure") is not None
+
+
+def test_markup_in_records_is_escaped(tmp_path: Path) -> None:
+    nasty = 'a <b> & "c" ]]> \u00e9'
+    data = [record_dict(verdict=Verdict.EIO, kernel_examples=[nasty], fault="x<y")]
+    root = parse(tmp_path, data, suite='suite&"1"')
+    failure = root.find("testsuite/testcase/failure")
+    assert failure is not None
+    assert failure.text == nasty
+    assert root.find("testsuite").get("name") == 'suite&"1"'
+
+
+def test_no_records_is_an_empty_suite(tmp_path: Path) -> None:
+    suite = parse(tmp_path, []).find("testsuite")
+    assert suite is not None
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("0", "0", "0")
+    assert suite.get("time") == "0.000"
+
+
+def test_a_crash_record_without_iteration_fields(tmp_path: Path) -> None:
+    """What vm.record_crash appends: no cycle_s, verdict kernel_crash."""
+    crash = {"run_id": "r", "iteration": 3, "fault": "unknown", "verdict": "kernel_crash"}
+    root = parse(tmp_path, [*records()[:1], crash])
+    assert root.find("testsuite").get("tests") == "2"
