@@ -41,6 +41,8 @@ class Backing:
 
 def create_dm_backing(run_id: str, size_mib: int) -> Backing:
     """A dm-linear device over a loop device of a tmpfs file (suspendable)."""
+    for module in ("loop", "dm-mod"):  # /dev/loop-control and device-mapper may be modules
+        run(["modprobe", module], timeout_s=60)
     file_backing = create_file_backing(run_id, size_mib)
     try:
         loop = run(["losetup", "--find", "--show", file_backing.device_path], timeout_s=30)

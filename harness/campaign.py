@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import random
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -230,6 +231,9 @@ class Campaign:
             "read_ios": result.read_ios,
             "write_ios": result.write_ios,
             "errors": result.total_errors,
+            "p99_clat_us": result.p99_clat_us,
+            "read_p99_clat_us": result.read_p99_clat_us,
+            "write_p99_clat_us": result.write_p99_clat_us,
         }
 
     def _should_stop(self, record: IterationRecord) -> bool:
@@ -432,6 +436,7 @@ class Campaign:
             verdict="",
             error=error,
             pre_fault_iops=round(pre_fault_iops, 1),
+            p99_clat_us=fio.p99_clat_us if fio else None,
             kernel_examples=kernel.examples + (fio.error_lines[:4] if fio else []),
             stuck_tasks=stuck,
         )
@@ -488,6 +493,8 @@ class Campaign:
             "faults": [summary.to_dict() for summary in summaries],
             "widener": _plain(widener_stats),
             "baseline": self.baseline,
+            # peak resident set of this process (the harness; fio is a child), KiB on Linux
+            "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         }
         write_json_atomic(self.outdir / SUMMARY_FILE, data)
         (self.outdir / "table.txt").write_text(render_table(summaries) + "\n")

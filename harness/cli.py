@@ -1,6 +1,7 @@
 """nvmf-harness: the command line.
 
     nvmf-harness run      --config F --out DIR     campaign in this kernel (root, in the VM)
+    nvmf-harness floor    --out DIR [--repeat N]   bare path operations timed (root, in the VM)
     nvmf-harness vm       --config F --out DIR     boot a kernel with virtme-ng, run it inside
     nvmf-harness vm-pytest --out DIR [-- ARGS]     pytest testcases/ inside the VM
     nvmf-harness report   DIR                      per-fault table of a results directory
@@ -108,6 +109,43 @@ def cmd_run(args: argparse.Namespace) -> int:
     if campaign.stop_reason:
         say(f"stopped early: {campaign.stop_reason}")
     return exit_status(records)
+
+
+def cmd_floor(args: argparse.Namespace) -> int:
+    """The kernel's floor: bare path operations timed in this kernel, no fio (root, in the VM)."""
+    from harness import floor
+    from harness.testbed import Testbed, new_run_id
+
+    config = load_config(args)
+    if os.geteuid() != 0:
+        raise HarnessError("floor needs root", hint="run it inside the VM")
+    if args.repeat < 1:
+        raise HarnessError(f"--repeat {args.repeat}: give at least 1")
+    outdir = Path(args.out).resolve()
+    if (outdir / floor.FLOOR_FILE).exists():
+        raise HarnessError(f"{outdir} already holds {floor.FLOOR_FILE}", hint="choose a new --out")
+    variant = _load_variant(args, config)
+    names = args.ops.split(",") if args.ops else list(floor.OP_NAMES)
+    say(f"floor: {', '.join(names)} x {args.repeat} on path {args.path}, no fio -> {outdir}")
+
+    def show(stats: floor.OpStats) -> None:
+        say(
+            f"floor {stats.name}: median action {stats.median_action_s} s, "
+            f"total {stats.median_total_s} s ({len(stats.total_s)}/{stats.repeat} ok)"
+        )
+
+    result = floor.run_floor(
+        Testbed(config, new_run_id()),
+        args.repeat,
+        variant=variant,
+        path=args.path,
+        names=names,
+        on_op=show,
+    )
+    floor.write_floor(result, outdir)
+    print(floor.render(result), flush=True)
+    failed = any(not op.total_s for op in result.ops)
+    return EXIT_FAILURES if failed or result.restore_errors else EXIT_OK
 
 
 def exit_status(records: list[dict[str, Any]]) -> int:
@@ -508,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no per-iteration lines, no table")
     run.add_argument("--json", action="store_true", help="print each record as a JSON line")
     run.set_defaults(func=cmd_run)
+    flr = sub.add_parser("floor", help="time bare path operations with no fio (root)")
+    flr.add_argument("--config", default=str(DEFAULT_CONFIG), help="campaign TOML file")
+    flr.add_argument("--out", required=True, help="directory for floor.json")
+    flr.add_argument("--repeat", type=int, default=5, help="repetitions of each operation")
+    flr.add_argument("--path", type=int, default=0, help="which path to operate on")
+    flr.add_argument("--ops", help="comma-separated subset of the operations (default: all)")
+    flr.add_argument("--variant", choices=config_mod.VARIANTS, help="nvme module variant")
+    flr.add_argument("--modules", help="module build cache (default: build/modules)")
+    flr.set_defaults(func=cmd_floor)
     vm = sub.add_parser("vm", help="boot a kernel in a VM and run the campaign inside")
     _campaign_options(vm)
     _vm_options(vm)

@@ -87,6 +87,7 @@ class IterationRecord:
     verdict: str
     error: str = ""
     pre_fault_iops: float = 0.0  # IO rate on the paths between IO start and the fault
+    p99_clat_us: float | None = None  # fio's p99 completion latency (fault window included)
     kernel_examples: list[str] = field(default_factory=list)
     stuck_tasks: list[str] = field(default_factory=list)
 

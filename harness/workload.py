@@ -28,6 +28,7 @@ EIO_RE = re.compile(r"Input/output error|error=5\b|err=5\b")
 VERIFY_RE = re.compile(r"verify: bad|verify failed|bad magic header|crc32c: verify", re.I)
 IO_U_ERROR_RE = re.compile(r"io_u error|fio: pid=\d+, err=")
 STOP_TIMEOUT_S = 30.0
+P99_KEY = "99.000000"  # fio's name for the 99th percentile in clat_ns.percentile
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,16 @@ class FioResult:
     first_error_at: float | None  # time.monotonic() of the first error line
     error_lines: list[str] = field(default_factory=list)
     json_ok: bool = True
+    # 99th percentile completion latency (clat) in microseconds, the largest over the jobs
+    # (fio's JSON has no merged percentile with group_reporting=0); None when no IO completed.
+    read_p99_clat_us: float | None = None
+    write_p99_clat_us: float | None = None
+
+    @property
+    def p99_clat_us(self) -> float | None:
+        """The larger of the read and write p99 completion latencies."""
+        values = [v for v in (self.read_p99_clat_us, self.write_p99_clat_us) if v is not None]
+        return max(values) if values else None
 
 
 class FioRun:
@@ -208,7 +219,33 @@ def parse_result(
         first_error_at=min(stamped) if stamped else None,
         error_lines=[line.text for line in (*error_lines, *verify_lines)][:8],
         json_ok=bool(jobs),
+        read_p99_clat_us=p99_clat_us(jobs, "read"),
+        write_p99_clat_us=p99_clat_us(jobs, "write"),
     )
+
+
+def p99_clat_us(jobs: list[Any], direction: str) -> float | None:
+    """The largest per-job p99 completion latency of one direction, in microseconds.
+
+    fio reports ``jobs[].<direction>.clat_ns.percentile["99.000000"]`` in nanoseconds; a job
+    that completed no IO in that direction has no (or an all-zero) percentile and is skipped.
+    """
+    found: list[float] = []
+    for job in jobs:
+        stats = job.get(direction) if isinstance(job, dict) else None
+        if not isinstance(stats, dict) or not int(stats.get("total_ios", 0) or 0):
+            continue
+        clat = stats.get("clat_ns")
+        percentiles = clat.get("percentile") if isinstance(clat, dict) else None
+        if not isinstance(percentiles, dict):
+            continue
+        try:
+            value = float(percentiles.get(P99_KEY, 0) or 0)
+        except (TypeError, ValueError):
+            continue
+        if value > 0:
+            found.append(value / 1000)
+    return round(max(found), 1) if found else None
 
 
 def _load_json(output: Path) -> Any:

@@ -23,6 +23,7 @@ DECOY_TRSVCID = "4499"
 
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[str]:
+    subprocess.run(["modprobe", "loop"], timeout=60, check=False)
     image = tmp_path / "decoy.img"
     image.write_bytes(b"\0" * (16 << 20))
     dev = subprocess.run(

@@ -1,0 +1,335 @@
+"""The kernel's own floor: how long each bare path operation takes, with no fio running.
+
+A fault iteration can never be faster than the kernel operations it is made of. This module
+builds the test bed (``Testbed.up``), then times N repetitions of each operation alone with
+``time.monotonic`` (inside the VM, as root), and writes ``floor.json``:
+
+| op               | timed action                              | done when                     |
+|------------------|-------------------------------------------|-------------------------------|
+| connect          | ``nvme connect`` of one path              | every path live (disk too)    |
+| ctrl_delete      | write ``delete_controller`` (synchronous) | the controller is gone        |
+| ctrl_reset       | write ``reset_controller`` (synchronous)  | every path live and optimized |
+| port_unlink      | configfs unlink of the port's subsystem   | that controller leaves live   |
+| port_link        | configfs link again                       | every path live and optimized |
+| ana_inaccessible | write ``ana_state`` = inaccessible        | the host's path disk says so  |
+| ana_optimized    | write ``ana_state`` = optimized           | every path live and optimized |
+
+Per op two figures: ``action_s`` (the write or command alone) and ``total_s`` (until the
+done condition held, which is what a fault iteration waits for). What a repetition needs
+before it (a deleted controller before ``connect``) and after it (a reconnect after
+``ctrl_delete``) is done untimed, each ending with every path ready again.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.faults import FaultInjector, all_paths_ready
+from harness.results import write_json_atomic
+from harness.testbed import Testbed
+
+FLOOR_FILE = "floor.json"
+DONE_TIMEOUT_S = 30.0
+POLL_S = 0.01
+OP_NAMES = (
+    "connect",
+    "ctrl_delete",
+    "ctrl_reset",
+    "port_unlink",
+    "port_link",
+    "ana_inaccessible",
+    "ana_optimized",
+)
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class FloorOp:
+    """One kernel operation to time: ``action`` is timed, then ``done`` is polled."""
+
+    name: str
+    action: Callable[[], None]
+    done: Callable[[], bool]
+    prepare: Callable[[], None] = _nothing  # untimed, before each repetition
+    cleanup: Callable[[], None] = _nothing  # untimed, after each repetition
+
+
+@dataclass(frozen=True)
+class OpStats:
+    """N repetitions of one operation; times in seconds."""
+
+    name: str
+    repeat: int
+    action_s: list[float]
+    total_s: list[float]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def median_action_s(self) -> float | None:
+        return round(statistics.median(self.action_s), 4) if self.action_s else None
+
+    @property
+    def median_total_s(self) -> float | None:
+        return round(statistics.median(self.total_s), 4) if self.total_s else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["median_action_s"] = self.median_action_s
+        data["median_total_s"] = self.median_total_s
+        data["min_total_s"] = round(min(self.total_s), 4) if self.total_s else None
+        data["max_total_s"] = round(max(self.total_s), 4) if self.total_s else None
+        return data
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll ``condition`` until it holds; a HarnessError naming ``what`` after ``timeout_s``."""
+    deadline = clock() + timeout_s
+    while not condition():
+        if clock() > deadline:
+            raise HarnessError(f"{what}: not done after {timeout_s:g} s")
+        sleep(POLL_S)
+
+
+def measure(
+    op: FloorOp,
+    repeat: int,
+    timeout_s: float = DONE_TIMEOUT_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> OpStats:
+    """Time ``repeat`` repetitions of ``op``; a failed repetition is recorded, not timed.
+
+    After two failures in a row the op is given up (the bed is probably broken for it).
+    """
+    action_s: list[float] = []
+    total_s: list[float] = []
+    errors: list[str] = []
+    failures_in_a_row = 0
+    for index in range(repeat):
+        try:
+            op.prepare()
+            start = clock()
+            op.action()
+            acted = clock()
+            wait_until(op.done, timeout_s, f"{op.name} #{index + 1}", clock, sleep)
+            finished = clock()
+            action_s.append(round(acted - start, 6))
+            total_s.append(round(finished - start, 6))
+            op.cleanup()
+            failures_in_a_row = 0
+        except HarnessError as exc:
+            errors.append(f"#{index + 1}: {exc}")
+            failures_in_a_row += 1
+            if failures_in_a_row >= 2:
+                errors.append(f"gave up after {index + 1} of {repeat} repetitions")
+                break
+    return OpStats(op.name, repeat, action_s, total_s, errors)
+
+
+# --- the operations on a real test bed -----------------------------------------------------------
+
+
+def floor_ops(bed: Testbed, path: int = 0, timeout_s: float = DONE_TIMEOUT_S) -> list[FloorOp]:
+    """The operations of the table above, aimed at ``path`` of a test bed that is up."""
+    host, target = bed.host, bed.target
+    if host is None or target is None:
+        raise HarnessError("the test bed is not up")
+    endpoint = bed.endpoints[path]
+    portid = bed.portid(path)
+
+    def ctrl_name() -> str | None:
+        device = bed.device()
+        ctrl = device.controller_for(endpoint) if device else None
+        return ctrl.name if ctrl else None
+
+    def require_ctrl() -> str:
+        name = ctrl_name()
+        if name is None:
+            raise HarnessError(f"path {path} has no controller")
+        return name
+
+    def ctrl_state() -> str:
+        device = bed.device()
+        ctrl = device.controller_for(endpoint) if device else None
+        return ctrl.state if ctrl else "gone"
+
+    def ready() -> bool:
+        device = bed.device()
+        return device is not None and bool(device.heads) and all_paths_ready(bed, device)
+
+    def wait_ready() -> None:
+        # recover() also reconnects a controller the host gave up on (ctrl_loss_tmo)
+        if FaultInjector(bed).recover(timeout_s, lambda: False) is None:
+            raise HarnessError(f"path {path} not ready again after {timeout_s:g} s")
+
+    def wait_gone() -> None:
+        wait_until(lambda: ctrl_name() is None, timeout_s, f"path {path} controller gone")
+
+    def delete() -> None:
+        host.delete_controller(require_ctrl())
+
+    def connect() -> None:
+        bed.connect(endpoint)
+
+    def reconnect() -> None:
+        connect()
+        wait_ready()
+
+    def delete_and_wait() -> None:
+        delete()
+        wait_gone()
+
+    def path_disks_ana(state: str) -> bool:
+        device = bed.device()
+        ctrl = device.controller_for(endpoint) if device else None
+        if ctrl is None or not ctrl.path_disks:
+            return False
+        return all(host.ana_state(disk) == state for disk in ctrl.path_disks)
+
+    def unlink() -> None:
+        target.unlink_port(portid, bed.nqn)
+
+    def link() -> None:
+        target.link_port(portid, bed.nqn)
+
+    def relink() -> None:
+        link()
+        wait_ready()
+
+    def unlink_and_wait() -> None:
+        unlink()
+        wait_until(lambda: ctrl_state() != "live", timeout_s, f"path {path} leaves live")
+
+    def inaccessible() -> None:
+        target.set_ana_state(portid, "inaccessible")
+
+    def optimized() -> None:
+        target.set_ana_state(portid, "optimized")
+
+    def optimize_and_wait() -> None:
+        optimized()
+        wait_ready()
+
+    def inaccessible_and_wait() -> None:
+        inaccessible()
+        wait_until(lambda: path_disks_ana("inaccessible"), timeout_s, f"path {path} inaccessible")
+
+    def reset() -> None:
+        host.reset_controller(require_ctrl())
+
+    return [
+        FloorOp("connect", connect, ready, prepare=delete_and_wait),
+        FloorOp("ctrl_delete", delete, lambda: ctrl_name() is None, cleanup=reconnect),
+        FloorOp("ctrl_reset", reset, ready),
+        FloorOp("port_unlink", unlink, lambda: ctrl_state() != "live", cleanup=relink),
+        FloorOp("port_link", link, ready, prepare=unlink_and_wait),
+        FloorOp(
+            "ana_inaccessible",
+            inaccessible,
+            lambda: path_disks_ana("inaccessible"),
+            cleanup=optimize_and_wait,
+        ),
+        FloorOp("ana_optimized", optimized, ready, prepare=inaccessible_and_wait),
+    ]
+
+
+@dataclass
+class FloorResult:
+    kernel_release: str
+    variant: str
+    srcversion: str
+    repeat: int
+    path: int
+    setup_s: float
+    ops: list[OpStats]
+    restore_errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ops"] = [op.to_dict() for op in self.ops]
+        return data
+
+
+def run_floor(
+    bed: Testbed,
+    repeat: int,
+    variant: str = "distro",
+    path: int = 0,
+    names: Sequence[str] = OP_NAMES,
+    on_op: Callable[[OpStats], None] | None = None,
+) -> FloorResult:
+    """Bring the bed up, time each op, always tear it down."""
+    from harness.campaign import kernel_info
+
+    unknown = [name for name in names if name not in OP_NAMES]
+    if unknown:
+        raise HarnessError(f"unknown floor op(s): {', '.join(unknown)} (known: {OP_NAMES})")
+    started = time.monotonic()
+    bed.up()
+    setup_s = time.monotonic() - started
+    results: list[OpStats] = []
+    errors: list[str] = []
+    try:
+        ops = {op.name: op for op in floor_ops(bed, path)}
+        for name in names:
+            stats = measure(ops[name], repeat)
+            results.append(stats)
+            if on_op is not None:
+                on_op(stats)
+            _restore(bed, errors)  # a failed repetition must not spoil the next op
+    finally:
+        errors += bed.down()
+    kernel = kernel_info(variant)
+    return FloorResult(
+        kernel_release=kernel.release,
+        variant=kernel.variant,
+        srcversion=kernel.srcversion,
+        repeat=repeat,
+        path=path,
+        setup_s=round(setup_s, 3),
+        ops=results,
+        restore_errors=errors,
+    )
+
+
+def _restore(bed: Testbed, errors: list[str]) -> None:
+    injector = FaultInjector(bed)
+    errors += injector.restore_everything()
+    if injector.recover(DONE_TIMEOUT_S, lambda: False) is None:
+        errors.append(f"paths not ready again after {DONE_TIMEOUT_S:g} s")
+
+
+def write_floor(result: FloorResult, outdir: Path) -> Path:
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / FLOOR_FILE
+    write_json_atomic(path, result.to_dict())
+    return path
+
+
+def render(result: FloorResult | dict[str, Any]) -> str:
+    """A plain table of the medians (from a FloorResult or its floor.json)."""
+    data = result.to_dict() if isinstance(result, FloorResult) else result
+    lines = [f"{'op':<18} {'n':>3} {'action s':>9} {'total s':>9}  errors"]
+    for op in data.get("ops", []):
+        action, total = op.get("median_action_s"), op.get("median_total_s")
+        lines.append(
+            f"{op['name']:<18} {len(op.get('total_s', [])):>3} "
+            f"{'-' if action is None else f'{action:.3f}':>9} "
+            f"{'-' if total is None else f'{total:.3f}':>9}  {len(op.get('errors', []))}"
+        )
+    return "\n".join(lines)

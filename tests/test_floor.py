@@ -1,0 +1,355 @@
+"""The floor: timing bare operations (fake clock), and the operations on a fake test bed."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from harness import floor
+from harness import testbed as testbed_mod
+from harness.errors import HarnessError
+from harness.floor import FloorOp, OpStats, floor_ops, measure, render, run_floor, write_floor
+from harness.host import ControllerInfo, MultipathDevice, PathEndpoint
+
+# --- measure with a fake clock -------------------------------------------------------------------
+
+
+@dataclass
+class FakeClock:
+    now: float = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_measure_times_the_action_and_the_wait_apart() -> None:
+    clock = FakeClock()
+    calls: list[str] = []
+
+    def action() -> None:
+        calls.append("action")
+        clock.now += 0.25
+        done_at.append(clock.now + 1.0)  # the kernel finishes 1 s after the write returns
+
+    done_at: list[float] = []
+    op = FloorOp(
+        "x",
+        action,
+        lambda: clock.now >= done_at[-1],
+        prepare=lambda: calls.append("prepare"),
+        cleanup=lambda: calls.append("cleanup"),
+    )
+    stats = measure(op, 3, clock=clock, sleep=clock.sleep)
+    assert calls == ["prepare", "action", "cleanup"] * 3
+    assert stats.action_s == [0.25, 0.25, 0.25]
+    assert all(1.25 <= t <= 1.25 + floor.POLL_S + 1e-9 for t in stats.total_s)
+    assert stats.errors == []
+    assert stats.median_action_s == 0.25
+    data = stats.to_dict()
+    assert data["median_total_s"] == stats.median_total_s
+    assert data["min_total_s"] <= data["max_total_s"]
+
+
+def test_measure_records_a_timeout_and_gives_up_after_two_failures_in_a_row() -> None:
+    clock = FakeClock()
+    cleaned: list[int] = []
+    op = FloorOp("never", lambda: None, lambda: False, cleanup=lambda: cleaned.append(1))
+    stats = measure(op, 5, timeout_s=2.0, clock=clock, sleep=clock.sleep)
+    assert stats.total_s == [] and stats.action_s == []
+    assert len(stats.errors) == 3
+    assert "not done after 2 s" in stats.errors[0]
+    assert stats.errors[-1] == "gave up after 2 of 5 repetitions"
+    assert cleaned == []  # a failed repetition is not cleaned up as if it had worked
+    assert stats.median_total_s is None
+
+
+def test_measure_keeps_going_after_one_failure() -> None:
+    clock = FakeClock()
+    attempts: list[int] = []
+
+    def action() -> None:
+        attempts.append(1)
+        if len(attempts) == 2:
+            raise HarnessError("write failed")
+
+    stats = measure(FloorOp("flaky", action, lambda: True), 4, clock=clock, sleep=clock.sleep)
+    assert len(attempts) == 4
+    assert len(stats.total_s) == 3
+    assert stats.errors == ["#2: write failed"]
+
+
+# --- the operations on a fake test bed ---------------------------------------------------------
+
+
+@dataclass
+class FakePath:
+    ctrl: str | None
+    state: str = "live"
+    ana: str = "optimized"
+    linked: bool = True
+
+
+@dataclass
+class FakeKernel:
+    """Paths of one subsystem; an operation takes effect after ``lag`` reads of the state."""
+
+    paths: list[FakePath]
+    lag: int = 2
+    log: list[str] = field(default_factory=list)
+    pending: list[tuple[int, Any]] = field(default_factory=list)
+    next_ctrl: int = 10
+
+    def later(self, change: Any) -> None:
+        self.pending.append((self.lag, change))
+
+    def tick(self) -> None:
+        due = [(n - 1, change) for n, change in self.pending]
+        self.pending = [(n, c) for n, c in due if n > 0]
+        for n, change in due:
+            if n <= 0:
+                change()
+
+
+class FakeHost:
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.kernel = kernel
+
+    def _path(self, ctrl: str) -> FakePath:
+        return next(p for p in self.kernel.paths if p.ctrl == ctrl)
+
+    def delete_controller(self, ctrl: str, timeout_s: float = 30.0) -> None:
+        self.kernel.log.append(f"delete {ctrl}")
+        self._path(ctrl).ctrl = None  # synchronous, like the sysfs write
+
+    def reset_controller(self, ctrl: str) -> None:
+        self.kernel.log.append(f"reset {ctrl}")
+        path = self._path(ctrl)
+        path.state = "resetting"
+        self.kernel.later(lambda: setattr(path, "state", "live"))
+
+    def ana_state(self, disk: str) -> str:
+        index = int(disk.split("c")[1].split("n", maxsplit=1)[0]) % 10
+        return self.kernel.paths[index].ana
+
+
+class FakeTarget:
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.kernel = kernel
+
+    def unlink_port(self, portid: int, nqn: str) -> None:
+        self.kernel.log.append(f"unlink {portid}")
+        path = self.kernel.paths[portid - 6000]
+        path.linked = False
+        self.kernel.later(lambda: setattr(path, "state", "connecting"))
+
+    def link_port(self, portid: int, nqn: str) -> None:
+        self.kernel.log.append(f"link {portid}")
+        path = self.kernel.paths[portid - 6000]
+        path.linked = True
+
+        def reconnected() -> None:
+            if path.linked and path.ctrl is not None:
+                path.state = "live"
+
+        self.kernel.later(reconnected)
+
+    def set_namespace_enabled(self, nqn: str, nsid: int, enabled: bool) -> None:
+        self.kernel.log.append(f"ns {nsid} {'on' if enabled else 'off'}")
+
+    def set_ana_state(self, portid: int, state: str, grpid: int = 1) -> None:
+        self.kernel.log.append(f"ana {portid} {state}")
+        path = self.kernel.paths[portid - 6000]
+        self.kernel.later(lambda: setattr(path, "ana", state))
+
+
+class FakeNetwork:
+    netns = None
+
+
+class FakeBed:
+    nqn = "nqn.2026-11.io.nvmf-harness:subsys-test"
+    network = FakeNetwork()
+    backing = None
+
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.kernel = kernel
+        self.host = FakeHost(kernel)
+        self.target = FakeTarget(kernel)
+        self.endpoints = [
+            PathEndpoint("127.0.0.1", str(4421 + i)) for i in range(len(kernel.paths))
+        ]
+        self.ups = 0
+        self.downs = 0
+
+    def portid(self, path: int) -> int:
+        return 6000 + path
+
+    def device(self) -> MultipathDevice:
+        self.kernel.tick()
+        ctrls = tuple(
+            ControllerInfo(
+                name=p.ctrl,
+                state=p.state,
+                transport="tcp",
+                traddr=self.endpoints[i].traddr,
+                trsvcid=self.endpoints[i].trsvcid,
+                subsysnqn=self.nqn,
+                path_disks=(f"nvme0c{p.ctrl.removeprefix('nvme')}{i}n1",),
+            )
+            for i, p in enumerate(self.kernel.paths)
+            if p.ctrl is not None
+        )
+        return MultipathDevice("nvme-subsys0", self.nqn, ("nvme0n1",), ctrls)
+
+    def connect(self, endpoint: PathEndpoint) -> str:
+        index = self.endpoints.index(endpoint)
+        path = self.kernel.paths[index]
+        if not path.linked:
+            raise HarnessError("connection refused")
+        name = f"nvme{self.kernel.next_ctrl}"
+        self.kernel.next_ctrl += 1
+        self.kernel.log.append(f"connect {index}")
+        path.ctrl, path.state = name, "live"
+        return name
+
+    def up(self) -> MultipathDevice:
+        self.ups += 1
+        return self.device()
+
+    def down(self) -> list[str]:
+        self.downs += 1
+        return []
+
+
+def fake_bed(lag: int = 2) -> FakeBed:
+    return FakeBed(FakeKernel([FakePath("nvme0"), FakePath("nvme1")], lag=lag))
+
+
+def as_testbed(bed: FakeBed) -> testbed_mod.Testbed:
+    return cast(testbed_mod.Testbed, bed)
+
+
+def ops_by_name(bed: FakeBed) -> dict[str, FloorOp]:
+    return {op.name: op for op in floor_ops(as_testbed(bed), path=1, timeout_s=5.0)}
+
+
+def test_floor_ops_are_the_documented_ones() -> None:
+    assert [op.name for op in floor_ops(as_testbed(fake_bed()))] == list(floor.OP_NAMES)
+
+
+def test_every_op_completes_on_the_fake_kernel_and_leaves_all_paths_ready() -> None:
+    bed = fake_bed()
+    for name, op in ops_by_name(bed).items():
+        stats = measure(op, 2, timeout_s=5.0)
+        assert stats.errors == [], name
+        assert len(stats.total_s) == 2, name
+        assert all(
+            total >= action for total, action in zip(stats.total_s, stats.action_s, strict=True)
+        )
+        for path in bed.kernel.paths:
+            assert (path.ctrl is not None, path.state, path.ana, path.linked) == (
+                True,
+                "live",
+                "optimized",
+                True,
+            ), name
+
+
+def test_ctrl_delete_is_done_when_the_controller_is_gone_then_reconnects() -> None:
+    bed = fake_bed()
+    op = ops_by_name(bed)["ctrl_delete"]
+    op.action()
+    assert bed.kernel.log == ["delete nvme1"]
+    assert op.done()
+    op.cleanup()
+    assert bed.kernel.log == ["delete nvme1", "connect 1"]
+    assert bed.kernel.paths[0].ctrl == "nvme0"  # the other path is never touched
+
+
+def test_connect_op_deletes_first_untimed() -> None:
+    bed = fake_bed()
+    op = ops_by_name(bed)["connect"]
+    op.prepare()
+    assert bed.kernel.paths[1].ctrl is None
+    op.action()
+    assert bed.kernel.log == ["delete nvme1", "connect 1"]
+    assert op.done()
+
+
+def test_port_unlink_waits_for_the_host_to_notice() -> None:
+    bed = fake_bed(lag=3)
+    op = ops_by_name(bed)["port_unlink"]
+    op.action()
+    assert bed.kernel.log == ["unlink 6001"]
+    polls = 0
+    while not op.done():
+        polls += 1
+    assert polls >= 2  # not done while the controller is still live
+    op.cleanup()
+    assert bed.kernel.log[-1] == "link 6001"
+    assert bed.kernel.paths[1].state == "live"
+
+
+def test_ana_ops_wait_for_the_host_to_see_the_state() -> None:
+    bed = fake_bed(lag=3)
+    ops = ops_by_name(bed)
+    ops["ana_inaccessible"].action()
+    assert not ops["ana_inaccessible"].done()
+    while not ops["ana_inaccessible"].done():
+        pass
+    assert bed.kernel.paths[1].ana == "inaccessible"
+    ops["ana_inaccessible"].cleanup()
+    assert bed.kernel.paths[1].ana == "optimized"
+    assert bed.kernel.log == ["ana 6001 inaccessible", "ana 6001 optimized"]
+
+
+def test_floor_ops_need_a_bed_that_is_up() -> None:
+    bed = fake_bed()
+    bed.host = None  # type: ignore[assignment]
+    with pytest.raises(HarnessError, match="not up"):
+        floor_ops(as_testbed(bed))
+
+
+def test_run_floor_writes_floor_json(tmp_path: Path) -> None:
+    bed = fake_bed()
+    seen: list[OpStats] = []
+    result = run_floor(as_testbed(bed), 2, variant="unfixed", path=1, on_op=seen.append)
+    assert bed.ups == 1 and bed.downs == 1
+    assert [s.name for s in seen] == list(floor.OP_NAMES)
+    assert result.restore_errors == []
+    path = write_floor(result, tmp_path / "floor")
+    data = json.loads(path.read_text())
+    assert data["repeat"] == 2 and data["path"] == 1 and data["variant"] == "unfixed"
+    assert [op["name"] for op in data["ops"]] == list(floor.OP_NAMES)
+    assert all(len(op["total_s"]) == 2 and op["median_total_s"] >= 0 for op in data["ops"])
+    text = render(data)
+    assert text.splitlines()[0].split()[:2] == ["op", "n"]
+    assert len(text.splitlines()) == 1 + len(floor.OP_NAMES)
+    assert render(result) == text
+
+
+def test_run_floor_refuses_unknown_ops_before_touching_anything() -> None:
+    bed = fake_bed()
+    with pytest.raises(HarnessError, match="unknown floor op"):
+        run_floor(as_testbed(bed), 1, names=["connect", "teleport"])
+    assert bed.ups == 0
+
+
+def test_run_floor_tears_down_when_an_op_raises() -> None:
+    bed = fake_bed()
+
+    def broken(_bed: Any, _path: int = 0) -> list[FloorOp]:
+        raise RuntimeError("boom")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(floor, "floor_ops", broken)
+        with pytest.raises(RuntimeError):
+            run_floor(as_testbed(bed), 1)
+    assert bed.downs == 1
