@@ -105,8 +105,8 @@ def _remove_dm(name: str) -> list[str]:
     return errors
 
 
-def _our_loop_devices() -> list[str]:
-    """Loop devices whose backing file lies on one of our tmpfs mounts."""
+def _our_loop_devices(prefix: str = MOUNT_PREFIX) -> list[str]:
+    """Loop devices whose backing file lies on one of our tmpfs mounts (below ``prefix``)."""
     try:
         result = run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], 30)
     except HarnessError:
@@ -114,7 +114,7 @@ def _our_loop_devices() -> list[str]:
     found = []
     for line in result.stdout.splitlines():
         parts = line.split(None, 1)
-        if len(parts) == 2 and parts[1].strip().startswith(MOUNT_PREFIX):
+        if len(parts) == 2 and parts[1].strip().startswith(prefix):
             found.append(parts[0])
     return found
 
@@ -208,4 +208,21 @@ def remove_leftovers() -> list[str]:
         )
     for point in sorted(points):
         errors.extend(_unmount(point))
+    return errors
+
+
+def remove_run(run_id: str) -> list[str]:
+    """Remove a run's backing by its names, also when it was never recorded (an interrupt
+    between ``mount`` and the return of create_*_backing)."""
+    mountpoint = f"{MOUNT_PREFIX}-{run_id}"
+    errors: list[str] = []
+    name = f"{DM_PREFIX}{run_id}"
+    if name in _dm_names():
+        errors += _remove_dm(name)
+    for dev in _our_loop_devices(mountpoint):
+        detached = run(["losetup", "-d", dev], timeout_s=30)
+        if not detached.ok:
+            errors.append(f"losetup -d {dev}: {detached.one_line_error()}")
+    if os.path.lexists(mountpoint):
+        errors += _unmount(mountpoint)
     return errors

@@ -89,12 +89,14 @@ class NvmetTarget:
     kfs: KernelFs
     netns: str | None = None  # ports are enabled from inside this network namespace
     created: list[tuple[str, str]] = field(default_factory=list)  # (kind, path), in order
+    spec: TargetSpec | None = None  # what apply() was asked to create
 
     # --- creation ----------------------------------------------------------------------------
 
     def apply(self, spec: TargetSpec) -> None:
         """Create hosts, subsystems, ports, namespaces and port links; undo all on failure."""
         self.require_nvmet()
+        self.spec = spec
         try:
             for hostnqn in spec.hosts:
                 self._mkdir(f"{NVMET}/hosts/{hostnqn}")
@@ -203,7 +205,11 @@ class NvmetTarget:
     # --- removal -----------------------------------------------------------------------------
 
     def teardown(self) -> list[str]:
-        """Remove everything this object created, newest first; returns errors."""
+        """Remove everything this object created, newest first; returns errors.
+
+        Then everything the applied spec names that still exists: an interrupt (Ctrl-C)
+        can land after the kernel made an entry and before it was recorded.
+        """
         errors: list[str] = []
         while self.created:
             kind, path = self.created.pop()
@@ -211,6 +217,13 @@ class NvmetTarget:
                 _remove_entry(self.kfs, kind, path)
             except HarnessError as exc:
                 errors.append(str(exc))
+        spec = self.spec
+        if spec is not None and self.kfs.exists(NVMET):
+            ports = [port.portid for port in spec.ports]
+            nqns = [subsystem.nqn for subsystem in spec.subsystems]
+            sweep = remove_entries(self.kfs, ports, nqns, list(spec.hosts))
+            errors += [error for error in sweep if error not in errors]
+            self.spec = None
         return errors
 
 
@@ -262,24 +275,35 @@ def remove_leftovers(kfs: KernelFs) -> list[str]:
     """Remove our ports, subsystems (namespaces first) and hosts; returns errors."""
     if not kfs.exists(NVMET):
         return []
-    errors: list[str] = []
     ours = [nqn for nqn in kfs.listdir(f"{NVMET}/subsystems") if nqn.startswith(NQN_PREFIX)]
     hosts = [nqn for nqn in kfs.listdir(f"{NVMET}/hosts") if _is_harness_host(kfs, nqn)]
-    # Links from any port to our subsystems first (also from ports that are not ours).
+    return remove_entries(kfs, _harness_ports(kfs), ours, hosts)
+
+
+def remove_entries(
+    kfs: KernelFs, portids: list[int], nqns: list[str], hosts: list[str]
+) -> list[str]:
+    """Remove these ports, subsystems and hosts, whatever state they are in (links from
+    any port to the subsystems first, then namespaces); absent entries are skipped."""
+    errors: list[str] = []
     for port_name in kfs.listdir(f"{NVMET}/ports"):
         for nqn in kfs.listdir(f"{NVMET}/ports/{port_name}/subsystems"):
-            if nqn in ours:
+            if nqn in nqns:
                 _collect(errors, kfs, "link", f"{NVMET}/ports/{port_name}/subsystems/{nqn}")
-    for portid in _harness_ports(kfs):
+    for portid in portids:
         base = f"{NVMET}/ports/{portid}"
+        if not kfs.exists(base):
+            continue
         for nqn in kfs.listdir(f"{base}/subsystems"):
             _collect(errors, kfs, "link", f"{base}/subsystems/{nqn}")
         for grpid in kfs.listdir(f"{base}/ana_groups"):
             if grpid != str(DEFAULT_ANA_GROUP):
                 _collect(errors, kfs, "dir", f"{base}/ana_groups/{grpid}")
         _collect(errors, kfs, "dir", base)
-    for nqn in ours:
+    for nqn in nqns:
         base = f"{NVMET}/subsystems/{nqn}"
+        if not kfs.exists(base):
+            continue
         for nsid in kfs.listdir(f"{base}/namespaces"):
             _collect(errors, kfs, "ns", f"{base}/namespaces/{nsid}")
         for host in kfs.listdir(f"{base}/allowed_hosts"):

@@ -171,6 +171,7 @@ class Testbed:
         if self.backing is not None:
             errors += backing_mod.remove_backing(self.backing)
             self.backing = None
+        errors += backing_mod.remove_run(self.run_id)  # also one never recorded
         if self.network is not None:
             errors += self.network.teardown()
             self.network = None

@@ -262,6 +262,15 @@ def test_teardown_reports_a_persistent_error_and_removes_the_rest(kfs: FakeNvmet
     assert kfs.entries() == {f"ports/{P0}"}
 
 
+def test_teardown_removes_entries_made_but_not_recorded(kfs: FakeNvmetFs) -> None:
+    """Ctrl-C can land after the kernel made an entry and before apply() recorded it."""
+    target = NvmetTarget(kfs)
+    target.apply(make_spec())
+    target.created = [entry for entry in target.created if not entry[1].endswith(f"/{P1}")]
+    assert not target.teardown()
+    assert kfs.entries() == set()
+
+
 # --- changes: the target-side faults -------------------------------------------------------------
 
 
