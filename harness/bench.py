@@ -25,7 +25,6 @@ functions below (``collect``, ``markdown``), so ``--report-only`` rebuilds them.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -42,7 +41,14 @@ from typing import Any
 from harness import config as config_mod
 from harness.errors import ConfigError, HarnessError
 from harness.progress import ITERATION_RE
-from harness.results import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, read_records, write_json_atomic
+from harness.results import (
+    RESULTS_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    read_json_object,
+    read_records,
+    write_json_atomic,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -113,14 +119,6 @@ class LineTimer:
 # --- pure analysis: result directories -> figures ------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _iteration_records(rundir: Path) -> list[dict[str, Any]]:
     return [r for r in read_records(rundir / RESULTS_FILE) if "cycle_s" in r]
 
@@ -169,8 +167,8 @@ class EioRun:
 
 def eio_run(rundir: Path) -> EioRun:
     """Figures of one time-to-EIO run directory."""
-    timing = _read_json(rundir / TIMING_FILE)
-    summary = _read_json(rundir / SUMMARY_FILE)
+    timing = read_json_object(rundir / TIMING_FILE)
+    summary = read_json_object(rundir / SUMMARY_FILE)
     records = _iteration_records(rundir)
     first = next((r for r in records if r.get("verdict") in EIO_VERDICTS), None)
     host_s = timing.get("first_eio_s")
@@ -416,7 +414,7 @@ class BenchReport:
 
 def collect(outdir: Path) -> BenchReport:
     """Every figure, from the directories a bench run left (no VM, no root)."""
-    meta = _read_json(outdir / "bench-meta.json")
+    meta = read_json_object(outdir / "bench-meta.json")
     report = BenchReport(meta=meta)
     eio_root = outdir / "eio"
     scenario_dirs = sorted(p for p in eio_root.iterdir() if p.is_dir()) if eio_root.is_dir() else []
@@ -427,12 +425,12 @@ def collect(outdir: Path) -> BenchReport:
         report.eio_runs += runs
         report.eio.append(eio_scenario(scenario_dir.name, runs))
     campaign_dir = outdir / "throughput" / "campaign"
-    floor_data = _read_json(outdir / "throughput" / "floor" / "floor.json")
+    floor_data = read_json_object(outdir / "throughput" / "floor" / "floor.json")
     report.floor = floor_figures(floor_data)
     report.floor_meta = {k: v for k, v in floor_data.items() if k != "ops"}
     records = _iteration_records(campaign_dir)
-    summary = _read_json(campaign_dir / SUMMARY_FILE)
-    run_info = _read_json(campaign_dir / RUN_FILE)
+    summary = read_json_object(campaign_dir / SUMMARY_FILE)
+    run_info = read_json_object(campaign_dir / RUN_FILE)
     campaign_cfg = (run_info.get("config") or {}).get("campaign") or {}
     if records:
         report.fault_rates = fault_rates(records, floor_data, campaign_cfg)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results import RESULTS_FILE, Verdict, read_records, write_json_atomic
+from harness.results import RESULTS_FILE, Verdict, format_cell, read_records, write_json_atomic
 from harness.stats import clopper_pearson_upper, fisher_exact_two_sided
 
 COMPARE_JSON = "compare.json"
@@ -142,7 +142,7 @@ def render(comparison: Comparison) -> str:
     ]
     for label, key in fields:
         stock, patched = getattr(comparison.stock, key), getattr(comparison.patched, key)
-        rows.append((label, _cell(stock), _cell(patched)))
+        rows.append((label, format_cell(stock), format_cell(patched)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
         "  ".join((row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].rjust(widths[2])))
@@ -153,16 +153,6 @@ def render(comparison: Comparison) -> str:
     lines.append(f"Fisher's exact test (race iterations), two-sided p = {comparison.fisher_p:.3g}")
     lines.append(comparison.headline())
     return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
 
 
 def write(comparison: Comparison, outdir: Path) -> str:

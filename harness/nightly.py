@@ -23,7 +23,6 @@ modules in ``/lib/modules/<release>``) or ``/boot/vmlinuz-<release>`` paths.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import sys
@@ -40,6 +39,7 @@ from harness.results import (
     RESULTS_FILE,
     RUN_FILE,
     Verdict,
+    read_json_object,
     read_records,
     write_json_atomic,
 )
@@ -116,14 +116,6 @@ def _iso(unix: float | None) -> str | None:
     return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def verdict_status(verdict: str) -> str:
     if verdict in PASSING_VERDICTS:
         return PASS
@@ -135,7 +127,7 @@ def verdict_status(verdict: str) -> str:
 def campaign_tests(kernel_dir: Path, build_id: str) -> list[dict[str, Any]]:
     """One KCIDB test per campaign iteration (and per crash record of the VM runner)."""
     campaign = kernel_dir / CAMPAIGN_DIR
-    run = _read_json(campaign / RUN_FILE)
+    run = read_json_object(campaign / RUN_FILE)
     started_unix = run.get("started_unix")
     origin_unix = (
         float(started_unix) - float(run.get("setup_s", 0.0))
@@ -274,7 +266,7 @@ def build_kcidb(
     checkout_id = f"{ORIGIN}:{stamp}:{release}"
     build_id = f"{checkout_id}:{config_name}"
     tests = campaign_tests(kernel_dir, build_id) + testcase_tests(kernel_dir, build_id)
-    run = _read_json(kernel_dir / CAMPAIGN_DIR / RUN_FILE)
+    run = read_json_object(kernel_dir / CAMPAIGN_DIR / RUN_FILE)
     started = run.get("started_unix")
     start_time = _iso(float(started)) if isinstance(started, int | float) else None
     misc = _drop_none(
@@ -394,7 +386,7 @@ def summarize_nightly(nightly_dir: Path, failed_kernels: Iterable[str] = ()) -> 
     """Overall exit status and a text table of every <release>/status.json."""
     outcomes: list[KernelOutcome] = []
     for path in sorted(nightly_dir.glob(f"*/{STATUS_FILE}")):
-        data = _read_json(path)
+        data = read_json_object(path)
         exit_code = data.get("exit")
         if exit_code not in STATUS_NAMES:
             exit_code, reasons = EXIT_INFRA, [f"{path} unreadable"]

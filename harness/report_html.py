@@ -18,7 +18,6 @@ directory whose subdirectories are results directories):
 from __future__ import annotations
 
 import html
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,7 +33,9 @@ from harness.results import (
     SUMMARY_FILE,
     FaultSummary,
     Verdict,
+    format_cell,
     median,
+    read_json_object,
     read_records,
     summarize,
 )
@@ -94,19 +95,11 @@ class Report:
     comparison: dict[str, Any] | None = None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def load_run(directory: Path, name: str | None = None, results: Path | None = None) -> VariantRun:
     """One results directory (or one results.jsonl file in it)."""
     all_records = list(read_records(results or directory / RESULTS_FILE))
-    run_info = _read_json(directory / RUN_FILE)
-    summary = _read_json(directory / SUMMARY_FILE)
+    run_info = read_json_object(directory / RUN_FILE)
+    summary = read_json_object(directory / SUMMARY_FILE)
     label = name or str(run_info.get("variant") or summary.get("variant") or directory.name)
     return VariantRun(
         name=label,
@@ -134,7 +127,7 @@ def load_report(path: Path) -> Report:
             f"{path} holds no {RESULTS_FILE}, nor subdirectories with one",
             hint="give a results directory of a run or the --out of compare",
         )
-    comparison = _read_json(path / COMPARE_JSON) or None
+    comparison = read_json_object(path / COMPARE_JSON) or None
     order: list[str] = []
     if comparison:
         for side in ("stock", "patched"):
@@ -684,7 +677,7 @@ def run_facts(run: VariantRun) -> dict[str, str]:
         "baseline IOPS": baseline.get("iops") if isinstance(baseline, dict) else None,
         "VM": ", ".join(sorted({str(c.get("verdict")) for c in run.crashes})) or "ok",
     }
-    return {key: _plain(value) for key, value in values.items()}
+    return {key: format_cell(value) for key, value in values.items()}
 
 
 def facts_table(runs: Sequence[VariantRun]) -> str:
@@ -762,8 +755,8 @@ def comparison_block(comparison: dict[str, Any]) -> str:
         ("nvme_core srcversion", "srcversion"),
     ]
     body = "".join(
-        f'<tr><th scope="row">{esc(label)}</th><td>{esc(_plain(stock.get(key)))}</td>'
-        f"<td>{esc(_plain(patched.get(key)))}</td></tr>"
+        f'<tr><th scope="row">{esc(label)}</th><td>{esc(format_cell(stock.get(key)))}</td>'
+        f"<td>{esc(format_cell(patched.get(key)))}</td></tr>"
         for label, key in rows
     )
     ok = bool(comparison.get("reproduced")) and bool(comparison.get("fixed"))
@@ -775,16 +768,6 @@ def comparison_block(comparison: dict[str, Any]) -> str:
         f"<p>Fisher's exact test (race iterations), two-sided p = "
         f"{esc(comparison.get('fisher_p', '-'))}</p>"
     )
-
-
-def _plain(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
 
 
 STYLE = """

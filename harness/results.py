@@ -139,6 +139,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from a file; {} when the file is missing, torn or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def format_cell(value: Any) -> str:
+    """A value as a table cell: "-" for none, yes/no, 3 significant digits for floats."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
     """Records from a JSON lines file; a torn last line (crash mid-write) is skipped."""
     if not path.exists():
