@@ -104,6 +104,9 @@ def kernel_devt(major: int, minor: int) -> int:
     return (major << 20) | minor
 
 
+PROCESS_MARK = "nvmf-harness-widener"  # in the command line (-e program) of our bpftrace
+
+
 def program_text(config: WidenerConfig) -> str:
     """The bpftrace program for ``config``."""
     delay_ns = config.delay_us * 1000
@@ -134,6 +137,7 @@ def program_text(config: WidenerConfig) -> str:
         body = hold
     maps = [*MAPS, "@turn"] if config.sample_every > 1 else list(MAPS)
     lines = [
+        f"// {PROCESS_MARK}: harness clean finds a leftover bpftrace by this line",
         f'BEGIN {{ printf("{READY_MARK}\\n"); }}',
         "",
         f"{TRACEPOINT}{predicate}",
