@@ -45,10 +45,12 @@ from harness.results import (
     RESULTS_FILE,
     RUN_FILE,
     SUMMARY_FILE,
+    is_iteration,
     read_json_object,
     read_records,
     write_json_atomic,
 )
+from harness.results import median as results_median
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -120,12 +122,13 @@ class LineTimer:
 
 
 def _iteration_records(rundir: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(rundir / RESULTS_FILE) if "cycle_s" in r]
+    return [r for r in read_records(rundir / RESULTS_FILE) if is_iteration(r)]
 
 
 def median(values: Iterable[float | None]) -> float | None:
-    present = [float(v) for v in values if v is not None]
-    return round(statistics.median(present), 3) if present else None
+    """The median of the values present, rounded to 3 decimals (None when there are none)."""
+    middle = results_median([float(v) for v in values if v is not None])
+    return None if middle is None else round(middle, 3)
 
 
 def censored_median(values: Sequence[float | None]) -> float | None:

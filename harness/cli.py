@@ -27,7 +27,14 @@ from typing import Any
 from harness import config as config_mod
 from harness.errors import ConfigError, HarnessError
 from harness.kernelfs import KernelFs
-from harness.results import RESULTS_FILE, IterationRecord, read_records, render_table, summarize
+from harness.results import (
+    RESULTS_FILE,
+    IterationRecord,
+    is_iteration,
+    read_records,
+    render_table,
+    summarize,
+)
 
 PROG = "nvmf-harness"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
@@ -268,7 +275,7 @@ def _campaign_in_vm(
         say(f"the VM {what}; console tail in {outdir}/console.log")
     records = list(read_records(outdir / RESULTS_FILE))
     if records:
-        print(render_table(summarize(r for r in records if "cycle_s" in r)), flush=True)
+        print(render_table(summarize(r for r in records if is_iteration(r))), flush=True)
     if result.crashed or result.timed_out:
         return EXIT_INFRA
     return result.exit_status if result.exit_status is not None else EXIT_INFRA
@@ -380,13 +387,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not results.exists():
         raise HarnessError(f"{results} not found", hint="give a results directory of a run")
     all_records = list(read_records(results))
-    records = [r for r in all_records if "cycle_s" in r]
+    records = [r for r in all_records if is_iteration(r)]
     if args.json:
         print(json.dumps([s.to_dict() for s in summarize(records)], indent=2))
     else:
         print(render_table(summarize(records)))
     problems = []
-    crashed = [r for r in all_records if "cycle_s" not in r]
+    crashed = [r for r in all_records if not is_iteration(r)]
     if crashed:
         problems.append(f"{len(crashed)} record(s) of a crashed or timed-out VM")
     if args.require_iterations and len(records) < args.require_iterations:

@@ -12,7 +12,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results import RESULTS_FILE, Verdict, format_cell, read_records, write_json_atomic
+from harness.results import (
+    RESULTS_FILE,
+    Verdict,
+    format_cell,
+    is_iteration,
+    is_race_iteration,
+    read_records,
+    write_json_atomic,
+)
 from harness.stats import clopper_pearson_upper, fisher_exact_two_sided
 
 COMPARE_JSON = "compare.json"
@@ -42,12 +50,8 @@ class VariantOutcome:
 
 def outcome(variant: str, results_dir: Path) -> VariantOutcome:
     records = list(read_records(results_dir / RESULTS_FILE))
-    iterations = [r for r in records if "cycle_s" in r]
-    race = [
-        r
-        for r in iterations
-        if r.get("app_eio", 0) > 0 and r.get("another_path_live") and r.get("eod_race_lines", 0)
-    ]
+    iterations = [r for r in records if is_iteration(r)]
+    race = [r for r in iterations if is_race_iteration(r)]
     first = [float(r["first_eio_at_s"]) for r in iterations if r.get("first_eio_at_s") is not None]
     return VariantOutcome(
         variant=variant,

@@ -39,6 +39,7 @@ from harness.results import (
     RESULTS_FILE,
     RUN_FILE,
     Verdict,
+    is_iteration,
     read_json_object,
     read_records,
     write_json_atomic,
@@ -138,7 +139,7 @@ def campaign_tests(kernel_dir: Path, build_id: str) -> list[dict[str, Any]]:
     for rec in read_records(campaign / RESULTS_FILE):
         iteration = int(rec.get("iteration", 0) or 0)
         verdict = str(rec.get("verdict", ""))
-        crashed = "cycle_s" not in rec
+        crashed = not is_iteration(rec)
         kmsg = campaign / "iterations" / f"{iteration:04d}" / "kmsg.txt"
         log = kmsg if kmsg.exists() and not crashed else campaign / CONSOLE_LOG
         fault = "vm" if crashed else str(rec.get("fault", "unknown"))

@@ -34,6 +34,7 @@ from harness.results import (
     FaultSummary,
     Verdict,
     format_cell,
+    is_iteration,
     median,
     read_json_object,
     read_records,
@@ -104,8 +105,8 @@ def load_run(directory: Path, name: str | None = None, results: Path | None = No
     return VariantRun(
         name=label,
         directory=directory,
-        records=[r for r in all_records if "cycle_s" in r],
-        crashes=[r for r in all_records if "cycle_s" not in r],
+        records=[r for r in all_records if is_iteration(r)],
+        crashes=[r for r in all_records if not is_iteration(r)],
         run_info=run_info,
         summary=summary,
     )

@@ -139,6 +139,21 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def is_iteration(record: dict[str, Any]) -> bool:
+    """A fault iteration's record (the VM runner's kernel_crash/vm_timeout records are not)."""
+    return "cycle_s" in record
+
+
+def is_race_iteration(record: dict[str, Any]) -> bool:
+    """The bug's signature: app EIO, with the EOD-race kernel line, while another path was
+    live."""
+    return bool(
+        record.get("app_eio", 0)
+        and record.get("another_path_live")
+        and record.get("eod_race_lines", 0)
+    )
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """A JSON object from a file; {} when the file is missing, torn or not an object."""
     try:

@@ -8,12 +8,19 @@ first EIO, mean cycle time, and the expected time to a first hit (cycle / hit ra
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results import RESULTS_FILE, SUMMARY_FILE, read_records, write_json_atomic
+from harness.results import (
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    is_iteration,
+    is_race_iteration,
+    read_json_object,
+    read_records,
+    write_json_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -33,19 +40,17 @@ class ScenarioResult:
 
 
 def scenario_result(name: str, results_dir: Path) -> ScenarioResult:
-    records = [r for r in read_records(results_dir / RESULTS_FILE) if "cycle_s" in r]
-    race = [r for r in records if r["app_eio"] and r["another_path_live"] and r["eod_race_lines"]]
+    records = [r for r in read_records(results_dir / RESULTS_FILE) if is_iteration(r)]
+    race = [r for r in records if is_race_iteration(r)]
     eio = [r for r in records if r["app_eio"]]
     n = len(records)
     rate = len(race) / n if n else 0.0
     cycle = sum(float(r["cycle_s"]) for r in records) / n if n else 0.0
     firsts = [float(r["first_eio_at_s"]) for r in eio if r.get("first_eio_at_s") is not None]
     delay = None
-    summary_path = results_dir / SUMMARY_FILE
-    if summary_path.exists():
-        widener = json.loads(summary_path.read_text()).get("widener") or {}
-        if widener.get("bios_delayed"):
-            delay = round(widener["delay_sum_us"] / widener["bios_delayed"], 1)
+    widener = read_json_object(results_dir / SUMMARY_FILE).get("widener") or {}
+    if widener.get("bios_delayed"):
+        delay = round(widener["delay_sum_us"] / widener["bios_delayed"], 1)
     first = records[0] if records else {}
     return ScenarioResult(
         scenario=name,
