@@ -287,6 +287,7 @@ class FaultRate:
     floor_s: float | None  # sum of the median total times of those bare ops
     floor_per_minute: float | None
     overhead_s: float | None  # cycle - floor - configured waits: fio start/stop, checks, ...
+    fio_start_stop_s: float | None = None  # of that overhead: mean io_start_s + io_stop_s
 
 
 def configured_waits(campaign: dict[str, Any]) -> float:
@@ -302,8 +303,12 @@ def fault_rates(
     by_op = {f.name: f for f in floor_figures(floor)}
     waits = configured_waits(campaign)
     by_fault: dict[str, list[float]] = {}
+    fio_s: dict[str, list[float]] = {}
     for record in records:
         by_fault.setdefault(str(record["fault"]), []).append(float(record["cycle_s"]))
+        if "io_start_s" in record:  # records before these fields existed have neither
+            spent = float(record["io_start_s"]) + float(record.get("io_stop_s", 0.0))
+            fio_s.setdefault(str(record["fault"]), []).append(spent)
     rates = []
     for fault, cycles in by_fault.items():
         mean_cycle = sum(cycles) / len(cycles)
@@ -323,6 +328,9 @@ def fault_rates(
                 floor_s=floor_s,
                 floor_per_minute=round(60 / floor_s, 1) if floor_s else None,
                 overhead_s=None if floor_s is None else round(mean_cycle - floor_s - waits, 3),
+                fio_start_stop_s=(
+                    round(sum(fio_s[fault]) / len(fio_s[fault]), 3) if fio_s.get(fault) else None
+                ),
             )
         )
     return rates
@@ -561,7 +569,9 @@ def markdown(report: BenchReport) -> str:
         f"with no fio running (`nvmf-harness floor`, {fm.get('repeat', '?')} repetitions, "
         "median of action + wait until done). *Waits*: warmup + mean jitter + hold + settle "
         "of the config; *overhead*: cycle - floor - waits (fio start and stop, IO-flowing "
-        "check, device interlock, kernel-log read, record)."
+        "check, device interlock, kernel-log read, record); *fio start+stop*: the part of "
+        "it from fio's start until IO completes on the paths, plus its stop (records' "
+        "`io_start_s` + `io_stop_s`)."
     )
     out.append("")
     out += _table(
@@ -575,6 +585,7 @@ def markdown(report: BenchReport) -> str:
             "floor per minute",
             "waits s",
             "overhead s",
+            "fio start+stop s",
         ),
         (
             (
@@ -587,6 +598,7 @@ def markdown(report: BenchReport) -> str:
                 f.floor_per_minute,
                 f.configured_waits_s,
                 f.overhead_s,
+                f.fio_start_stop_s,
             )
             for f in report.fault_rates
         ),

@@ -183,14 +183,19 @@ class Campaign:
         try:
             with KmsgReader() as kmsg, JsonlWriter(self.outdir / RESULTS_FILE) as writer:
                 setup_start = time.monotonic()
+                if self.widener_factory is not None:
+                    # bpftrace compiles and attaches while the test bed is built: under TCG
+                    # each takes ~10 s, and the probe only delays bios (setup's few too).
+                    widener = self.widener_factory()
+                    widener.launch()
                 device = self.bed.up()
                 self.kernel = kernel_info(self.kernel.variant)  # nvme_core is loaded now
-                self._write_run_file(device, time.monotonic() - setup_start)
-                self._baseline(device)
+                setup_s = time.monotonic() - setup_start
+                if widener is not None:
+                    widener.wait_attached()
+                self._write_run_file(device, setup_s, time.monotonic() - setup_start)
+                self._baseline(device)  # under the widener too, when there is one
                 kmsg.read_available()  # setup noise is not part of iteration 1
-                if self.widener_factory is not None:
-                    widener = self.widener_factory()
-                    widener.start()
                 actions = plan(self.config)
                 waits = jitters(self.config)
                 for index, action in enumerate(actions):
@@ -264,6 +269,7 @@ class Campaign:
         recovered, recover_s = False, None
         another_path_live = False
         pre_fault_iops = 0.0
+        io_start_s = io_stop_s = 0.0
         fio: FioRun | None = None
         monitor: ProgressMonitor | None = None
         fio_result: FioResult | None = None
@@ -271,10 +277,12 @@ class Campaign:
         try:
             device = self.bed.checked_device()
             monitor = ProgressMonitor(self._io_progress, ccfg.hang_timeout_s)
+            spawned = time.monotonic()
             fio = FioRun(self._fio_job(device), workdir)
             monitor.start()
             self._wait_io_flowing(monitor, fio)
             flowing = time.monotonic()
+            io_start_s = flowing - spawned
             time.sleep(ccfg.warmup_s + jitter)
             another_path_live = self._another_path_live(device, action)
             pre_fault_iops = monitor.rate(flowing, time.monotonic())
@@ -294,7 +302,9 @@ class Campaign:
             if monitor is not None and monitor.hang:
                 stuck = monitor.stuck or stuck_tasks()
             if fio is not None:
+                stopping = time.monotonic()
                 fio_result = fio.stop()
+                io_stop_s = time.monotonic() - stopping
             if monitor is not None:
                 monitor.stop()
             if error:
@@ -319,6 +329,7 @@ class Campaign:
             error=error,
             stuck=stuck,
             pre_fault_iops=pre_fault_iops,
+            io_times=(io_start_s, io_stop_s),
         )
 
     def _io_progress(self) -> tuple[int, int]:
@@ -387,6 +398,7 @@ class Campaign:
         error: str,
         stuck: list[str],
         pre_fault_iops: float,
+        io_times: tuple[float, float],
     ) -> IterationRecord:
         fio = fio_result
         hang = bool(monitor and monitor.hang) or bool(fio and fio.killed)
@@ -437,6 +449,8 @@ class Campaign:
             error=error,
             pre_fault_iops=round(pre_fault_iops, 1),
             p99_clat_us=fio.p99_clat_us if fio else None,
+            io_start_s=round(io_times[0], 3),
+            io_stop_s=round(io_times[1], 3),
             kernel_examples=kernel.examples + (fio.error_lines[:4] if fio else []),
             stuck_tasks=stuck,
         )
@@ -445,7 +459,9 @@ class Campaign:
 
     # --- files -----------------------------------------------------------------------------------
 
-    def _write_run_file(self, device: MultipathDevice, setup_s: float) -> None:
+    def _write_run_file(self, device: MultipathDevice, setup_s: float, ready_s: float) -> None:
+        """run.json: what this run is. ``setup_s`` is the test bed (phases in
+        ``setup_phases_s``), ``ready_s`` also includes waiting for the widener to attach."""
         assert self.bed.host is not None
         data = {
             "run_id": self.run_id,
@@ -466,6 +482,8 @@ class Campaign:
             ],
             "iopolicy": self.bed.host.iopolicy(device),
             "setup_s": round(setup_s, 3),
+            "setup_phases_s": {name: round(sec, 3) for name, sec in self.bed.setup_phases.items()},
+            "ready_s": round(ready_s, 3),
             "config": config_mod.to_dict(self.config),
             "started_unix": time.time(),
             "pid": os.getpid(),

@@ -46,6 +46,7 @@ FAULTS_WITH_SURVIVING_PATH = frozenset(
 NETWORKS = ("loopback", "netns")
 BACKINGS = ("file", "dm")
 IOPOLICIES = ("numa", "round-robin")
+CONNECT_METHODS = ("fabrics", "nvme-cli")
 ORDERS = ("round_robin", "random")
 PATH_CHOICES = ("alternate", "random", "first", "last")
 VARIANTS = ("distro", "fixed", "unfixed")
@@ -88,6 +89,10 @@ class HostSection:
     fast_io_fail_tmo: int = -1
     keep_alive_tmo: int = 5
     nr_io_queues: int = 2
+    # How a path is connected: "fabrics" writes the connect string to /dev/nvme-fabrics from
+    # the KernelFs child (no process per connect); "nvme-cli" runs `nvme connect` as a user
+    # would. Same kernel path either way (nvmf_create_ctrl).
+    connect_with: str = "fabrics"
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "target.network": NETWORKS,
     "target.backing": BACKINGS,
     "host.iopolicy": IOPOLICIES,
+    "host.connect_with": CONNECT_METHODS,
     "workload.rw": ("randrw", "randread", "randwrite", "rw", "read", "write"),
     "kernel.variant": VARIANTS,
     "kernel.accel": ACCELS,

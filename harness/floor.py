@@ -6,7 +6,9 @@ builds the test bed (``Testbed.up``), then times N repetitions of each operation
 
 | op               | timed action                              | done when                     |
 |------------------|-------------------------------------------|-------------------------------|
-| connect          | ``nvme connect`` of one path              | every path live (disk too)    |
+| connect          | connect one path as the harness does      | every path live (disk too)    |
+|                  | (host.connect_with: /dev/nvme-fabrics)    |                               |
+| connect_nvme_cli | the same through ``nvme connect``         | every path live (disk too)    |
 | ctrl_delete      | write ``delete_controller`` (synchronous) | the controller is gone        |
 | ctrl_reset       | write ``reset_controller`` (synchronous)  | every path live and optimized |
 | port_unlink      | configfs unlink of the port's subsystem   | that controller leaves live   |
@@ -39,6 +41,7 @@ DONE_TIMEOUT_S = 30.0
 POLL_S = 0.01
 OP_NAMES = (
     "connect",
+    "connect_nvme_cli",
     "ctrl_delete",
     "ctrl_reset",
     "port_unlink",
@@ -186,6 +189,9 @@ def floor_ops(bed: Testbed, path: int = 0, timeout_s: float = DONE_TIMEOUT_S) ->
     def connect() -> None:
         bed.connect(endpoint)
 
+    def connect_nvme_cli() -> None:
+        bed.connect(endpoint, connect_with="nvme-cli")
+
     def reconnect() -> None:
         connect()
         wait_ready()
@@ -234,6 +240,7 @@ def floor_ops(bed: Testbed, path: int = 0, timeout_s: float = DONE_TIMEOUT_S) ->
 
     return [
         FloorOp("connect", connect, ready, prepare=delete_and_wait),
+        FloorOp("connect_nvme_cli", connect_nvme_cli, ready, prepare=delete_and_wait),
         FloorOp("ctrl_delete", delete, lambda: ctrl_name() is None, cleanup=reconnect),
         FloorOp("ctrl_reset", reset, ready),
         FloorOp("port_unlink", unlink, lambda: ctrl_state() != "live", cleanup=relink),

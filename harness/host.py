@@ -27,6 +27,7 @@ HEAD_RE = re.compile(r"^nvme\d+n\d+$")
 PATH_RE = re.compile(r"^nvme\d+c\d+n\d+$")
 CTRL_RE = re.compile(r"^nvme\d+$")
 CONNECT_TIMEOUT_S = 30.0
+FABRICS_DEVICE = "/dev/nvme-fabrics"
 # Host NQNs the harness makes; clean finds nvmet host entries by this prefix (target.NQN_PREFIX).
 HOST_NQN_PREFIX = "nqn.2026-11.io.nvmf-harness:host-"
 
@@ -185,37 +186,59 @@ class NvmeHost:
         reconnect_delay: int,
         keep_alive_tmo: int,
         nr_io_queues: int,
+        connect_with: str = "fabrics",
     ) -> str:
         """Connect one path; returns the new controller's name (nvmeX)."""
-        argv = [
-            "nvme",
-            "connect",
-            "--transport=tcp",
-            f"--traddr={endpoint.traddr}",
-            f"--trsvcid={endpoint.trsvcid}",
-            f"--nqn={nqn}",
-            f"--hostnqn={self.identity.hostnqn}",
-            f"--hostid={self.identity.hostid}",
-            f"--ctrl-loss-tmo={ctrl_loss_tmo}",
-            f"--reconnect-delay={reconnect_delay}",
-            f"--keep-alive-tmo={keep_alive_tmo}",
-            f"--nr-io-queues={nr_io_queues}",
-            "--config=none",
-            "--output-format=json",
-        ]
-        result = run(argv, timeout_s=CONNECT_TIMEOUT_S)
-        if not result.ok:
-            raise ToolError(
-                f"nvme connect to {endpoint.traddr}:{endpoint.trsvcid} failed: "
-                f"{result.one_line_error()}"
-            )
-        name = _connected_device(result.stdout)
+        options = {
+            "transport": "tcp",
+            "traddr": endpoint.traddr,
+            "trsvcid": endpoint.trsvcid,
+            "nqn": nqn,
+            "hostnqn": self.identity.hostnqn,
+            "hostid": self.identity.hostid,
+            "ctrl_loss_tmo": str(ctrl_loss_tmo),
+            "reconnect_delay": str(reconnect_delay),
+            "keep_alive_tmo": str(keep_alive_tmo),
+            "nr_io_queues": str(nr_io_queues),
+        }
+        if connect_with == "nvme-cli":
+            name = self._connect_nvme_cli(endpoint, options)
+        else:
+            name = self._connect_fabrics(endpoint, options)
         if name is None:
             ctrl = self._wait_controller(nqn, endpoint, timeout_s=5.0)
             if ctrl is None:
                 raise ToolError(f"nvme connect gave no controller for {endpoint}")
             name = ctrl.name
         return name
+
+    def _connect_fabrics(self, endpoint: PathEndpoint, options: dict[str, str]) -> str | None:
+        """What nvme-cli does, without a process: the options to /dev/nvme-fabrics."""
+        if not self.kfs.exists(FABRICS_DEVICE):
+            raise ToolError(
+                f"{FABRICS_DEVICE} is missing: nvme-fabrics is not loaded",
+                hint="modprobe nvme-tcp",
+            )
+        text = ",".join(f"{key}={value}" for key, value in options.items())
+        try:
+            reply = self.kfs.fabrics_connect(text, timeout_s=CONNECT_TIMEOUT_S)
+        except HarnessError as exc:
+            raise ToolError(
+                f"nvme connect to {endpoint.traddr}:{endpoint.trsvcid} failed: {exc.message}"
+            ) from exc
+        return _fabrics_instance(reply)
+
+    def _connect_nvme_cli(self, endpoint: PathEndpoint, options: dict[str, str]) -> str | None:
+        argv = ["nvme", "connect"]
+        argv += [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
+        argv += ["--config=none", "--output-format=json"]
+        result = run(argv, timeout_s=CONNECT_TIMEOUT_S)
+        if not result.ok:
+            raise ToolError(
+                f"nvme connect to {endpoint.traddr}:{endpoint.trsvcid} failed: "
+                f"{result.one_line_error()}"
+            )
+        return _connected_device(result.stdout)
 
     def _wait_controller(
         self, nqn: str, endpoint: PathEndpoint, timeout_s: float
@@ -268,6 +291,15 @@ def _all_live(device: MultipathDevice, endpoints: list[PathEndpoint]) -> bool:
         if ctrl is None or ctrl.state != "live" or not ctrl.path_disks:
             return False
     return True
+
+
+def _fabrics_instance(reply: str) -> str | None:
+    """/dev/nvme-fabrics answers a connect with ``instance=N,cntlid=M``: the controller nvmeN."""
+    for item in reply.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "instance" and value.isascii() and value.isdigit():
+            return f"nvme{int(value)}"
+    return None
 
 
 def _connected_device(stdout: str) -> str | None:

@@ -16,7 +16,9 @@ All names start with NAME_PREFIX so ``clean`` can find what a crashed run left.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
@@ -25,6 +27,8 @@ from harness.host import PathEndpoint
 NAME_PREFIX = "nvmfh"
 TARGET_NETNS = f"{NAME_PREFIX}-tgt"
 LOOPBACK_ADDR = "127.0.0.1"
+IFF_UP = 0x1
+NETNS_DIR = Path("/run/netns")  # where `ip netns` and pyroute2 keep named namespaces
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,10 @@ class Network:
 
     def setup(self) -> None:
         """Bring up loopback and, for netns, the namespace and one veth pair per path."""
+        if self.layout == "loopback" and interface_is_up("lo"):
+            # Nothing to do, and importing pyroute2 costs ~9 s of a test bed's setup under
+            # qemu TCG (its package imports every netlink family).
+            return
         from pyroute2 import IPRoute, NetNS, netns
 
         try:
@@ -139,6 +147,15 @@ class Network:
         return remove_leftovers()
 
 
+def interface_is_up(ifname: str, sysfs: Path = Path("/sys")) -> bool:
+    """Whether ``ifname`` is administratively up (IFF_UP in its sysfs flags)."""
+    try:
+        flags = int((sysfs / "class/net" / ifname / "flags").read_text().strip(), 16)
+    except (OSError, ValueError):
+        return False
+    return bool(flags & IFF_UP)
+
+
 def _set_up(ipr: Any, ifname: str) -> None:
     found = ipr.link_lookup(ifname=ifname)
     if found:
@@ -153,21 +170,27 @@ def _ensure_addr(ipr: Any, index: int, address: str) -> None:
             ipr.addr("add", index=index, address=address, prefixlen=30)
 
 
-def find_leftovers() -> list[str]:
-    """Our network namespaces and links left by an earlier run."""
-    from pyroute2 import IPRoute, netns
-
-    found = [f"netns {name}" for name in netns.listnetns() if name.startswith(NAME_PREFIX)]
-    with IPRoute() as ipr:
-        for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME") or ""
-            if name.startswith(f"{NAME_PREFIX}-"):
-                found.append(f"link {name}")
+def find_leftovers(sysfs: Path = Path("/sys"), netns_dir: Path = NETNS_DIR) -> list[str]:
+    """Our network namespaces and links left by an earlier run (from /run/netns and
+    /sys/class/net: listing them needs no netlink, so no pyroute2 import)."""
+    found = [f"netns {name}" for name in _names(netns_dir) if name.startswith(NAME_PREFIX)]
+    found += [
+        f"link {name}" for name in _names(sysfs / "class/net") if name.startswith(f"{NAME_PREFIX}-")
+    ]
     return found
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
 
 
 def remove_leftovers() -> list[str]:
     """Delete our veths (the peer goes with each) and namespaces; returns errors."""
+    if not find_leftovers():
+        return []
     from pyroute2 import IPRoute, netns
 
     errors: list[str] = []

@@ -88,6 +88,8 @@ class IterationRecord:
     error: str = ""
     pre_fault_iops: float = 0.0  # IO rate on the paths between IO start and the fault
     p99_clat_us: float | None = None  # fio's p99 completion latency (fault window included)
+    io_start_s: float = 0.0  # fio started -> IO seen completing on the paths (harness overhead)
+    io_stop_s: float = 0.0  # fio asked to stop -> its results read (harness overhead)
     kernel_examples: list[str] = field(default_factory=list)
     stuck_tasks: list[str] = field(default_factory=list)
 

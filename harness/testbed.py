@@ -7,9 +7,11 @@ named after the run id so ``clean`` can find it after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from harness import backing as backing_mod
@@ -52,6 +54,7 @@ class Testbed:
     backing: backing_mod.Backing | None = None
     spec: TargetSpec | None = None
     host: NvmeHost | None = None
+    setup_phases: dict[str, float] = field(default_factory=dict)  # seconds per step of up()
 
     @property
     def nqn(self) -> str:
@@ -75,27 +78,42 @@ class Testbed:
 
     def _up(self) -> MultipathDevice:
         tcfg = self.config.target
-        load_modules()
+        with self._phase("modules"):
+            load_modules()
         self.host = NvmeHost(self.kfs, self.identity)
         self.network = Network(tcfg.network, tcfg.paths, tcfg.first_port)
-        self.network.setup()
-        if tcfg.backing == "dm":
-            self.backing = backing_mod.create_dm_backing(self.run_id, tcfg.size_mib)
-        else:
-            self.backing = backing_mod.create_file_backing(self.run_id, tcfg.size_mib)
+        with self._phase("network"):
+            self.network.setup()
+        with self._phase("backing"):
+            if tcfg.backing == "dm":
+                self.backing = backing_mod.create_dm_backing(self.run_id, tcfg.size_mib)
+            else:
+                self.backing = backing_mod.create_file_backing(self.run_id, tcfg.size_mib)
         self.spec = self.target_spec()
         self.target = NvmetTarget(self.kfs, netns=self.network.netns)
-        self.target.apply(self.spec)
-        for endpoint in self.endpoints:
-            self.connect(endpoint)
-        device = self.host.wait_paths(self.nqn, self.endpoints, timeout_s=SETUP_TIMEOUT_S)
+        with self._phase("target"):
+            self.target.apply(self.spec)
+        with self._phase("connect"):
+            for endpoint in self.endpoints:
+                self.connect(endpoint)
+        with self._phase("paths_live"):
+            device = self.host.wait_paths(self.nqn, self.endpoints, timeout_s=SETUP_TIMEOUT_S)
         if device is None:
             raise HarnessError(
                 f"paths to {self.nqn} did not all come up in {SETUP_TIMEOUT_S:g} s",
                 hint="see dmesg",
             )
-        self.host.set_iopolicy(device, self.config.host.iopolicy)
-        return self.checked_device()
+        with self._phase("iopolicy"):
+            self.host.set_iopolicy(device, self.config.host.iopolicy)
+            return self.checked_device()
+
+    @contextlib.contextmanager
+    def _phase(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.setup_phases[name] = time.monotonic() - started
 
     def target_spec(self) -> TargetSpec:
         assert self.network is not None and self.backing is not None
@@ -126,7 +144,8 @@ class Testbed:
         )
         return TargetSpec(hosts=hosts, ports=ports, subsystems=(subsystem,))
 
-    def connect(self, endpoint: PathEndpoint) -> str:
+    def connect(self, endpoint: PathEndpoint, connect_with: str | None = None) -> str:
+        """Connect one path with the configured options (``connect_with`` overrides how)."""
         assert self.host is not None
         hcfg = self.config.host
         name = self.host.connect(
@@ -136,6 +155,7 @@ class Testbed:
             reconnect_delay=hcfg.reconnect_delay,
             keep_alive_tmo=hcfg.keep_alive_tmo,
             nr_io_queues=hcfg.nr_io_queues,
+            connect_with=connect_with or hcfg.connect_with,
         )
         if hcfg.fast_io_fail_tmo >= 0:
             self.host.set_fast_io_fail_tmo(name, hcfg.fast_io_fail_tmo)

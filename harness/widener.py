@@ -232,6 +232,13 @@ class Widener:
             return ""
 
     def start(self) -> None:
+        """Start bpftrace and wait until its probe is attached."""
+        self.launch()
+        self.wait_attached()
+
+    def launch(self) -> None:
+        """Start bpftrace without waiting: compiling and attaching the program takes ~11 s
+        under qemu TCG, so a campaign builds its test bed meanwhile (``wait_attached``)."""
         if self._proc is not None:
             raise ToolError("the widener is already running")
         binary = require_tool(self.bpftrace)
@@ -246,6 +253,9 @@ class Widener:
             )
         finally:
             os.close(fd)
+
+    def wait_attached(self) -> None:
+        """Wait for the probe; on failure bpftrace is killed and the error raised."""
         try:
             self._wait_attached()
         except BaseException:

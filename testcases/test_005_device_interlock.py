@@ -64,7 +64,9 @@ def test_decoy_subsystem_is_refused(nvmet_target: Testbed, tmp_path: Path) -> No
     )
     decoy.apply(spec)
     try:
-        host.connect(DECOY_NQN, PathEndpoint("127.0.0.1", DECOY_TRSVCID), 1, 1, 5, 1)
+        # through nvme-cli, as a user would connect (the run's own paths use /dev/nvme-fabrics)
+        decoy_path = PathEndpoint("127.0.0.1", DECOY_TRSVCID)
+        host.connect(DECOY_NQN, decoy_path, 1, 1, 5, 1, connect_with="nvme-cli")
         deadline = time.monotonic() + 20
         device = host.find(DECOY_NQN)
         while (device is None or not device.heads) and time.monotonic() < deadline:

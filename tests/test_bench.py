@@ -280,6 +280,16 @@ def test_fault_rates_per_fault_against_the_floor() -> None:
     assert rates["port_remove"].floor_s is None and rates["port_remove"].overhead_s is None
     assert rates["ns_disable"].floor_ops == () and rates["ns_disable"].floor_s is None
     assert rates["ns_disable"].per_minute == 20.0
+    assert delete.fio_start_stop_s is None  # records without io_start_s: not made up
+
+
+def test_fault_rates_show_fio_start_and_stop() -> None:
+    records = [
+        record(1, cycle_s=5.0, io_start_s=1.0, io_stop_s=0.2),
+        record(2, cycle_s=5.0, io_start_s=2.0, io_stop_s=0.4),
+    ]
+    (rate,) = fault_rates(records, FLOOR, CAMPAIGN)
+    assert rate.fio_start_stop_s == 1.8
 
 
 # --- throughput -----------------------------------------------------------------------------------

@@ -208,14 +208,14 @@ class FakeBed:
         )
         return MultipathDevice("nvme-subsys0", self.nqn, ("nvme0n1",), ctrls)
 
-    def connect(self, endpoint: PathEndpoint) -> str:
+    def connect(self, endpoint: PathEndpoint, connect_with: str | None = None) -> str:
         index = self.endpoints.index(endpoint)
         path = self.kernel.paths[index]
         if not path.linked:
             raise HarnessError("connection refused")
         name = f"nvme{self.kernel.next_ctrl}"
         self.kernel.next_ctrl += 1
-        self.kernel.log.append(f"connect {index}")
+        self.kernel.log.append(f"connect {index}" + (f" {connect_with}" if connect_with else ""))
         path.ctrl, path.state = name, "live"
         return name
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from harness import host as host_module
-from harness.errors import HarnessError, ToolError
+from harness.errors import HarnessError, KernelFsError, ToolError
 from harness.host import (
     HOST_NQN_PREFIX,
     HostIdentity,
@@ -18,8 +18,10 @@ from harness.host import (
     NvmeHost,
     PathEndpoint,
     _connected_device,
+    _fabrics_instance,
     parse_address,
 )
+from harness.kernelfs import KernelFs
 from harness.procs import ProcResult
 from tests.fakes import CTRL_DEVICES, FakeSysfs
 
@@ -248,7 +250,13 @@ def test_connect_reads_the_json_device(
     cli = FakeNvmeCli(ProcResult(("nvme",), 0, '{\n  "device":"nvme4"\n}\n', ""))
     monkeypatch.setattr(host_module, "run", cli)
     name = host.connect(
-        NQN, EP1, ctrl_loss_tmo=1, reconnect_delay=2, keep_alive_tmo=5, nr_io_queues=2
+        NQN,
+        EP1,
+        ctrl_loss_tmo=1,
+        reconnect_delay=2,
+        keep_alive_tmo=5,
+        nr_io_queues=2,
+        connect_with="nvme-cli",
     )
     assert name == "nvme4"
     (argv,) = cli.calls
@@ -275,7 +283,7 @@ def test_connect_falls_back_to_sysfs(
 ) -> None:
     fake_sysfs.multipath(NQN)
     monkeypatch.setattr(host_module, "run", FakeNvmeCli(ProcResult(("nvme",), 0, "", "")))
-    assert host.connect(NQN, EP1, 1, 1, 5, 2) == "nvme1"
+    assert host.connect(NQN, EP1, 1, 1, 5, 2, connect_with="nvme-cli") == "nvme1"
 
 
 def test_connect_failure_is_one_line(
@@ -284,10 +292,105 @@ def test_connect_failure_is_one_line(
     failed = ProcResult(("nvme", "connect"), 1, "", "could not add new controller: failed\n")
     monkeypatch.setattr(host_module, "run", FakeNvmeCli(failed))
     with pytest.raises(ToolError) as info:
-        host.connect(NQN, EP0, 1, 1, 5, 2)
+        host.connect(NQN, EP0, 1, 1, 5, 2, connect_with="nvme-cli")
     assert str(info.value) == (
         "nvme connect to 127.0.0.1:4421 failed: nvme connect: could not add new controller: failed"
     )
+
+
+# --- connect through /dev/nvme-fabrics (the KernelFs child faked at its entry point) ------
+
+
+class FakeFabrics:
+    def __init__(self, reply: str = "", error: HarnessError | None = None) -> None:
+        self.reply = reply
+        self.error = error
+        self.options: list[str] = []
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Stand in for KernelFs.fabrics_connect (what the child would do in the kernel)."""
+
+        def fabrics_connect(kfs: KernelFs, options: str, timeout_s: float | None = None) -> str:
+            self.options.append(options)
+            if self.error is not None:
+                raise self.error
+            return self.reply
+
+        monkeypatch.setattr(KernelFs, "fabrics_connect", fabrics_connect)
+
+
+@pytest.fixture
+def fabrics_device(fake_sysfs: FakeSysfs) -> None:
+    (fake_sysfs.root / "dev").mkdir(exist_ok=True)
+    (fake_sysfs.root / "dev/nvme-fabrics").write_text("")
+
+
+@pytest.mark.usefixtures("fabrics_device")
+def test_connect_through_fabrics_sends_the_options(
+    host: NvmeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fabrics = FakeFabrics("instance=7,cntlid=2")
+    fabrics.install(monkeypatch)
+    name = host.connect(
+        NQN, EP1, ctrl_loss_tmo=1, reconnect_delay=2, keep_alive_tmo=5, nr_io_queues=3
+    )
+    assert name == "nvme7"
+    (options,) = fabrics.options
+    assert options.split(",") == [
+        "transport=tcp",
+        "traddr=127.0.0.1",
+        "trsvcid=4422",
+        f"nqn={NQN}",
+        f"hostnqn={host.identity.hostnqn}",
+        f"hostid={host.identity.hostid}",
+        "ctrl_loss_tmo=1",
+        "reconnect_delay=2",
+        "keep_alive_tmo=5",
+        "nr_io_queues=3",
+    ]
+
+
+@pytest.mark.usefixtures("fabrics_device")
+def test_connect_through_fabrics_falls_back_to_sysfs(
+    fake_sysfs: FakeSysfs, host: NvmeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_sysfs.multipath(NQN)
+    FakeFabrics("something else").install(monkeypatch)
+    assert host.connect(NQN, EP1, 1, 1, 5, 2) == "nvme1"
+
+
+@pytest.mark.usefixtures("fabrics_device")
+def test_connect_through_fabrics_failure_is_one_line(
+    host: NvmeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused = KernelFsError("connect through /dev/nvme-fabrics failed: Connection refused")
+    FakeFabrics(error=refused).install(monkeypatch)
+    with pytest.raises(ToolError) as info:
+        host.connect(NQN, EP0, 1, 1, 5, 2)
+    assert str(info.value) == (
+        "nvme connect to 127.0.0.1:4421 failed: "
+        "connect through /dev/nvme-fabrics failed: Connection refused"
+    )
+
+
+def test_connect_without_fabrics_device_says_what_to_load(host: NvmeHost) -> None:
+    with pytest.raises(ToolError, match="modprobe nvme-tcp"):
+        host.connect(NQN, EP0, 1, 1, 5, 2)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("instance=3,cntlid=1", "nvme3"),
+        ("instance=12,cntlid=5\n", "nvme12"),
+        ("cntlid=5,instance=0", "nvme0"),
+        ("instance=x", None),
+        ("instance=٣", None),
+        ("", None),
+    ],
+)
+def test_fabrics_instance(reply: str, expected: str | None) -> None:
+    assert _fabrics_instance(reply) == expected
 
 
 # --- waiting ------------------------------------------------------------------------------

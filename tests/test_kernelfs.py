@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import kernelfs
+from harness import kernelfs, kfs_child
 from harness.errors import KernelFsError, KernelFsTimeout
 from harness.kernelfs import KernelFs
 from harness.procs import ProcResult
@@ -135,3 +137,99 @@ def test_default_timeout_applies(tmp_path: Path) -> None:
     with pytest.raises(KernelFsTimeout, match=r"hung for 0\.3 s"):
         KernelFs(root=tmp_path, timeout_s=0.3).write("/hang", "1")
     assert time.monotonic() - started < 3.0
+
+
+# --- the long-lived child ------------------------------------------------------------------
+
+
+def test_one_child_serves_many_changes(tmp_path: Path, kfs: KernelFs) -> None:
+    for index in range(20):
+        kfs.write(f"/attr{index}", str(index))
+    assert kfs.child._proc is not None
+    pid = kfs.child._proc.pid
+    kfs.mkdir("/dir")
+    assert kfs.child._proc.pid == pid
+    assert sorted(os.listdir(tmp_path)) == sorted([*(f"attr{i}" for i in range(20)), "dir"])
+
+
+def test_a_new_child_after_a_timeout(tmp_path: Path, kfs: KernelFs) -> None:
+    os.mkfifo(tmp_path / "hang")
+    kfs.write("/before", "1")
+    assert kfs.child._proc is not None
+    stuck = kfs.child._proc
+    with pytest.raises(KernelFsTimeout):
+        kfs.write("/hang", "1", timeout_s=0.3)
+    assert stuck.poll() is not None  # killed: a fifo open is interruptible
+    kfs.write("/after", "2")
+    assert kfs.read("/after") == "2"
+    assert kfs.child._proc is not None and kfs.child._proc.pid != stuck.pid
+
+
+def test_a_new_child_after_it_died(tmp_path: Path, kfs: KernelFs) -> None:
+    kfs.write("/one", "1")
+    assert kfs.child._proc is not None
+    kfs.child._proc.kill()
+    kfs.child._proc.wait()
+    kfs.write("/two", "2")
+    assert kfs.read("/two") == "2"
+
+
+def test_close_ends_the_child(kfs: KernelFs) -> None:
+    kfs.write("/one", "1")
+    proc = kfs.child._proc
+    assert proc is not None
+    kfs.close()
+    assert proc.poll() is not None
+    kfs.close()  # twice is fine
+
+
+def test_child_exits_when_its_stdin_closes(kfs: KernelFs) -> None:
+    """The child never outlives the harness: the end of its input ends it."""
+    kfs.write("/one", "1")
+    proc = kfs.child._proc
+    assert proc is not None and proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(timeout=10) == 0
+
+
+def test_fabrics_connect_reads_the_reply_on_the_same_fd(tmp_path: Path, kfs: KernelFs) -> None:
+    """/dev/nvme-fabrics answers a write with a read on the same open file. A regular file
+    shows the same shape: the options overwrite its start, the read returns what follows."""
+    options = "transport=tcp,traddr=127.0.0.1,trsvcid=4421,nqn=nqn.test"
+    device = tmp_path / "dev/nvme-fabrics"
+    device.parent.mkdir()
+    device.write_text("#" * len(options) + "instance=5,cntlid=1\n")
+    assert kfs.fabrics_connect(options) == "instance=5,cntlid=1"
+    assert device.read_text().startswith(options)
+
+
+def test_fabrics_connect_error_is_one_line(tmp_path: Path, kfs: KernelFs) -> None:
+    with pytest.raises(KernelFsError) as info:
+        kfs.fabrics_connect("transport=tcp")
+    message = str(info.value)
+    device = tmp_path / "dev/nvme-fabrics"
+    assert message == f"connect through {device} failed: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [{"op": "teleport", "path": "/x"}, {"op": "write", "path": "/x"}, {"path": "/x"}],
+)
+def test_child_refuses_bad_requests(request_: dict[str, str]) -> None:
+    answer = kfs_child.perform(request_)
+    assert answer["ok"] is False
+    assert "\n" not in answer["error"]
+
+
+def test_child_serve_answers_each_line(tmp_path: Path) -> None:
+    requests = io.StringIO(
+        json.dumps({"op": "mkdir", "path": str(tmp_path / "d")})
+        + "\nnot json\n[1]\n"
+        + json.dumps({"op": "rmdir", "path": str(tmp_path / "d")})
+        + "\n"
+    )
+    replies = io.StringIO()
+    kfs_child.serve(requests, replies)
+    answers = [json.loads(line) for line in replies.getvalue().splitlines()]
+    assert [a["ok"] for a in answers] == [True, False, False, True]
+    assert not (tmp_path / "d").exists()

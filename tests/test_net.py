@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +93,39 @@ def test_netns_setup_link_fault_and_teardown() -> None:
         assert net.find_leftovers() == []
     finally:
         net.remove_leftovers()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("0x9", True), ("0x1003", True), ("0x1002", False), ("0x8", False), ("junk", False)],
+)
+def test_interface_is_up_reads_iff_up(tmp_path: Path, flags: str, expected: bool) -> None:
+    (tmp_path / "class/net/lo").mkdir(parents=True)
+    (tmp_path / "class/net/lo/flags").write_text(flags + "\n")
+    assert net.interface_is_up("lo", sysfs=tmp_path) is expected
+
+
+def test_interface_is_up_missing_interface(tmp_path: Path) -> None:
+    assert net.interface_is_up("nvmfh-nope", sysfs=tmp_path) is False
+
+
+def test_loopback_setup_with_lo_up_needs_no_netlink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """lo already up: setup does nothing, and never imports pyroute2 (9 s under TCG)."""
+    monkeypatch.setattr(net, "interface_is_up", lambda ifname: ifname == "lo")
+    monkeypatch.setitem(sys.modules, "pyroute2", None)  # importing it now raises ImportError
+    Network("loopback", 2, 4421).setup()
+
+
+def test_find_leftovers_from_sysfs_and_run_netns(tmp_path: Path) -> None:
+    sysfs, netns_dir = tmp_path / "sys", tmp_path / "netns"
+    for name in ("lo", "eth0", f"{NAME_PREFIX}-h0", f"{NAME_PREFIX}-h1", "nvmfhx"):
+        (sysfs / "class/net" / name).mkdir(parents=True)
+    netns_dir.mkdir()
+    for name in (TARGET_NETNS, "someone-else"):
+        (netns_dir / name).touch()
+    assert net.find_leftovers(sysfs=sysfs, netns_dir=netns_dir) == [
+        f"netns {TARGET_NETNS}",
+        f"link {NAME_PREFIX}-h0",
+        f"link {NAME_PREFIX}-h1",
+    ]
+    assert net.find_leftovers(sysfs=tmp_path / "none", netns_dir=tmp_path / "none") == []
