@@ -3,6 +3,8 @@
     nvmf-harness run      --config F --out DIR     campaign in this kernel (root, in the VM)
     nvmf-harness floor    --out DIR [--repeat N]   bare path operations timed (root, in the VM)
     nvmf-harness vm       --config F --out DIR     boot a kernel with virtme-ng, run it inside
+    nvmf-harness compare  --config F --out DIR     unfixed vs fixed modules, one boot for both
+    nvmf-harness scenarios CONFIG... --out DIR     hit rate per config, one boot for all
     nvmf-harness vm-pytest --out DIR [-- ARGS]     pytest testcases/ inside the VM
     nvmf-harness report   DIR                      per-fault table of a results directory
     nvmf-harness clean    [--dry-run]              remove what earlier runs left
@@ -20,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -227,7 +230,7 @@ def _vm_spec(args: argparse.Namespace, timeout_s: float) -> Any:
 def cmd_vm(args: argparse.Namespace) -> int:
     config = load_config(args)  # fail here, not in the guest, on a broken config
     outdir = _fresh_outdir(Path(args.out))
-    return _campaign_in_vm(args, config, outdir, args.variant)
+    return _campaign_in_vm(args, PlannedCampaign(Path(args.config), config, outdir, args.variant))
 
 
 def _fresh_outdir(outdir: Path) -> Path:
@@ -239,29 +242,52 @@ def _fresh_outdir(outdir: Path) -> Path:
     return outdir
 
 
-def _campaign_in_vm(
-    args: argparse.Namespace,
-    config: config_mod.CampaignConfig,
-    outdir: Path,
-    variant: str | None,
-) -> int:
-    from harness.vm import guest_python, record_crash, run_in_vm
+@dataclass(frozen=True)
+class PlannedCampaign:
+    """A campaign a host command runs in the VM."""
 
-    ccfg = config.campaign
-    per_iteration = ccfg.warmup_s + ccfg.jitter_s + ccfg.hold_s + ccfg.settle_s + 15
-    spec = _vm_spec(args, 300 + ccfg.iterations * min(per_iteration + ccfg.recover_timeout_s, 300))
-    guest = [guest_python(), "-m", "harness.cli", "run"]
-    guest += ["--config", str(Path(args.config).resolve()), "--out", str(outdir)]
+    config_path: Path
+    config: config_mod.CampaignConfig
+    outdir: Path
+    variant: str | None
+
+
+def _guest_run_args(args: argparse.Namespace, run: PlannedCampaign) -> list[str]:
+    """The ``nvmf-harness run`` arguments that run ``run`` in the guest."""
+    guest = ["--config", str(run.config_path.resolve()), "--out", str(run.outdir)]
     if args.iterations:
         guest += ["--iterations", str(args.iterations)]
     if args.seed is not None:
         guest += ["--seed", str(args.seed)]
     if args.widen:
         guest.append("--widen")
-    if variant:
-        guest += ["--variant", variant]
+    if run.variant:
+        guest += ["--variant", run.variant]
     if args.modules:
         guest += ["--modules", str(Path(args.modules).resolve())]
+    return guest
+
+
+def _run_budget_s(config: config_mod.CampaignConfig) -> float:
+    """VM seconds a campaign may take before the runner kills the VM (boot included)."""
+    ccfg = config.campaign
+    per_iteration = ccfg.warmup_s + ccfg.jitter_s + ccfg.hold_s + ccfg.settle_s + 15
+    return 300 + ccfg.iterations * min(per_iteration + ccfg.recover_timeout_s, 300)
+
+
+def _print_run_table(outdir: Path) -> None:
+    records = list(read_records(outdir / RESULTS_FILE))
+    if records:
+        print(render_table(summarize(r for r in records if is_iteration(r))), flush=True)
+
+
+def _campaign_in_vm(args: argparse.Namespace, run: PlannedCampaign) -> int:
+    """One campaign in one VM boot."""
+    from harness.vm import guest_python, record_crash, run_in_vm
+
+    outdir = run.outdir
+    spec = _vm_spec(args, _run_budget_s(run.config))
+    guest = [guest_python(), "-m", "harness.cli", "run", *_guest_run_args(args, run)]
     say(f"booting {spec.kernel} ({spec.cpus} CPUs, {spec.memory}); console: {outdir}/console.log")
     from harness.progress import VmProgress
 
@@ -273,16 +299,77 @@ def _campaign_in_vm(
         record_crash(outdir, result)
         what = "timed out" if result.timed_out else "died (kernel crash or panic?)"
         say(f"the VM {what}; console tail in {outdir}/console.log")
-    records = list(read_records(outdir / RESULTS_FILE))
-    if records:
-        print(render_table(summarize(r for r in records if is_iteration(r))), flush=True)
+    _print_run_table(outdir)
     if result.crashed or result.timed_out:
         return EXIT_INFRA
     return result.exit_status if result.exit_status is not None else EXIT_INFRA
 
 
+def _campaigns_in_vm(
+    args: argparse.Namespace, runs: list[PlannedCampaign], vm_dir: Path
+) -> dict[Path, int]:
+    """Several campaigns back to back in one boot (more boots only where a run needs one:
+    see harness/vm_batch.py); ``--vm-per-run`` boots one VM per campaign instead."""
+    if args.vm_per_run:
+        statuses = {}
+        for run in runs:
+            say(f"=== {run.outdir.name} ({run.variant or run.config.kernel.variant})")
+            statuses[run.outdir] = _campaign_in_vm(args, run)
+        return statuses
+    from harness import vm_batch
+    from harness.progress import VmProgress
+    from harness.vm import VmResult, guest_python, record_crash, run_in_vm
+
+    planned = [
+        vm_batch.GuestRun(run.outdir, tuple(_guest_run_args(args, run)), _run_budget_s(run.config))
+        for run in runs
+    ]
+
+    def boot(plan: Path, budget_s: float) -> VmResult:
+        spec = _vm_spec(args, budget_s)
+        say(
+            f"booting {spec.kernel} ({spec.cpus} CPUs, {spec.memory}) for "
+            f"{len(vm_batch.read_plan(plan))} campaign(s) back to back; "
+            f"console: {vm_dir}/console.log"
+        )
+        guest = [guest_python(), "-m", "harness.cli", "run-plan", str(plan)]
+        with VmProgress(f"{PROG}:") as progress:
+            result = run_in_vm(spec, vm_dir, guest, on_line=progress.line)
+        first = f"{result.boot_s:.1f} s" if result.boot_s is not None else "?"
+        say(f"VM finished in {result.wall_s:.1f} s (first harness output after {first})")
+        return result
+
+    def on_crash(outdir: Path, result: object) -> None:
+        assert isinstance(result, VmResult)
+        record_crash(outdir, result)
+        what = "timed out" if result.timed_out else "died (kernel crash or panic?)"
+        say(f"the VM {what} during {outdir.name}; console tail in {vm_dir}/console.log")
+
+    outcome = vm_batch.run_batch(planned, vm_dir, boot, on_crash)
+    for run in runs:
+        status = outcome.statuses.get(run.outdir)
+        say(f"=== {run.outdir.name} ({run.variant}): exit status {status}")
+        _print_run_table(run.outdir)
+    return outcome.statuses
+
+
+def cmd_run_plan(args: argparse.Namespace) -> int:
+    """In the VM: the campaigns of a plan file back to back (compare, scenarios)."""
+    from harness import vm_batch
+
+    runs = vm_batch.read_plan(Path(args.plan))
+    for run in runs:
+        vm_batch.mark_started(run.outdir)
+        status = main(["run", *run.args])
+        vm_batch.mark_done(run.outdir, status)
+        if status == EXIT_INTERRUPTED:
+            return status
+    return EXIT_OK
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    """The same campaign on the unfixed and the fixed module variant, one VM each."""
+    """The same campaign on the unfixed and the fixed module variant, back to back in one
+    boot (a run the guest died in costs the other nothing: it gets its own boot)."""
     from harness import compare, kbuild
     from harness.vm import default_kernel, kernel_release
 
@@ -302,9 +389,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f" ({'cached' if build.cached else f'built in {build.build_seconds:.0f} s'})"
             )
     args.kernel = kernel
-    for variant in variants:
-        say(f"=== {variant} variant")
-        _campaign_in_vm(args, config, _fresh_outdir(outdir / variant), variant)
+    config_path = Path(args.config)
+    runs = [
+        PlannedCampaign(config_path, config, _fresh_outdir(outdir / variant), variant)
+        for variant in variants
+    ]
+    _campaigns_in_vm(args, runs, outdir)
     result = compare.compare(
         compare.outcome(args.stock, outdir / args.stock),
         compare.outcome(args.patched, outdir / args.patched),
@@ -327,15 +417,14 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
         kbuild.build_variant(
             variant, release=release, cache_dir=args.modules and Path(args.modules)
         )
-    results = []
+    runs = []
     for config_path in args.configs:
         args.config = config_path
-        config = load_config(args)
-        name = Path(config_path).stem
-        say(f"=== scenario {name} on {variant}")
-        rundir = _fresh_outdir(outdir / name)
-        _campaign_in_vm(args, config, rundir, variant)
-        results.append(scenarios.scenario_result(name, rundir))
+        config = load_config(args)  # every config is checked before anything boots
+        rundir = _fresh_outdir(outdir / Path(config_path).stem)
+        runs.append(PlannedCampaign(Path(config_path), config, rundir, variant))
+    _campaigns_in_vm(args, runs, outdir)
+    results = [scenarios.scenario_result(run.outdir.name, run.outdir) for run in runs]
     print(scenarios.write(results, outdir), flush=True)
     return EXIT_OK
 
@@ -562,6 +651,11 @@ def build_parser() -> argparse.ArgumentParser:
     flr.add_argument("--variant", choices=config_mod.VARIANTS, help="nvme module variant")
     flr.add_argument("--modules", help="module build cache (default: build/modules)")
     flr.set_defaults(func=cmd_floor)
+    plan = sub.add_parser(
+        "run-plan", help="campaigns of a plan file back to back (root, in the VM; used by compare)"
+    )
+    plan.add_argument("plan", help="plan JSON written by compare/scenarios")
+    plan.set_defaults(func=cmd_run_plan)
     vm = sub.add_parser("vm", help="boot a kernel in a VM and run the campaign inside")
     _campaign_options(vm)
     _vm_options(vm)
@@ -571,6 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
     _vm_options(cmp_)
     cmp_.add_argument("--stock", default="unfixed", choices=config_mod.VARIANTS)
     cmp_.add_argument("--patched", default="fixed", choices=config_mod.VARIANTS)
+    cmp_.add_argument(
+        "--vm-per-run",
+        action="store_true",
+        help="boot one VM per variant (default: both back to back in one boot)",
+    )
     cmp_.set_defaults(func=cmd_compare)
     scn = sub.add_parser("scenarios", help="hit rate of each named config on one variant")
     scn.add_argument("configs", nargs="+", help="campaign TOML files")
@@ -580,6 +679,11 @@ def build_parser() -> argparse.ArgumentParser:
     scn.add_argument("--widen", action="store_true")
     scn.add_argument("--variant", choices=config_mod.VARIANTS, default="unfixed")
     scn.add_argument("--modules")
+    scn.add_argument(
+        "--vm-per-run",
+        action="store_true",
+        help="boot one VM per config (default: all back to back in one boot)",
+    )
     _vm_options(scn)
     scn.set_defaults(func=cmd_scenarios)
     vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
