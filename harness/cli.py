@@ -84,6 +84,8 @@ def load_config(args: argparse.Namespace) -> config_mod.CampaignConfig:
         config = config_mod.override(config, "campaign", **changes)
     if getattr(args, "widen", False):
         config = config_mod.override(config, "widener", enabled=True)
+    if getattr(args, "backend", None):
+        config = config_mod.override(config, "target", backend=args.backend)
     return config
 
 
@@ -265,6 +267,8 @@ def _guest_run_args(args: argparse.Namespace, run: PlannedCampaign) -> list[str]
         guest += ["--variant", run.variant]
     if args.modules:
         guest += ["--modules", str(Path(args.modules).resolve())]
+    if getattr(args, "backend", None):
+        guest += ["--backend", args.backend]
     return guest
 
 
@@ -623,6 +627,11 @@ def _campaign_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=config_mod.VARIANTS, help="nvme module variant")
     parser.add_argument(
         "--modules", help="module build cache of scripts/build-variants (default: build/modules)"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=config_mod.TARGET_BACKENDS,
+        help="override target.backend (nvmetcli: `nvmetcli restore`, where nvmet is empty)",
     )
 
 

@@ -47,6 +47,7 @@ NETWORKS = ("loopback", "netns")
 BACKINGS = ("file", "dm")
 IOPOLICIES = ("numa", "round-robin")
 CONNECT_METHODS = ("fabrics", "nvme-cli")
+TARGET_BACKENDS = ("configfs", "nvmetcli")
 ORDERS = ("round_robin", "random")
 PATH_CHOICES = ("alternate", "random", "first", "last")
 VARIANTS = ("distro", "fixed", "unfixed")
@@ -79,6 +80,9 @@ class TargetSection:
     size_mib: int = 256
     first_port: int = 4421
     allow_any_host: bool = False
+    # "configfs": the harness makes its entries itself; "nvmetcli": `nvmetcli restore` of
+    # the run's nvmetcli JSON (only where nvmet holds nothing else: restore clears all).
+    backend: str = "configfs"
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "target.backing": BACKINGS,
     "host.iopolicy": IOPOLICIES,
     "host.connect_with": CONNECT_METHODS,
+    "target.backend": TARGET_BACKENDS,
     "workload.rw": ("randrw", "randread", "randwrite", "rw", "read", "write"),
     "kernel.variant": VARIANTS,
     "kernel.accel": ACCELS,

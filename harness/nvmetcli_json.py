@@ -10,11 +10,11 @@ The shape is what ``nvmetcli save`` writes and ``nvmetcli restore`` reads::
                      "allowed_hosts": [...], "namespaces": [{"nsid": 1, "enable": 1,
                      "ana_grpid": 1, "device": {"path": ..., "uuid": ..., "nguid": ...}}]}]}
 
-The harness never runs ``nvmetcli restore`` itself, even where nvmetcli is installed:
-restore clears every existing nvmet entry first (``clear_existing=True``), including
-subsystems and ports the harness did not create, which the safety rules forbid. It drives
-configfs directly (target.py) and writes this file so a person can inspect or replay a run's
-target with nvmetcli. nvmetcli does not save ``buffered_io``; we write it as an extra
+By default the harness drives configfs directly (target.py) and writes this file so a
+person can inspect or replay a run's target with nvmetcli. ``target.backend = "nvmetcli"``
+(harness/nvmetcli_backend.py) builds the target with ``nvmetcli restore`` of this file
+instead, and only where nvmet holds nothing else: restore clears every existing nvmet entry
+first, including subsystems and ports the harness did not create. nvmetcli does not save ``buffered_io``; we write it as an extra
 namespace key that nvmetcli ignores on restore (a file on tmpfs then needs it set by hand).
 """
 

@@ -30,6 +30,7 @@ PACKAGE_OF_TOOL: dict[str, str] = {
     "tc": "iproute2",
     "vng": "virtme-ng (pip)",
     "tee": "coreutils",
+    "nvmetcli": "nvmetcli (Fedora, Arch; not packaged for Debian 12)",
 }
 
 

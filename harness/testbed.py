@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from harness import backing as backing_mod
+from harness import nvmetcli_backend
 from harness.config import CampaignConfig
 from harness.errors import HarnessError
 from harness.host import HostIdentity, MultipathDevice, NvmeHost, PathEndpoint
@@ -92,7 +95,11 @@ class Testbed:
         self.spec = self.target_spec()
         self.target = NvmetTarget(self.kfs, netns=self.network.netns)
         with self._phase("target"):
-            self.target.apply(self.spec)
+            if tcfg.backend == "nvmetcli":
+                with tempfile.TemporaryDirectory(prefix="nvmfh-nvmetcli-") as tmp:
+                    nvmetcli_backend.apply(self.target, self.spec, Path(tmp) / "target.json")
+            else:
+                self.target.apply(self.spec)
         with self._phase("connect"):
             for endpoint in self.endpoints:
                 self.connect(endpoint)
