@@ -202,4 +202,5 @@ class Testbed:
         if self.network is not None:
             errors += self.network.teardown()
             self.network = None
+        self.kfs.close()  # its child process; a later change would start a new one
         return errors
