@@ -14,8 +14,9 @@ By default the harness drives configfs directly (target.py) and writes this file
 person can inspect or replay a run's target with nvmetcli. ``target.backend = "nvmetcli"``
 (harness/nvmetcli_backend.py) builds the target with ``nvmetcli restore`` of this file
 instead, and only where nvmet holds nothing else: restore clears every existing nvmet entry
-first, including subsystems and ports the harness did not create. nvmetcli does not save ``buffered_io``; we write it as an extra
-namespace key that nvmetcli ignores on restore (a file on tmpfs then needs it set by hand).
+first, including subsystems and ports the harness did not create. nvmetcli does not save
+``buffered_io``; we write it as an extra namespace key that nvmetcli ignores on restore (the
+nvmetcli backend sets it afterwards; by hand, a file on tmpfs needs it set before enable).
 """
 
 from __future__ import annotations
