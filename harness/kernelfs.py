@@ -61,7 +61,13 @@ class KernelFsChild:
                 assert proc.stdin is not None
                 proc.stdin.write((json.dumps(request) + "\n").encode())
                 proc.stdin.flush()
-            line = self._read_line(proc, timeout_s)
+            try:
+                line = self._read_line(proc, timeout_s)
+            except BaseException:
+                # Ctrl-C or a timeout mid-request: the child may still answer it later, and
+                # that answer must never be taken for the next request's. A new child then.
+                self._abandon()
+                raise
         try:
             answer = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -233,3 +233,30 @@ def test_child_serve_answers_each_line(tmp_path: Path) -> None:
     answers = [json.loads(line) for line in replies.getvalue().splitlines()]
     assert [a["ok"] for a in answers] == [True, False, False, True]
     assert not (tmp_path / "d").exists()
+
+
+def test_an_interrupted_request_never_answers_the_next_one(
+    tmp_path: Path, kfs: KernelFs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while waiting: the late answer of that request must not be read as the answer
+    of the next one (the child is replaced)."""
+    kfs.write("/one", "1")
+    real_select = kernelfs.select.select
+    calls = {"n": 0}
+
+    def interrupted_select(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+        return real_select(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(kernelfs.select, "select", interrupted_select)
+    with pytest.raises(KeyboardInterrupt):
+        kfs.mkdir("/dir")  # its answer, if the child got to it, is never read
+    # Each answer must belong to its own request: shifted by one, the failing rmdir would
+    # get the "ok" of the mkdir before it.
+    kfs.mkdir("/a")
+    with pytest.raises(KernelFsError, match=r"rmdir .* failed: No such file"):
+        kfs.rmdir("/nope")
+    kfs.mkdir("/b")
+    assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()
