@@ -80,6 +80,13 @@ class KernelFsChild:
         with self._lock:
             self._abandon()
 
+    def __del__(self) -> None:
+        # Unreferenced: end of input ends the child (it is idle: no request in flight).
+        proc = self._proc
+        if proc is not None and proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+
     def _ensure(self) -> subprocess.Popen[bytes]:
         if self._proc is None or self._proc.poll() is not None:
             self._abandon()

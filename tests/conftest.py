@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from tests.fakes import FakeSysfs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests stop fake tools (shell scripts standing in for fio, bpftrace) with SIGINT, as the
+    harness stops the real ones. A shell cannot trap a signal it was started ignoring, and a
+    test run started in the background of a non-interactive shell (`cmd &`, nohup) passes
+    SIGINT ignored to every child: take Python's default handler back, so children start
+    with SIGINT at its default as they would from a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import select
 import time
 from pathlib import Path
 
@@ -241,16 +242,18 @@ def test_an_interrupted_request_never_answers_the_next_one(
     """Ctrl-C while waiting: the late answer of that request must not be read as the answer
     of the next one (the child is replaced)."""
     kfs.write("/one", "1")
-    real_select = kernelfs.select.select
+    real_select = select.select
     calls = {"n": 0}
 
-    def interrupted_select(*args: object, **kwargs: object) -> object:
+    def interrupted_select(
+        rlist: list[int], wlist: list[int], xlist: list[int], timeout: float | None = None
+    ) -> tuple[list[int], list[int], list[int]]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise KeyboardInterrupt
-        return real_select(*args, **kwargs)  # type: ignore[arg-type]
+        return real_select(rlist, wlist, xlist, timeout)
 
-    monkeypatch.setattr(kernelfs.select, "select", interrupted_select)
+    monkeypatch.setattr(select, "select", interrupted_select)
     with pytest.raises(KeyboardInterrupt):
         kfs.mkdir("/dir")  # its answer, if the child got to it, is never read
     # Each answer must belong to its own request: shifted by one, the failing rmdir would
