@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 
 from harness.errors import HarnessError, ToolError
-from harness.kernelfs import KernelFs
+from harness.kernelfs import FABRICS_DEVICE, KernelFs
 from harness.procs import run
 
 SUBSYS_CLASS = "/sys/class/nvme-subsystem"
@@ -27,7 +27,6 @@ HEAD_RE = re.compile(r"^nvme\d+n\d+$")
 PATH_RE = re.compile(r"^nvme\d+c\d+n\d+$")
 CTRL_RE = re.compile(r"^nvme\d+$")
 CONNECT_TIMEOUT_S = 30.0
-FABRICS_DEVICE = "/dev/nvme-fabrics"
 # Host NQNs the harness makes; clean finds nvmet host entries by this prefix (target.NQN_PREFIX).
 HOST_NQN_PREFIX = "nqn.2026-11.io.nvmf-harness:host-"
 
