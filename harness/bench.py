@@ -482,6 +482,60 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 1
     return lines
 
 
+def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    fm = report.floor_meta
+    out.append(
+        f"Campaign `{meta.get('throughput_config', '?')}` on variant "
+        f"`{meta.get('throughput_variant', '?')}`: per fault kind 60 / mean cycle. *Floor*: "
+        f"the bare kernel operations of that fault, timed in the same VM before the campaign "
+        f"with no fio running (`nvmf-harness floor`, {fm.get('repeat', '?')} repetitions, "
+        "median of action + wait until done). *Waits*: warmup + mean jitter + hold + settle "
+        "of the config; *overhead*: cycle - floor - waits (fio start and stop, IO-flowing "
+        "check, device interlock, kernel-log read, record); *fio start+stop*: the part of "
+        "it from fio's start until IO completes on the paths, plus its stop (records' "
+        "`io_start_s` + `io_stop_s`)."
+    )
+    out.append("")
+    out += _table(
+        (
+            "fault",
+            "iterations",
+            "mean cycle s",
+            "per minute",
+            "floor ops",
+            "floor s",
+            "floor per minute",
+            "waits s",
+            "overhead s",
+            "fio start+stop s",
+        ),
+        (
+            (
+                f.fault,
+                f.iterations,
+                f.mean_cycle_s,
+                f.per_minute,
+                f.floor_ops,
+                f.floor_s,
+                f.floor_per_minute,
+                f.configured_waits_s,
+                f.overhead_s,
+                f.fio_start_stop_s,
+            )
+            for f in report.fault_rates
+        ),
+        digits=2,
+    )
+    out += ["", "The floor, per bare operation (seconds):", ""]
+    out += _table(
+        ("op", "n", "median action s", "median total s", "errors"),
+        ((f.name, f.n, f.median_action_s, f.median_total_s, f.errors) for f in report.floor),
+        digits=3,
+    )
+    return out
+
+
 def markdown(report: BenchReport) -> str:
     meta = report.meta
     out = ["# nvmf-harness benchmarks", ""]
@@ -561,55 +615,10 @@ def markdown(report: BenchReport) -> str:
         ),
     )
     out += ["", "## 2. Fault iterations per minute, against the kernel's floor", ""]
-    fm = report.floor_meta
-    out.append(
-        f"Campaign `{meta.get('throughput_config', '?')}` on variant "
-        f"`{meta.get('throughput_variant', '?')}`: per fault kind 60 / mean cycle. *Floor*: "
-        f"the bare kernel operations of that fault, timed in the same VM before the campaign "
-        f"with no fio running (`nvmf-harness floor`, {fm.get('repeat', '?')} repetitions, "
-        "median of action + wait until done). *Waits*: warmup + mean jitter + hold + settle "
-        "of the config; *overhead*: cycle - floor - waits (fio start and stop, IO-flowing "
-        "check, device interlock, kernel-log read, record); *fio start+stop*: the part of "
-        "it from fio's start until IO completes on the paths, plus its stop (records' "
-        "`io_start_s` + `io_stop_s`)."
-    )
-    out.append("")
-    out += _table(
-        (
-            "fault",
-            "iterations",
-            "mean cycle s",
-            "per minute",
-            "floor ops",
-            "floor s",
-            "floor per minute",
-            "waits s",
-            "overhead s",
-            "fio start+stop s",
-        ),
-        (
-            (
-                f.fault,
-                f.iterations,
-                f.mean_cycle_s,
-                f.per_minute,
-                f.floor_ops,
-                f.floor_s,
-                f.floor_per_minute,
-                f.configured_waits_s,
-                f.overhead_s,
-                f.fio_start_stop_s,
-            )
-            for f in report.fault_rates
-        ),
-        digits=2,
-    )
-    out += ["", "The floor, per bare operation (seconds):", ""]
-    out += _table(
-        ("op", "n", "median action s", "median total s", "errors"),
-        ((f.name, f.n, f.median_action_s, f.median_total_s, f.errors) for f in report.floor),
-        digits=3,
-    )
+    if report.fault_rates or report.floor:
+        out += _fault_rate_section(report, meta)
+    else:
+        out.append("Not measured.")
     out += ["", "## 3. fio on the multipath head: with the harness vs bare fio", ""]
     t = report.throughput
     if t is None:
