@@ -187,7 +187,7 @@ def run_in_vm(
     finally:
         watchdog.cancel()
         console.close()
-    status = _guest_status(rwdir)
+    status = guest_status(rwdir)
     crashed = status is None and not timed_out
     return VmResult(
         exit_status=status,
@@ -213,7 +213,8 @@ def _kill(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=30)
 
 
-def _guest_status(rwdir: Path) -> int | None:
+def guest_status(rwdir: Path) -> int | None:
+    """The exit status the guest command wrote into ``rwdir``; None if it wrote none."""
     try:
         return int((rwdir / GUEST_EXIT_FILE).read_text().strip())
     except (OSError, ValueError):

@@ -30,6 +30,7 @@ from harness.cli import EXIT_INFRA
 from harness.errors import HarnessError
 from harness.results import RESULTS_FILE, write_json_atomic
 from harness.vm import GUEST_EXIT_FILE as STATUS_FILE
+from harness.vm import guest_status
 
 STARTED_FILE = "guest-started"
 
@@ -71,13 +72,6 @@ def read_plan(path: Path) -> list[GuestRun]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"cannot read the run plan {path}: {exc}") from exc
     return runs
-
-
-def guest_status(outdir: Path) -> int | None:
-    try:
-        return int((outdir / STATUS_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
 
 
 def mark_started(outdir: Path) -> None:

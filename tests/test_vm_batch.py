@@ -15,6 +15,7 @@ import pytest
 from harness import cli, vm_batch
 from harness.errors import HarnessError
 from harness.results import RESULTS_FILE
+from harness.vm import guest_status
 from harness.vm_batch import GuestRun, RunState
 
 Behaviour = Callable[[GuestRun], str]  # "ok", "fail", "refused", "crash"
@@ -125,7 +126,7 @@ def test_run_state(tmp_path: Path) -> None:
     (run.outdir / RESULTS_FILE).write_text("{}\n")  # it ran: an infra error stands
     assert vm_batch.run_state(run, first_in_boot=False) == RunState.DONE
     vm_batch.forget_attempt(run.outdir)
-    assert vm_batch.guest_status(run.outdir) is None
+    assert guest_status(run.outdir) is None
     assert not (run.outdir / vm_batch.STARTED_FILE).exists()
 
 
@@ -152,5 +153,5 @@ def test_guest_run_plan_marks_each_run(tmp_path: Path) -> None:
     vm_batch.write_plan(planned, tmp_path / "plan.json")
     assert cli.main(["run-plan", str(tmp_path / "plan.json")]) == cli.EXIT_OK
     for run in planned:
-        assert vm_batch.guest_status(run.outdir) == cli.EXIT_USAGE
+        assert guest_status(run.outdir) == cli.EXIT_USAGE
         assert (run.outdir / vm_batch.STARTED_FILE).exists()
