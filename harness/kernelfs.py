@@ -49,18 +49,13 @@ class KernelFsChild:
 
     def call(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Send one request and wait up to ``timeout_s`` for the answer."""
+        payload = (json.dumps(request) + "\n").encode()
         with self._lock:
-            proc = self._ensure()
-            assert proc.stdin is not None
             try:
-                proc.stdin.write((json.dumps(request) + "\n").encode())
-                proc.stdin.flush()
+                proc = self._send(payload)
             except OSError:  # it died since the last request: one more try with a new one
                 self._abandon()
-                proc = self._ensure()
-                assert proc.stdin is not None
-                proc.stdin.write((json.dumps(request) + "\n").encode())
-                proc.stdin.flush()
+                proc = self._send(payload)
             try:
                 line = self._read_line(proc, timeout_s)
             except BaseException:
@@ -79,6 +74,13 @@ class KernelFsChild:
     def close(self) -> None:
         with self._lock:
             self._abandon()
+
+    def _send(self, payload: bytes) -> subprocess.Popen[bytes]:
+        proc = self._ensure()
+        assert proc.stdin is not None
+        proc.stdin.write(payload)
+        proc.stdin.flush()
+        return proc
 
     def __del__(self) -> None:
         # Unreferenced: end of input ends the child (it is idle: no request in flight).
