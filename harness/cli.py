@@ -5,6 +5,7 @@
     nvmf-harness vm       --config F --out DIR     boot a kernel with virtme-ng, run it inside
     nvmf-harness compare  --config F --out DIR     unfixed vs fixed modules, one boot for both
     nvmf-harness scenarios CONFIG... --out DIR     hit rate per config, one boot for all
+    nvmf-harness matrix   --release REL... --out DIR  per Debian release: affected? fixed?
     nvmf-harness vm-pytest --out DIR [-- ARGS]     pytest testcases/ inside the VM
     nvmf-harness report   DIR                      per-fault table of a results directory
     nvmf-harness clean    [--dry-run]              remove what earlier runs left
@@ -218,14 +219,18 @@ def _progress_printer(args: argparse.Namespace) -> Any:
 
 
 def _vm_spec(args: argparse.Namespace, timeout_s: float) -> Any:
+    """The VmSpec of a VM command: the kernel scripts/setup prepared unless --kernel."""
     from harness.vm import VmSpec, default_kernel
 
+    if args.boot_timeout is not None and args.boot_timeout <= 0:
+        raise HarnessError(f"--boot-timeout {args.boot_timeout:g}: give seconds above 0")
     return VmSpec(
         kernel=args.kernel or default_kernel(),
         memory=args.memory,
         cpus=args.cpus,
         accel=args.accel,
         timeout_s=args.timeout or timeout_s,
+        boot_timeout_s=args.boot_timeout,
     )
 
 
@@ -373,10 +378,28 @@ def cmd_run_plan(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """The same campaign on the unfixed and the fixed module variant, back to back in one
-    boot (a run the guest died in costs the other nothing: it gets its own boot)."""
-    from harness import compare, kbuild
+    boot (a run the guest died in costs the other nothing: it gets its own boot).
+
+    With ``--sequential``, batches of ``--batch`` iterations per variant run (one boot each,
+    a new seed each) until the verdict is decided or a cap is hit (harness/stopping.py);
+    each batch goes to OUT/batch-NN/{stock,patched} and the comparison pools them all.
+    Exit 0 only for REPRODUCED AND FIXED, 1 for every other verdict.
+    """
+    from harness import compare, kbuild, stopping
     from harness.vm import default_kernel, kernel_release
 
+    if args.sequential and args.iterations:
+        raise HarnessError(
+            "--iterations and --sequential do not go together",
+            hint="give --batch and --max-iterations (per variant) instead",
+        )
+    if not 0.0 < args.alpha < 1.0:
+        raise HarnessError(f"--alpha {args.alpha:g}: give a level in (0, 1), e.g. 0.01")
+    plan = (
+        stopping.make_plan(args.alpha, args.batch, args.max_iterations, args.max_minutes)
+        if args.sequential
+        else None
+    )
     config = load_config(args)
     outdir = Path(args.out).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -394,17 +417,109 @@ def cmd_compare(args: argparse.Namespace) -> int:
             )
     args.kernel = kernel
     config_path = Path(args.config)
-    runs = [
-        PlannedCampaign(config_path, config, _fresh_outdir(outdir / variant), variant)
-        for variant in variants
-    ]
-    _campaigns_in_vm(args, runs, outdir)
-    result = compare.compare(
-        compare.outcome(args.stock, outdir / args.stock),
-        compare.outcome(args.patched, outdir / args.patched),
-    )
-    print(compare.write(result, outdir), flush=True)
-    return EXIT_OK if result.reproduced and result.fixed else EXIT_FAILURES
+    if plan is None:
+        runs = [
+            PlannedCampaign(config_path, config, _fresh_outdir(outdir / variant), variant)
+            for variant in variants
+        ]
+        _campaigns_in_vm(args, runs, outdir)
+        result = compare.compare(
+            compare.outcome(args.stock, outdir / args.stock),
+            compare.outcome(args.patched, outdir / args.patched),
+            alpha=args.alpha,
+        )
+        say(f"rule: {result.rule}")
+        print(compare.write(result, outdir), flush=True)
+        return EXIT_OK if result.fixed else EXIT_FAILURES
+
+    looks = plan.looks
+    say(f"rule: {plan.describe()}")
+    batch_dirs: list[Path] = []
+    first_seed = config.campaign.seed
+
+    def run_batch(number: int, size: int) -> tuple[compare.VariantOutcome, compare.VariantOutcome]:
+        batch_dir = outdir / f"batch-{number:02d}"
+        seed = first_seed + number - 1
+        batch_args = argparse.Namespace(**vars(args))
+        batch_args.iterations, batch_args.seed = size, seed
+        batch_config = config_mod.override(config, "campaign", iterations=size, seed=seed)
+        runs = [
+            PlannedCampaign(config_path, batch_config, _fresh_outdir(batch_dir / v), v)
+            for v in variants
+        ]
+        say(f"=== batch {number}/{looks}: {size} iterations per variant, seed {seed}")
+        _campaigns_in_vm(batch_args, runs, batch_dir)
+        batch_dirs.append(batch_dir)
+        return (
+            compare.outcome(args.stock, *(d / args.stock for d in batch_dirs)),
+            compare.outcome(args.patched, *(d / args.patched for d in batch_dirs)),
+        )
+
+    def show(look: stopping.Look, decision: stopping.Decision) -> None:
+        say(
+            f"look {look.number}/{looks}: {args.stock} {look.stock_race_iterations}/"
+            f"{look.stock_trials} vs {args.patched} {look.patched_race_iterations}/"
+            f"{look.patched_trials} race iterations, one-sided p={look.p_one_sided:.3g} "
+            f"(alpha per look {look.alpha:.3g}): {look.verdict}; {decision.detail}"
+        )
+
+    sequence = stopping.run_sequence(plan, run_batch, on_look=show)
+    say(f"stopped: {sequence.detail}")
+    text = compare.write(sequence.comparison, outdir, extra={"sequential": sequence.to_dict()})
+    print(text, flush=True)
+    return EXIT_OK if sequence.comparison.fixed else EXIT_FAILURES
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    """Per Debian kernel release: both variants from its own source, one boot, a verdict.
+
+    Every release is checked (installed, source fetched, variants built) before anything
+    boots. Exit 0 when every release got a verdict, 1 when one is inconclusive.
+    """
+    from harness import matrix, releases
+
+    names = list(dict.fromkeys(args.release or []))
+    if args.all_installed:
+        names += [name for name in releases.installed_releases() if name not in names]
+    if not names:
+        raise HarnessError(
+            "no kernel release given",
+            hint="--release 6.1.0-47-amd64 (repeatable) or --all-installed",
+        )
+    args.config = args.config or str(matrix.default_config())
+    config = load_config(args)
+    outdir = Path(args.out).resolve()
+    outdir.mkdir(parents=True, exist_ok=True)
+    args.modules = str(Path(args.modules or matrix.MODULES_CACHE).resolve())  # the guest's too
+    cache = Path(args.modules)
+    prepared = []
+    for name in names:
+        ready = matrix.prepare_release(name, modules_cache=cache)
+        built = ", ".join(
+            f"{variant} {build.srcversion.get('nvme-core', '?')}"
+            f"{' (as shipped)' if build.as_shipped else ''}"
+            for variant, build in ready.builds.items()
+        )
+        say(
+            f"{name}: {ready.release.source_spec}, fix in source {ready.facts.has_fix}, "
+            f"zero-size EOD check {ready.facts.zero_size_eod_check}; nvme_core {built}"
+        )
+        prepared.append(ready)
+    config_path = Path(args.config)
+    results = []
+    for ready in prepared:
+        release_dir = outdir / ready.release.name
+        args.kernel = str(ready.release.kernel_image)
+        runs = [
+            PlannedCampaign(config_path, config, _fresh_outdir(release_dir / variant), variant)
+            for variant in matrix.MATRIX_VARIANTS
+        ]
+        _campaigns_in_vm(args, runs, release_dir)
+        results.append(matrix.release_result(ready, release_dir))
+    print(matrix.write(results, outdir), flush=True)
+    say(f"matrix: {outdir}/{matrix.MATRIX_HTML} (also .md, .json, .txt)")
+    undecided = [r for r in results if r.verdict == matrix.ReleaseVerdict.INCONCLUSIVE]
+    return EXIT_FAILURES if undecided else EXIT_OK
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
@@ -532,9 +647,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if left else EXIT_OK
 
 
-def cmd_doctor(_args: argparse.Namespace) -> int:
-    from harness.doctor import run_checks
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import retest_kvm, run_checks
 
+    if args.test_kvm:
+        retest_kvm(say)
     checks = run_checks()
     for check in checks:
         mark = "ok  " if check.ok else ("warn" if check.optional else "FAIL")
@@ -636,11 +753,26 @@ def _campaign_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _vm_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kernel", help="kernel image (default: newest /boot/vmlinuz-*)")
+    parser.add_argument(
+        "--kernel",
+        help="kernel image (default: the one scripts/setup prepared, build/prepared-kernel.json)",
+    )
     parser.add_argument("--memory", default="2G")
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--accel", choices=config_mod.ACCELS, default="auto")
+    parser.add_argument(
+        "--accel",
+        choices=config_mod.ACCELS,
+        default="auto",
+        help="auto: KVM when it works here (a KVM boot that stays silent is remembered and "
+        "booted again under TCG), else TCG",
+    )
     parser.add_argument("--timeout", type=float, help="seconds before the VM is killed")
+    parser.add_argument(
+        "--boot-timeout",
+        type=float,
+        help="seconds to the guest's first line before the VM is ended (default: 60 with "
+        "KVM, 180 with TCG)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -679,6 +811,32 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="boot one VM per variant (default: both back to back in one boot)",
     )
+    cmp_.add_argument(
+        "--alpha",
+        type=float,
+        default=0.01,
+        help="level of the one-sided Fisher test: REPRODUCED only when p < alpha "
+        "(with --sequential: over all looks together)",
+    )
+    cmp_.add_argument(
+        "--sequential",
+        "--until-decided",
+        action="store_true",
+        help="run batches until the verdict is decided or a cap is hit (group-sequential, "
+        "each look at alpha / looks); results in OUT/batch-NN/",
+    )
+    cmp_.add_argument(
+        "--batch", type=int, default=10, help="iterations per variant per batch (--sequential)"
+    )
+    cmp_.add_argument(
+        "--max-iterations",
+        type=int,
+        default=60,
+        help="cap of iterations per variant (--sequential; looks = max-iterations / batch)",
+    )
+    cmp_.add_argument(
+        "--max-minutes", type=float, help="no batch starts that would end later (--sequential)"
+    )
     cmp_.set_defaults(func=cmd_compare)
     scn = sub.add_parser("scenarios", help="hit rate of each named config on one variant")
     scn.add_argument("configs", nargs="+", help="campaign TOML files")
@@ -695,6 +853,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _vm_options(scn)
     scn.set_defaults(func=cmd_scenarios)
+    mtx = sub.add_parser(
+        "matrix", help="per Debian kernel release: both variants from its source, a verdict"
+    )
+    _campaign_options(mtx)
+    mtx.set_defaults(config=None)  # harness.matrix.default_config(); modules: build/matrix-modules
+    _vm_options(mtx)
+    mtx.add_argument(
+        "--release", action="append", help="kernel release, e.g. 6.1.0-47-amd64 (repeatable)"
+    )
+    mtx.add_argument(
+        "--all-installed", action="store_true", help="every installed linux-image-* release"
+    )
+    mtx.add_argument("--vm-per-run", action="store_true", help="boot one VM per variant")
+    mtx.set_defaults(func=cmd_matrix)
     vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
     vmp.add_argument("--out", required=True)
     _vm_options(vmp)
@@ -727,6 +899,12 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("--dry-run", action="store_true", help="only list them")
     clean.set_defaults(func=cmd_clean)
     doctor = sub.add_parser("doctor", help="check that everything needed is installed")
+    doctor.add_argument(
+        "--test-kvm",
+        action="store_true",
+        help="boot the prepared kernel under KVM with a trivial command (about a minute at "
+        "most) and remember whether KVM works here",
+    )
     doctor.set_defaults(func=cmd_doctor)
     rem = sub.add_parser(
         "remote", help="run nvmf-harness ARGS on another machine over SSH, fetch results"

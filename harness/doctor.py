@@ -6,13 +6,17 @@ import importlib.util
 import os
 import platform
 import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import ToolError
+from harness import prepared, vm
+from harness.errors import HarnessError, ToolError
 from harness.procs import PACKAGE_OF_TOOL, require_tool, run
 
 APT = "apt-get install -y"
+SETUP = "sudo scripts/setup"
 
 
 @dataclass(frozen=True)
@@ -59,9 +63,73 @@ def newest_release() -> str:
     return releases[-1] if releases else platform.release()
 
 
+def prepared_kernel_check(record_path: Path = prepared.RECORD_FILE) -> tuple[Check, str | None]:
+    """The kernel under test scripts/setup recorded, and whether its packages are still the
+    recorded versions. Returns the check and the prepared release (None: none usable)."""
+    try:
+        record = prepared.load(record_path)
+    except HarnessError as exc:
+        return Check("kernel under test", False, exc.message, exc.hint or SETUP), None
+    if not prepared.still_installed(record):
+        found = prepared.installed_versions(list(record.packages))
+        changed = ", ".join(
+            f"{package} {found.get(package, 'not installed')} (was {version})"
+            for package, version in record.packages.items()
+            if found.get(package) != version
+        )
+        return Check("kernel under test", False, f"{record.release}: {changed}", SETUP), None
+    return Check("kernel under test", True, prepared.describe(record)), record.release
+
+
+def kvm_answer_check(image: str | None, cache: vm.AccelCache, qemu: str, kvm_usable: bool) -> Check:
+    """What ``--accel auto`` will do with ``image``: the remembered KVM answer, if any."""
+    if not kvm_usable:
+        return Check("kvm", False, "no usable /dev/kvm: guests run under TCG", optional=True)
+    if image is None:
+        return Check("kvm", True, "/dev/kvm accepts a guest (no kernel prepared to ask about)")
+    answer = cache.lookup(vm.kernel_key(image), qemu)
+    if answer is None:
+        return Check(
+            "kvm",
+            True,
+            f"/dev/kvm accepts a guest; whether it boots {vm.kernel_key(image)} is not known "
+            f"yet (the first --accel auto run finds out, or: nvmf-harness doctor --test-kvm; "
+            f"answers kept in {cache.path})",
+        )
+    where = f"remembered in {cache.path}"
+    if answer.kvm_boots:
+        return Check("kvm", True, f"{answer.describe()}, {where}")
+    return Check(
+        "kvm",
+        False,
+        f"{answer.describe()}, {where}: --accel auto uses TCG",
+        "nvmf-harness doctor --test-kvm re-tests it",
+        optional=True,
+    )
+
+
+def retest_kvm(say: Callable[[str], None], record_path: Path = prepared.RECORD_FILE) -> None:
+    """``doctor --test-kvm``: boot the prepared kernel under KVM with ``true`` (at most
+    about 2 min) and remember the answer. Raises HarnessError when no kernel is prepared or
+    /dev/kvm refuses qemu outright."""
+    image = prepared.load(record_path).image
+    if not vm.kvm_usable():
+        raise HarnessError(
+            "/dev/kvm is missing or refuses qemu: nothing to test, guests run under TCG"
+        )
+    cache = vm.AccelCache(vm.default_accel_cache())
+    with tempfile.TemporaryDirectory(prefix="nvmfh-kvm-test-") as workdir:
+        answer = vm.check_kvm_boot(image, Path(workdir), cache, say)
+    say(f"{answer.describe()}; remembered in {cache.path}")
+
+
 def run_checks(release: str | None = None) -> list[Check]:
-    rel = release or newest_release()
+    """Every check, in the order doctor prints them. ``release``: the kernel whose modules are
+    checked (default: the prepared one, else the newest in /lib/modules)."""
+    kernel_check, prepared_rel = prepared_kernel_check()
+    rel = release or prepared_rel or newest_release()
     checks = [
+        kernel_check,
         Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "run as root (sudo)"),
         _tool("nvme", ["version"]),
         _tool("fio", ["--version"]),
@@ -79,7 +147,7 @@ def run_checks(release: str | None = None) -> list[Check]:
             "kernel image",
             image.exists(),
             str(image),
-            f"{APT} linux-image-amd64 (or pass --kernel)",
+            f"{APT} linux-image-{rel} (or pass --kernel)",
         )
     )
     checks.append(_fio_version(checks))
@@ -93,17 +161,9 @@ def run_checks(release: str | None = None) -> list[Check]:
                 f"pip install {package}",
             )
         )
-    from harness.vm import kvm_usable
-
-    kvm = kvm_usable()
-    checks.append(
-        Check(
-            "kvm",
-            kvm,
-            "usable" if kvm else "not usable: guests run under TCG (slower)",
-            optional=True,
-        )
-    )
+    cache = vm.AccelCache(vm.default_accel_cache())
+    known_image = str(image) if image.exists() else None
+    checks.append(kvm_answer_check(known_image, cache, vm.qemu_version(), vm.kvm_usable()))
     return checks
 
 

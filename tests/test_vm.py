@@ -13,11 +13,10 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from harness import vm
+from harness import prepared, vm
 from harness.errors import HarnessError
 from harness.results import RESULTS_FILE, SUMMARY_FILE, JsonlWriter, read_records
 from harness.vm import (
@@ -43,10 +42,19 @@ args = sys.argv[1:]
 script = args[args.index("--exec") + 1]
 rwdir = args[args.index("--rwdir") + 1]
 mode = os.environ.get("FAKE_VNG_MODE", "ok")
+kvm = "--disable-kvm" not in args
 with open(os.path.join(rwdir, "fake-vng.json"), "w") as f:
     json.dump({{"argv": args, "pid": os.getpid()}}, f)
+with open(os.path.join(rwdir, "fake-vng-boots.txt"), "a") as f:
+    f.write(("kvm" if kvm else "tcg") + "\\n")
+if mode == "mute" or (mode == "mute-kvm" and kvm):  # qemu runs, the guest never says a word
+    time.sleep(30)
+    sys.exit(0)
+if mode == "late":  # a slow boot: the first line comes after FAKE_VNG_DELAY seconds
+    time.sleep(float(os.environ["FAKE_VNG_DELAY"]))
+    sys.exit(subprocess.run(["bash", "-c", script]).returncode)
 print("[    0.000000] Linux version 6.1.0-56-amd64", flush=True)
-if mode == "ok":
+if mode in ("ok", "mute-kvm"):
     sys.exit(subprocess.run(["bash", "-c", script]).returncode)
 if mode == "crash":
     print("[   42.000000] Kernel panic - not syncing: Fatal exception", flush=True)
@@ -59,6 +67,16 @@ if mode == "chatty":  # a guest that never finishes but keeps printing
         time.sleep(0.1)
 """
 
+FAKE_QEMU = """\
+#!/bin/sh
+# A stand-in for qemu: answers --version (FAKE_QEMU_VERSION), refuses to run a guest.
+if [ "$1" = "--version" ]; then
+  echo "QEMU emulator version ${FAKE_QEMU_VERSION:-7.2.99 (fake)}"
+  exit 0
+fi
+exit 1
+"""
+
 
 @pytest.fixture
 def fake_vng(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -68,7 +86,7 @@ def fake_vng(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     vng_script = bindir / "vng"
     vng_script.write_text(FAKE_VNG.format(python=sys.executable))
     qemu = bindir / "qemu-system-x86_64"
-    qemu.write_text("#!/bin/sh\nexit 1\n")
+    qemu.write_text(FAKE_QEMU)
     for path in (vng_script, qemu):
         path.chmod(path.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -141,48 +159,44 @@ def test_exec_script_passes_every_argument_unchanged(tmp_path: Path, fake_vng: P
 # --- default kernel -------------------------------------------------------------------------------
 
 
-def with_boot(monkeypatch: pytest.MonkeyPatch, boot: Path) -> None:
-    """Point default_kernel's /boot at ``boot`` (it has no parameter for it)."""
-    real_path = Path
+def prepared_record(tmp_path: Path, release: str, image: Path) -> Path:
+    """A build/prepared-kernel.json as scripts/setup writes it."""
+    record = prepared.PreparedKernel(
+        release=release,
+        image=str(image),
+        packages={package: "6.1.192-2" for package in prepared.packages_of(release)},
+        source_tarball="/usr/src/linux-source-6.1.tar.xz",
+        chosen_by="requested (NVMF_HARNESS_RELEASE or argument)",
+        prepared_at="2026-12-01T02:00:00+0000",
+    )
+    path = tmp_path / "build" / "prepared-kernel.json"
+    prepared.write(record, path)
+    return path
 
-    def fake_path(*parts: Any) -> Path:
-        if parts == ("/boot",):
-            return boot
-        return real_path(*parts)
 
-    monkeypatch.setattr("harness.vm.Path", fake_path)
-
-
-def test_default_kernel_is_the_newest_image(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_default_kernel_is_the_prepared_one_not_the_newest(tmp_path: Path) -> None:
     boot = tmp_path / "boot"
     boot.mkdir()
-    for name in (
-        "vmlinuz-5.10.0-30-amd64",
-        "vmlinuz-6.1.0-9-amd64",
-        "vmlinuz-6.1.0-56-amd64",  # newer than -9 (numeric, not text order)
-        "vmlinuz-6.1.0-10-amd64",
-        "config-6.12.0-1-amd64",  # not an image
-        "System.map-6.12.0-1-amd64",
-        "initrd.img-6.12.0-1-amd64",
-    ):
-        (boot / name).write_text("")
-    with_boot(monkeypatch, boot)
-    assert default_kernel() == str(boot / "vmlinuz-6.1.0-56-amd64")
-    (boot / "vmlinuz-6.12.3-1-amd64").write_text("")
-    assert default_kernel() == str(boot / "vmlinuz-6.12.3-1-amd64")
+    for release in ("6.1.0-47-amd64", "6.1.0-56-amd64", "6.1.0-57-amd64", "6.12.107+deb12-amd64"):
+        (boot / f"vmlinuz-{release}").write_text("")
+    record = prepared_record(tmp_path, "6.1.0-56-amd64", boot / "vmlinuz-6.1.0-56-amd64")
+    assert default_kernel(record) == str(boot / "vmlinuz-6.1.0-56-amd64")
 
 
-def test_default_kernel_without_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    boot = tmp_path / "boot"
-    boot.mkdir()
-    (boot / "config-6.1.0-56-amd64").write_text("")
-    with_boot(monkeypatch, boot)
+def test_default_kernel_without_a_prepared_kernel(tmp_path: Path) -> None:
     with pytest.raises(HarnessError) as info:
-        default_kernel()
-    assert "no kernel image" in str(info.value)
+        default_kernel(tmp_path / "build" / "prepared-kernel.json")
+    assert "scripts/setup" in str(info.value)
     assert "--kernel" in str(info.value)
+
+
+def test_default_kernel_whose_image_is_gone(tmp_path: Path) -> None:
+    record = prepared_record(
+        tmp_path, "6.1.0-57-amd64", tmp_path / "boot" / "vmlinuz-6.1.0-57-amd64"
+    )
+    with pytest.raises(HarnessError) as info:
+        default_kernel(record)
+    assert "apt-get install linux-image-6.1.0-57-amd64" in str(info.value)
 
 
 def test_kernel_release() -> None:
@@ -323,3 +337,218 @@ def test_run_in_vm_times_out_a_silent_guest(
             pid = json.loads(info.read_text())["pid"]
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+# --- boot watchdog and the KVM fallback -----------------------------------------------------------
+
+
+def stop_fake_vng(rwdir: Path) -> None:
+    """Kill the fake vng a test started (its own process group), if it still runs."""
+    info = rwdir / "fake-vng.json"
+    if info.exists():
+        pid = json.loads(info.read_text())["pid"]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def boots_of(rwdir: Path) -> list[str]:
+    """The accelerators the fake vng was started with, in order."""
+    return (rwdir / "fake-vng-boots.txt").read_text().split()
+
+
+@pytest.fixture
+def kvm_accepts_qemu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 1.5 s probe passes (as it does on a machine whose KVM then never boots)."""
+    monkeypatch.setattr(vm, "kvm_usable", lambda: True)
+
+
+def test_a_guest_that_never_prints_is_ended_by_the_boot_watchdog(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "mute")
+    out = tmp_path / "o"
+    said: list[str] = []
+    spec = VmSpec(kernel=KERNEL, accel="tcg", timeout_s=60, boot_timeout_s=1)
+    started = time.monotonic()
+    try:
+        result = run_in_vm(spec, out, GUEST_OK, say=said.append)
+    finally:
+        stop_fake_vng(out)
+    assert time.monotonic() - started < 10  # the boot limit, not the 60 s run timeout
+    assert result.boot_timed_out and result.timed_out and not result.crashed
+    assert result.guest_up_s is None and result.boot_s is None
+    assert (result.accel, result.boot_timeout_s, result.fallback) == ("tcg", 1.0, "")
+    assert boots_of(out) == ["tcg"]  # --accel tcg: no second boot
+    ended = [line for line in said if "no sign of life" in line]
+    assert len(ended) == 1, said
+    assert "1 s under TCG" in ended[0] and "--boot-timeout" in ended[0]
+    assert "# boot watchdog: no sign of life from the guest in 1 s under tcg" in (
+        (out / "console.log").read_text()
+    )
+    (run,) = json.loads((out / vm.VM_RECORD_FILE).read_text())["runs"]
+    assert run["boot_timeout_s"] == 1.0
+    assert run["boots"][0]["boot_timed_out"] is True
+    record_crash(out, result)
+    (crash,) = list(read_records(out / RESULTS_FILE))
+    assert crash["verdict"] == "vm_timeout"
+    assert "no sign of life" in crash["reason"]
+
+
+def test_a_guest_that_prints_after_a_delay_is_not_ended(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "late")
+    monkeypatch.setenv("FAKE_VNG_DELAY", "1.5")
+    spec = VmSpec(kernel=KERNEL, accel="tcg", timeout_s=60, boot_timeout_s=4)
+    result = run_in_vm(spec, tmp_path / "o", GUEST_OK, say=lambda _line: None)
+    assert result.exit_status == 3
+    assert not result.boot_timed_out and not result.timed_out
+    assert result.guest_up_s is not None and result.guest_up_s >= 1.5
+    assert result.boot_s is not None and result.boot_s >= result.guest_up_s
+    assert vm.GUEST_UP_MARKER not in result.console_tail  # the runner's marker is its own
+
+
+def test_a_guest_slower_than_the_limit_is_ended(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "late")
+    monkeypatch.setenv("FAKE_VNG_DELAY", "5")
+    out = tmp_path / "o"
+    spec = VmSpec(kernel=KERNEL, accel="tcg", timeout_s=60, boot_timeout_s=1)
+    try:
+        result = run_in_vm(spec, out, GUEST_OK, say=lambda _line: None)
+    finally:
+        stop_fake_vng(out)
+    assert result.boot_timed_out and result.exit_status is None
+
+
+def test_default_boot_limits() -> None:
+    spec = VmSpec(kernel=KERNEL)
+    assert spec.boot_limit_s(use_kvm=True) == vm.KVM_BOOT_TIMEOUT_S == 60
+    assert spec.boot_limit_s(use_kvm=False) == vm.TCG_BOOT_TIMEOUT_S == 180
+    assert VmSpec(kernel=KERNEL, boot_timeout_s=7).boot_limit_s(use_kvm=True) == 7
+
+
+def test_auto_falls_back_to_tcg_and_remembers_it(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch, kvm_accepts_qemu: None
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "mute-kvm")
+    cache = tmp_path / "cache" / "accel.json"
+    spec = VmSpec(kernel=KERNEL, accel="auto", timeout_s=60, boot_timeout_s=1.5, accel_cache=cache)
+    out = tmp_path / "first"
+    said: list[str] = []
+    try:
+        result = run_in_vm(spec, out, GUEST_OK, say=said.append)
+    finally:
+        stop_fake_vng(out)
+    assert boots_of(out) == ["kvm", "tcg"]
+    assert result.exit_status == 3 and not result.timed_out and not result.crashed
+    assert result.accel == "tcg"
+    assert "no sign of life from a KVM guest in 2 s" in result.fallback  # 1.5 s, rounded
+    fallback_lines = [line for line in said if "booting again under TCG" in line]
+    assert len(fallback_lines) == 1 and str(cache) in fallback_lines[0]
+    (answer,) = vm.AccelCache(cache).answers()
+    assert answer.kvm_boots is False
+    assert (answer.kernel, answer.qemu_version) == ("6.1.0-56-amd64", "7.2.99 (fake)")
+    (run,) = json.loads((out / vm.VM_RECORD_FILE).read_text())["runs"]
+    assert run["accel_requested"] == "auto" and run["accel"] == "tcg"
+    assert [boot["accel"] for boot in run["boots"]] == ["kvm", "tcg"]
+    assert run["boots"][0]["boot_timed_out"] is True
+    assert run["fallback"] == result.fallback
+    console = (out / "console.log").read_text().splitlines()
+    headers = [line for line in console if line.startswith("# ")]
+    assert "kvm (--accel auto: /dev/kvm accepted a guest; boot watchdog 2 s)" in headers[0]
+    assert "--disable-kvm" in headers[-1] and "fallback from KVM" in headers[-1]
+
+    # The next run goes straight to TCG: no 1.5 s of silence first.
+    again = tmp_path / "second"
+    result = run_in_vm(spec, again, GUEST_OK, say=said.append)
+    assert boots_of(again) == ["tcg"]
+    assert result.exit_status == 3 and result.fallback == ""
+    assert f"remembered in {cache}" in result.accel_reason
+    assert spec.use_kvm() is False
+
+    # The answer holds for one qemu version only: a new qemu gets KVM tried again.
+    monkeypatch.setenv("FAKE_QEMU_VERSION", "8.0.0 (new)")
+    assert spec.use_kvm() is True
+
+
+def test_auto_remembers_a_kvm_that_boots(
+    tmp_path: Path, fake_vng: Path, kvm_accepts_qemu: None
+) -> None:
+    cache = tmp_path / "accel.json"
+    spec = VmSpec(kernel=KERNEL, accel="auto", timeout_s=60, boot_timeout_s=5, accel_cache=cache)
+    result = run_in_vm(spec, tmp_path / "o", GUEST_OK, say=lambda _line: None)
+    assert result.accel == "kvm" and result.exit_status == 3
+    (answer,) = vm.AccelCache(cache).answers()
+    assert answer.kvm_boots is True
+    assert spec.use_kvm() is True
+
+
+def test_explicit_kvm_that_never_boots_is_not_retried(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "mute-kvm")
+    cache = tmp_path / "accel.json"
+    out = tmp_path / "o"
+    spec = VmSpec(kernel=KERNEL, accel="kvm", timeout_s=60, boot_timeout_s=1, accel_cache=cache)
+    try:
+        result = run_in_vm(spec, out, GUEST_OK, say=lambda _line: None)
+    finally:
+        stop_fake_vng(out)
+    assert boots_of(out) == ["kvm"]
+    assert result.boot_timed_out and result.accel == "kvm"
+    assert not cache.exists()  # only --accel auto learns
+
+
+def test_check_kvm_boot_records_the_answer(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "mute-kvm")
+    monkeypatch.setattr(vm, "KVM_BOOT_TIMEOUT_S", 1.0)
+    cache = vm.AccelCache(tmp_path / "accel.json")
+    out = tmp_path / "o"
+    try:
+        answer = vm.check_kvm_boot(KERNEL, out, cache, lambda _line: None)
+    finally:
+        stop_fake_vng(out)
+    assert answer.kvm_boots is False
+    assert "no sign of life" in answer.detail
+    assert cache.lookup("6.1.0-56-amd64", "7.2.99 (fake)") == answer
+    monkeypatch.setenv("FAKE_VNG_MODE", "ok")
+    answer = vm.check_kvm_boot(KERNEL, tmp_path / "p", cache, lambda _line: None)
+    assert answer.kvm_boots is True
+    assert cache.answers() == [answer]  # one answer per kernel and qemu, replaced
+
+
+def test_accel_cache_ignores_a_broken_file(tmp_path: Path) -> None:
+    path = tmp_path / "accel.json"
+    path.write_text("{not json")
+    cache = vm.AccelCache(path)
+    assert cache.answers() == []
+    answer = vm.KvmAnswer(False, "6.1.0-57-amd64", "7.2.22", "silent", "2026-12-01 02:00:00")
+    assert cache.remember(answer) == ""
+    assert cache.lookup("6.1.0-57-amd64", "7.2.22") == answer
+    assert cache.lookup("6.1.0-56-amd64", "7.2.22") is None
+
+
+def test_accel_cache_that_cannot_be_written_says_so(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cache = vm.AccelCache(blocker / "accel.json")  # a directory under a file: cannot exist
+    answer = vm.KvmAnswer(False, "6.1.0-57-amd64", "7.2.22", "silent", "2026-12-01 02:00:00")
+    assert cache.remember(answer).startswith("not remembered")
+
+
+def test_default_accel_cache_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(vm.ACCEL_CACHE_ENV, str(tmp_path))
+    assert vm.default_accel_cache() == tmp_path / "accel.json"
+    monkeypatch.delenv(vm.ACCEL_CACHE_ENV)
+    expected = (
+        Path("/var/cache/nvmf-harness/accel.json")
+        if os.geteuid() == 0
+        else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        / "nvmf-harness"
+        / "accel.json"
+    )
+    assert vm.default_accel_cache() == expected
