@@ -5,8 +5,14 @@ For one kernel release (its headers installed under /lib/modules/REL/build), thi
 ``<cache>/<release>/<variant>/``, makes the source "fixed" or "unfixed" with the project's patch
 (applied or reverted, depending on whether the source already carries the fix), builds
 nvme-core.ko, nvme-fabrics.ko and nvme-tcp.ko with the release's kbuild, checks their
-vermagic, and writes ``variant.json`` beside them. A later call with the same inputs finds
-``variant.json`` and does not build again.
+vermagic, and writes ``variant.json`` beside them. A later call with the same inputs (release,
+variant, patch, source tarball) finds ``variant.json`` and does not build again.
+
+Each release should be built from its own source: pass that release's tarball
+(harness.releases.fetch_source, or ``--own-source`` on the command line). When ``patch``
+cannot apply or revert the project's patch on a release's multipath.c (different context),
+the one statement is toggled inside ``nvme_ns_head_submit_bio()`` instead, and the record
+says so (``patch_method`` "toggle").
 
 Run ``python -m harness.kbuild --help`` (or scripts/build-variants).
 """
@@ -45,6 +51,14 @@ DEFAULT_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 MODULES_ROOT = Path("/lib/modules")
 VARIANT_FILE = "variant.json"
 FORMAT_VERSION = 1
+FIX_COMMENT: tuple[str, ...] = (
+    "/*",
+    " * Use BIO_REMAPPED to skip bio_check_eod() when this bio",
+    " * enters submit_bio_noacct() for the per-path device. The EOD",
+    " * check already passed on the multipath head.",
+    " */",
+)
+SET_DEV_STATEMENT = "bio_set_dev(bio, ns->disk->part0);"
 
 EXTRACT_TIMEOUT_S = 300.0
 MAKE_TIMEOUT_S = 1200.0
@@ -92,8 +106,16 @@ class VariantBuild:
     make_vars: list[str]
     built_at: str
     build_seconds: float
+    # How the source was changed: "patch" (patch(1) with the project's patch), "toggle" (the
+    # statement inserted or removed in nvme_ns_head_submit_bio()), "none" (as shipped).
+    patch_method: str = "patch"
     format_version: int = FORMAT_VERSION
     cached: bool = field(default=False, compare=False)
+
+    @property
+    def as_shipped(self) -> bool:
+        """Whether this variant is the release's source unchanged (patch_action "none")."""
+        return self.patch_action == "none"
 
     def ko(self, module: str) -> Path:
         return Path(self.module_dir) / f"{module}.ko"
@@ -209,31 +231,93 @@ def has_fix(multipath_c: Path) -> bool:
     return FIX_STATEMENT in submit_function_body(text)
 
 
-def make_variant_source(host_dir: Path, variant: str, patch: Path) -> str:
+@dataclass(frozen=True)
+class SourceChange:
+    """What make_variant_source() did: ``action`` "none", "applied" or "reverted";
+    ``method`` "none", "patch" (patch(1)) or "toggle" (the statement edited directly)."""
+
+    action: str
+    method: str
+
+
+def toggle_fix(multipath_c: Path, want_fix: bool) -> None:
+    """Insert or remove the fix statement inside ``nvme_ns_head_submit_bio()`` directly.
+
+    For a multipath.c whose context differs from the patch's. Inserting puts the patch's
+    comment and ``bio_set_flag(bio, BIO_REMAPPED);`` right after the one
+    ``bio_set_dev(bio, ns->disk->part0);`` line of the function, at its indentation; removing
+    deletes the statement and the comment block right above it. Raises ToolError when the
+    function does not have exactly one such line.
+    """
+    text = multipath_c.read_text()
+    body = submit_function_body(text)
+    start = text.index(body)
+    lines = body.split("\n")
+    if want_fix:
+        anchors = [i for i, line in enumerate(lines) if line.strip() == SET_DEV_STATEMENT]
+        if len(anchors) != 1:
+            raise ToolError(
+                f"cannot toggle the fix: nvme_ns_head_submit_bio() has {len(anchors)} "
+                f"'{SET_DEV_STATEMENT}' lines, not one"
+            )
+        at = anchors[0]
+        indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+        added = [indent + part for part in (*FIX_COMMENT, FIX_STATEMENT)]
+        lines[at + 1 : at + 1] = added
+    else:
+        found = [i for i, line in enumerate(lines) if line.strip() == FIX_STATEMENT]
+        if len(found) != 1:
+            raise ToolError(
+                f"cannot toggle the fix: nvme_ns_head_submit_bio() has {len(found)} "
+                f"'{FIX_STATEMENT}' lines, not one"
+            )
+        first = last = found[0]
+        if first > 0 and lines[first - 1].strip() == "*/":
+            opening = first - 1
+            while opening > 0 and not lines[opening].strip().startswith("/*"):
+                opening -= 1
+            if lines[opening].strip().startswith("/*"):
+                first = opening
+        del lines[first : last + 1]
+    multipath_c.write_text(text[:start] + "\n".join(lines) + text[start + len(body) :])
+
+
+def make_variant_source(host_dir: Path, variant: str, patch: Path) -> SourceChange:
     """Turn the extracted ``drivers/nvme/host`` copy into ``variant``.
 
-    Returns what was done: "none" (already that variant), "applied" or "reverted".
+    Tries ``patch`` (forward or reverse) first; when it does not fit, toggles the statement
+    with :func:`toggle_fix`. Raises HarnessError for an unknown variant, ToolError when
+    neither way gives the wanted source.
     """
     if variant not in VARIANTS:
         raise HarnessError(f"unknown variant '{variant}'", hint=f"one of {', '.join(VARIANTS)}")
     multipath_c = host_dir / "multipath.c"
     want_fix = variant == "fixed"
     if has_fix(multipath_c) == want_fix:
-        return "none"
-    argv = ["patch", "--batch", "--forward", "--no-backup-if-mismatch", f"-p{PATCH_STRIP}"]
+        return SourceChange("none", "none")
+    action = "applied" if want_fix else "reverted"
+    argv = ["patch", "--batch", "--forward", "--no-backup-if-mismatch", "--reject-file=-"]
+    argv.append(f"-p{PATCH_STRIP}")
     if not want_fix:
         argv.append("--reverse")
-    argv += ["-d", str(host_dir), "-i", str(patch)]
-    result = run(argv, timeout_s=TOOL_TIMEOUT_S)
-    action = "applied" if want_fix else "reverted"
-    if not result.ok:
+    original = multipath_c.read_text()
+    result = run([*argv, "-d", str(host_dir), "-i", str(patch)], timeout_s=TOOL_TIMEOUT_S)
+    if result.ok and has_fix(multipath_c) == want_fix:
+        return SourceChange(action, "patch")
+    multipath_c.write_text(original)  # a partial patch must not stay
+    why = result.one_line_error() if not result.ok else "patch left the source unchanged"
+    try:
+        toggle_fix(multipath_c, want_fix)
+    except ToolError as exc:
+        multipath_c.write_text(original)
         raise ToolError(
-            f"patch could not be {action} to {multipath_c}: {result.one_line_error()}",
+            f"patch could not be {action} to {multipath_c} ({why}), nor the statement "
+            f"toggled: {exc.message}",
             hint="the source differs from the one the patch was made for",
-        )
+        ) from exc
     if has_fix(multipath_c) != want_fix:
-        raise ToolError(f"{patch.name} was {action} but {multipath_c} is still not '{variant}'")
-    return action
+        raise ToolError(f"the fix was toggled but {multipath_c} is still not '{variant}'")
+    return SourceChange(action, "toggle")
 
 
 def read_kernel_config(release: str, modules_root: Path | None = None) -> dict[str, str]:
@@ -317,9 +401,11 @@ def pristine_host_sources(tarball: Path, inputs: BuildInputs, cache_dir: Path) -
     """An unmodified ``drivers/nvme/host`` from ``tarball``, extracted once per tarball.
 
     xz has to decompress the whole archive to find the directory (~8 s here), so both
-    variants copy from this one extraction.
+    variants copy from this one extraction. Keyed by the tarball's full path, size and mtime:
+    every release's source package unpacks to a tarball of the same name.
     """
-    key = f"{tarball.name}-{inputs.source_size}-{inputs.source_mtime_ns}"
+    where = hashlib.sha256(inputs.source_tarball.encode()).hexdigest()[:12]
+    key = f"{tarball.name}-{where}-{inputs.source_size}-{inputs.source_mtime_ns}"
     pristine = cache_dir / "sources" / key / "host"
     if not (pristine / "multipath.c").is_file():
         extract_host_sources(tarball, pristine)
@@ -446,7 +532,7 @@ def build_variant(
     (module_dir / VARIANT_FILE).unlink(missing_ok=True)
     shutil.rmtree(module_dir, ignore_errors=True)
     shutil.copytree(pristine_host_sources(tarball, inputs, cache), module_dir)
-    action = make_variant_source(module_dir, variant, patch_path)
+    change = make_variant_source(module_dir, variant, patch_path)
     result = run(
         [
             "make",
@@ -489,7 +575,7 @@ def build_variant(
         ko_sha256=ko_sha256,
         vermagic=vermagic,
         has_fix=has_fix(module_dir / "multipath.c"),
-        patch_action=action,
+        patch_action=change.action,
         patch_sha256=inputs.patch_sha256,
         source_tarball=inputs.source_tarball,
         source_size=inputs.source_size,
@@ -497,6 +583,7 @@ def build_variant(
         make_vars=assignments,
         built_at=datetime.now(UTC).isoformat(timespec="seconds"),
         build_seconds=round(time.monotonic() - started, 2),
+        patch_method=change.method,
     )
     tmp = module_dir / (VARIANT_FILE + ".tmp")
     tmp.write_text(record.to_json())
@@ -511,7 +598,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--release", help="kernel release (default: newest with headers)")
     parser.add_argument("--cache-dir", type=Path, help=f"default: {default_cache_dir()}")
-    parser.add_argument("--source-tarball", type=Path, help=f"default: {DEFAULT_TARBALL}")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--source-tarball", type=Path, help=f"default: {DEFAULT_TARBALL}")
+    source.add_argument(
+        "--own-source",
+        action="store_true",
+        help="the release's own Debian source (linux-source-X.Y=<its version>, downloaded "
+        "once into build/kernel-sources)",
+    )
     parser.add_argument("--patch", type=Path, help=f"default: {default_patch()}")
     parser.add_argument("--variant", choices=[*VARIANTS, "both"], default="both")
     parser.add_argument("--jobs", type=int, default=2)
@@ -519,12 +613,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = VARIANTS if args.variant == "both" else (args.variant,)
     try:
+        tarball: Path | None = args.source_tarball
+        if args.own_source:
+            from harness import releases
+
+            release = releases.lookup(args.release or default_release())
+            tarball = releases.fetch_source(release).tarball
+            print(f"source of {release.name}: {release.source_spec} ({tarball})")
         for variant in variants:
             built = build_variant(
                 variant,
                 release=args.release,
                 cache_dir=args.cache_dir,
-                source_tarball=args.source_tarball,
+                source_tarball=tarball,
                 patch=args.patch,
                 jobs=args.jobs,
                 force=args.force,
@@ -532,8 +633,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             how = "cached" if built.cached else f"built in {built.build_seconds:g} s"
             print(
                 f"{built.variant} {built.release} nvme-core srcversion "
-                f"{built.srcversion[CORE_MODULE]} ({how}, patch {built.patch_action}) "
-                f"{built.module_dir}"
+                f"{built.srcversion[CORE_MODULE]} ({how}, patch {built.patch_action}"
+                f"{' by toggle' if built.patch_method == 'toggle' else ''}"
+                f"{', as shipped' if built.as_shipped else ''}) {built.module_dir}"
             )
     except HarnessError as exc:
         print(f"kbuild: {exc}", file=sys.stderr)

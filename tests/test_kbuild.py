@@ -129,13 +129,13 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
 
 def build(world: dict[str, Path], variant: str, **kwargs: object) -> kbuild.VariantBuild:
+    options: dict[str, object] = {"source_tarball": world["tarball"], **kwargs}
     return kbuild.build_variant(
         variant,
         release=RELEASE,
         cache_dir=world["cache"],
-        source_tarball=world["tarball"],
         modules_root=world["modules_root"],
-        **kwargs,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
 
 
@@ -159,14 +159,16 @@ def test_has_fix_refuses_an_unknown_source(tmp_path: Path) -> None:
 
 def test_revert_on_a_source_that_has_the_fix(tmp_path: Path, patch_file: Path) -> None:
     (tmp_path / "multipath.c").write_text(FIXED_SOURCE)
-    assert kbuild.make_variant_source(tmp_path, "unfixed", patch_file) == "reverted"
+    change = kbuild.make_variant_source(tmp_path, "unfixed", patch_file)
+    assert change == kbuild.SourceChange("reverted", "patch")
     assert (tmp_path / "multipath.c").read_text() == UNFIXED_SOURCE
     assert not list(tmp_path.glob("*.orig")) and not list(tmp_path.glob("*.rej"))
 
 
 def test_apply_on_a_source_that_lacks_the_fix(tmp_path: Path, patch_file: Path) -> None:
     (tmp_path / "multipath.c").write_text(UNFIXED_SOURCE)
-    assert kbuild.make_variant_source(tmp_path, "fixed", patch_file) == "applied"
+    change = kbuild.make_variant_source(tmp_path, "fixed", patch_file)
+    assert change == kbuild.SourceChange("applied", "patch")
     assert (tmp_path / "multipath.c").read_text() == FIXED_SOURCE
 
 
@@ -177,15 +179,68 @@ def test_source_already_the_variant_is_left_alone(
     tmp_path: Path, patch_file: Path, source: str, variant: str
 ) -> None:
     (tmp_path / "multipath.c").write_text(source)
-    assert kbuild.make_variant_source(tmp_path, variant, patch_file) == "none"
+    change = kbuild.make_variant_source(tmp_path, variant, patch_file)
+    assert change == kbuild.SourceChange("none", "none")
     assert (tmp_path / "multipath.c").read_text() == source
 
 
-def test_patch_that_does_not_fit_is_an_error(tmp_path: Path, patch_file: Path) -> None:
+def test_patch_that_does_not_fit_falls_back_to_the_toggle(tmp_path: Path, patch_file: Path) -> None:
     other = FIXED_SOURCE.replace("The EOD\n", "An EOD\n")  # a different comment
     (tmp_path / "multipath.c").write_text(other)
+    change = kbuild.make_variant_source(tmp_path, "unfixed", patch_file)
+    assert change == kbuild.SourceChange("reverted", "toggle")
+    assert (tmp_path / "multipath.c").read_text() == UNFIXED_SOURCE  # comment went too
+    assert not list(tmp_path.glob("*.orig")) and not list(tmp_path.glob("*.rej"))
+
+
+def test_apply_falls_back_to_the_toggle_on_other_context(tmp_path: Path, patch_file: Path) -> None:
+    # 6.12-like context: a line between bio_set_dev() and the next one, other indentation
+    # after it; patch(1) refuses (fuzz 0 is not enough), the toggle inserts after the anchor.
+    source = UNFIXED_SOURCE.replace(
+        "\t\tbio->bi_opf |= REQ_NVME_MPATH;\n",
+        "\t\tbio->bi_opf |= REQ_NVME_MPATH | REQ_OTHER;\n\t\tcount_it(ns);\n",
+    ).replace(
+        "\t\ttrace_block_bio_remap(bio, disk_devt(ns->head->disk),\n"
+        "\t\t\t\t      bio->bi_iter.bi_sector);",
+        "\t\ttrace_it(bio);",
+    )
+    (tmp_path / "multipath.c").write_text(source)
+    change = kbuild.make_variant_source(tmp_path, "fixed", patch_file)
+    text = (tmp_path / "multipath.c").read_text()
+    assert change == kbuild.SourceChange("applied", "toggle")
+    assert text == source.replace(
+        "\t\tbio_set_dev(bio, ns->disk->part0);\n",
+        "\t\tbio_set_dev(bio, ns->disk->part0);\n" + FIX,
+    )
+
+
+def test_toggle_both_ways_gives_back_the_source(tmp_path: Path) -> None:
+    path = tmp_path / "multipath.c"
+    path.write_text(UNFIXED_SOURCE)
+    kbuild.toggle_fix(path, want_fix=True)
+    assert path.read_text() == FIXED_SOURCE
+    kbuild.toggle_fix(path, want_fix=False)
+    assert path.read_text() == UNFIXED_SOURCE  # other()'s flag outside the function stays
+
+
+def test_toggle_refuses_a_function_without_one_anchor(tmp_path: Path) -> None:
+    path = tmp_path / "multipath.c"
+    path.write_text(UNFIXED_SOURCE.replace("bio_set_dev(bio, ns->disk->part0);", "x();"))
+    with pytest.raises(ToolError, match="0 'bio_set_dev"):
+        kbuild.toggle_fix(path, want_fix=True)
+
+
+def test_neither_patch_nor_toggle_is_an_error_and_leaves_the_file(
+    tmp_path: Path, patch_file: Path
+) -> None:
+    source = FIXED_SOURCE.replace("The EOD\n", "An EOD\n").replace(
+        "\t\tbio_set_flag(bio, BIO_REMAPPED);\n",
+        "\t\tbio_set_flag(bio, BIO_REMAPPED);\n\t\tbio_set_flag(bio, BIO_REMAPPED);\n",
+    )
+    (tmp_path / "multipath.c").write_text(source)
     with pytest.raises(ToolError, match="could not be reverted"):
         kbuild.make_variant_source(tmp_path, "unfixed", patch_file)
+    assert (tmp_path / "multipath.c").read_text() == source
 
 
 def test_unknown_variant(tmp_path: Path, patch_file: Path) -> None:
@@ -275,6 +330,8 @@ def test_build_both_variants(world: dict[str, Path]) -> None:
     fixed = build(world, "fixed")
     unfixed = build(world, "unfixed")
     assert (fixed.patch_action, unfixed.patch_action) == ("none", "reverted")
+    assert (fixed.patch_method, unfixed.patch_method) == ("none", "patch")
+    assert fixed.as_shipped and not unfixed.as_shipped
     assert fixed.has_fix and not unfixed.has_fix
     assert fixed.srcversion == {"nvme-core": "FIXEDSRCVERSION"}
     assert unfixed.srcversion == {"nvme-core": "UNFIXEDSRCVERSION"}
@@ -349,3 +406,23 @@ def test_main_reports_errors_in_one_line(
     assert kbuild.main([*argv, "--variant", "fixed"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("kbuild: ") and "\n" not in err
+
+
+def test_each_release_builds_from_its_own_tarball(world: dict[str, Path], tmp_path: Path) -> None:
+    """Two source packages unpack to tarballs of the same name; each gets its own pristine
+    extraction, and a release's build follows the tarball it is given."""
+    shipped = build(world, "fixed")
+    other_src = tmp_path / "src2" / "linux-source-6.1"
+    (other_src / kbuild.HOST_SUBDIR).mkdir(parents=True)
+    (other_src / kbuild.HOST_SUBDIR / "multipath.c").write_text(UNFIXED_SOURCE)
+    other = tmp_path / "other-version" / "linux-source-6.1.tar.xz"
+    other.parent.mkdir()
+    subprocess.run(
+        ["tar", "-cJf", str(other), "-C", str(tmp_path / "src2"), "linux-source-6.1"],
+        check=True,
+        timeout=60,
+    )
+    rebuilt = build(world, "fixed", source_tarball=other)
+    assert not rebuilt.cached and rebuilt.patch_action == "applied"
+    assert rebuilt.source_tarball == str(other.resolve()) != shipped.source_tarball
+    assert len(list((world["cache"] / "sources").glob("*/host"))) == 2
