@@ -378,10 +378,14 @@ def run_in_vm(
         )
     last = boots[-1]
     if last.boot_timed_out:
+        hint = (
+            "KVM does not boot this kernel here? --accel auto or tcg"
+            if last.accel == "kvm"
+            else "a loaded machine? raise --boot-timeout"
+        )
         notify(
             f"no sign of life from the guest in {last.boot_timeout_s:.0f} s under "
-            f"{last.accel.upper()}: VM ended (a loaded machine? raise --boot-timeout; "
-            f"console: {rwdir / 'console.log'})"
+            f"{last.accel.upper()}: VM ended ({hint}; console: {rwdir / 'console.log'})"
         )
     status = guest_status(rwdir)
     result = VmResult(
