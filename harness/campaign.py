@@ -29,11 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from harness import config as config_mod
-from harness.config import FAULTS_WITH_SURVIVING_PATH, CampaignConfig, FaultKind
+from harness.config import (
+    DYNAMIC_PATH_CHOICES,
+    FAULTS_WITH_SURVIVING_PATH,
+    CampaignConfig,
+    FaultKind,
+)
 from harness.errors import HarnessError
 from harness.faults import FaultAction, FaultInjector
 from harness.host import MultipathDevice
 from harness.kmsg import KernelLogSummary, KmsgReader, format_record
+from harness.passthru import PassthruReaders, PassthruStats
 from harness.results import (
     RESULTS_FILE,
     RUN_FILE,
@@ -46,7 +52,7 @@ from harness.results import (
     summarize,
     write_json_atomic,
 )
-from harness.testbed import Testbed, new_run_id
+from harness.testbed import NSID, Testbed, new_run_id
 from harness.workload import FioJob, FioResult, FioRun, bare_fio
 
 IO_START_TIMEOUT_S = 15.0
@@ -70,7 +76,9 @@ def kernel_info(variant: str) -> KernelInfo:
 
 
 def plan(config: CampaignConfig) -> list[FaultAction]:
-    """The faults and paths of every iteration, reproducible from the seed."""
+    """The faults and paths of every iteration, reproducible from the seed. For the path
+    choices "current" and "other" the path is decided at fault time (``resolve_path``); the
+    plan holds path 0 for them."""
     rng = random.Random(config.campaign.seed)
     faults = config.campaign.faults
     paths = config.target.paths
@@ -87,10 +95,29 @@ def plan(config: CampaignConfig) -> list[FaultAction]:
             path = paths - 1
         elif choice == "random":
             path = rng.randrange(paths)
+        elif choice in DYNAMIC_PATH_CHOICES:
+            path = 0
         else:  # alternate: each fault kind walks over the paths in turn
             path = (index // len(faults)) % paths
         actions.append(FaultAction(FaultKind(kind), path))
     return actions
+
+
+def resolve_path(choice: str, before: list[int], after: list[int]) -> tuple[int, int]:
+    """(path to fault, current path) from each path's completed IOs at two instants.
+
+    The current path is the one whose per-path disks completed the most IOs in between (with
+    iopolicy numa: all of them, multipath.c:nvme_find_path's cached current_path; ties go
+    to the lower index). ``choice`` "current" faults it, "other" the path with the fewest.
+    """
+    if not before or len(before) != len(after):
+        raise HarnessError("no per-path IO counts to find the current path from")
+    carried = [max(0, a - b) for a, b in zip(after, before, strict=True)]
+    current = max(range(len(carried)), key=lambda p: (carried[p], -p))
+    if choice == "current":
+        return current, current
+    others = [p for p in range(len(carried)) if p != current]
+    return min(others, key=lambda p: (carried[p], p)), current
 
 
 def jitters(config: CampaignConfig) -> list[float]:
@@ -181,7 +208,7 @@ class Campaign:
         interrupted = False
         widener = None
         try:
-            with KmsgReader() as kmsg, JsonlWriter(self.outdir / RESULTS_FILE) as writer:
+            with KmsgReader(background=True) as kmsg, JsonlWriter(self.outdir / RESULTS_FILE) as writer:
                 setup_start = time.monotonic()
                 if self.widener_factory is not None:
                     # bpftrace compiles and attaches while the test bed is built: under TCG
@@ -270,7 +297,11 @@ class Campaign:
         another_path_live = False
         pre_fault_iops = 0.0
         io_start_s = io_stop_s = 0.0
+        current_path: int | None = None
+        path_ios: list[int] = []
         fio: FioRun | None = None
+        readers: PassthruReaders | None = None
+        passthru = PassthruStats()
         monitor: ProgressMonitor | None = None
         fio_result: FioResult | None = None
         stuck: list[str] = []
@@ -283,7 +314,18 @@ class Campaign:
             self._wait_io_flowing(monitor, fio)
             flowing = time.monotonic()
             io_start_s = flowing - spawned
+            readers = self._start_passthru(device)
+            ios_before = self._path_ios()
             time.sleep(ccfg.warmup_s + jitter)
+            ios_after = self._path_ios()
+            path_ios = [max(0, a - b) for a, b in zip(ios_after, ios_before, strict=True)]
+            chosen, current_path = resolve_path(
+                ccfg.path if ccfg.path in DYNAMIC_PATH_CHOICES else "current",
+                ios_before,
+                ios_after,
+            )
+            if ccfg.path in DYNAMIC_PATH_CHOICES:
+                action = FaultAction(action.kind, chosen)
             another_path_live = self._another_path_live(device, action)
             pre_fault_iops = monitor.rate(flowing, time.monotonic())
             inject_at = time.monotonic() - iteration_start
@@ -301,6 +343,8 @@ class Campaign:
         finally:
             if monitor is not None and monitor.hang:
                 stuck = monitor.stuck or stuck_tasks()
+            if readers is not None:
+                passthru = readers.stop()
             if fio is not None:
                 stopping = time.monotonic()
                 fio_result = fio.stop()
@@ -330,7 +374,44 @@ class Campaign:
             stuck=stuck,
             pre_fault_iops=pre_fault_iops,
             io_times=(io_start_s, io_stop_s),
+            current=(current_path, path_ios),
+            passthru=passthru,
         )
+
+    def _start_passthru(self, device: MultipathDevice) -> PassthruReaders | None:
+        """Start the passthrough readers on the (interlock-checked) head, if configured."""
+        wcfg = self.config.workload
+        if wcfg.passthru_readers <= 0:
+            return None
+        lba_bytes = int(
+            self.bed.kfs.read(f"/sys/block/{device.head}/queue/logical_block_size", default="0")
+        )
+        sectors = int(self.bed.kfs.read(f"/sys/block/{device.head}/size", default="0"))
+        if lba_bytes <= 0 or sectors <= 0:
+            raise HarnessError(f"{device.head_dev}: no block size or capacity in sysfs")
+        readers = PassthruReaders(
+            head_dev=device.head_dev,
+            nsid=NSID,
+            lba_bytes=lba_bytes,
+            capacity_lbas=sectors * 512 // lba_bytes,
+            threads=wcfg.passthru_readers,
+            read_bytes=wcfg.passthru_kib * 1024,
+            seed=self.config.campaign.seed,
+        )
+        readers.start()
+        return readers
+
+    def _path_ios(self) -> list[int]:
+        """IOs completed so far on each path's per-path disks, in path order (0 for a path
+        with no controller or no disk)."""
+        device = self.bed.device()
+        assert self.bed.host is not None
+        counts = []
+        for endpoint in self.bed.endpoints:
+            ctrl = device.controller_for(endpoint) if device else None
+            disks = ctrl.path_disks if ctrl else ()
+            counts.append(sum(self.bed.host.io_completed(disk)[0] for disk in disks))
+        return counts
 
     def _io_progress(self) -> tuple[int, int]:
         """(IOs completed, in flight) summed over the per-path disks: the head itself keeps
@@ -399,6 +480,8 @@ class Campaign:
         stuck: list[str],
         pre_fault_iops: float,
         io_times: tuple[float, float],
+        current: tuple[int | None, list[int]] = (None, []),
+        passthru: PassthruStats | None = None,
     ) -> IterationRecord:
         fio = fio_result
         hang = bool(monitor and monitor.hang) or bool(fio and fio.killed)
@@ -453,6 +536,12 @@ class Campaign:
             io_stop_s=round(io_times[1], 3),
             kernel_examples=kernel.examples + (fio.error_lines[:4] if fio else []),
             stuck_tasks=stuck,
+            current_path=current[0],
+            path_ios_before_fault=current[1],
+            fault_notes=self.faults.take_notes(),
+            passthru_commands=passthru.commands if passthru else 0,
+            passthru_errors=passthru.errors if passthru else 0,
+            passthru_max_s=round(passthru.max_command_s, 3) if passthru else 0.0,
         )
         record.verdict = verdict(record)
         return record
@@ -545,6 +634,8 @@ def verdict(record: IterationRecord) -> str:
         if not record.another_path_live:
             return Verdict.EXPECTED_EIO
         return Verdict.EIO
+    if record.app_other_errors and record.another_path_live:
+        return Verdict.APP_ERROR
     if record.verify_failures:
         return Verdict.VERIFY_FAIL
     if not record.recovered:

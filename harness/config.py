@@ -29,6 +29,9 @@ class FaultKind(StrEnum):
     LINK_DOWN = "link_down"  # one path's network link goes down, then up (netns network)
     ANA_CHANGE = "ana_change"  # one port's ANA group goes inaccessible, then optimized
     BACKING_STALL = "backing_stall"  # the namespace's backing stops answering (dm suspend)
+    # One path's namespace goes away while its controller stays live (the host's scan of
+    # that controller removes the per-path disk), then comes back: see [ns_remove_path].
+    NS_REMOVE_PATH = "ns_remove_path"
 
 
 # Faults after which another path to the namespace stays usable: an application EIO during
@@ -40,6 +43,7 @@ FAULTS_WITH_SURVIVING_PATH = frozenset(
         FaultKind.PORT_REMOVE,
         FaultKind.LINK_DOWN,
         FaultKind.ANA_CHANGE,
+        FaultKind.NS_REMOVE_PATH,
     }
 )
 
@@ -49,7 +53,14 @@ IOPOLICIES = ("numa", "round-robin")
 CONNECT_METHODS = ("fabrics", "nvme-cli")
 TARGET_BACKENDS = ("configfs", "nvmetcli")
 ORDERS = ("round_robin", "random")
-PATH_CHOICES = ("alternate", "random", "first", "last")
+PATH_CHOICES = ("alternate", "random", "first", "last", "current", "other")
+# Path choices resolved at fault time from the IO the per-path disks carried just before the
+# fault: "current" is the path the head sends its IO to (numa's cached current_path), "other"
+# a path it does not (the negative control for a fault that only matters on the current one).
+DYNAMIC_PATH_CHOICES = ("current", "other")
+# "identity_flip" works on stock nvmet; the others need our nvmet test patch and name what the
+# port that hides the namespace answers to IO meanwhile (harness/path_removal.py).
+NS_REMOVE_MECHANISMS = ("identity_flip", "hidden", "hidden_path_error", "hidden_invalid_ns")
 VARIANTS = ("distro", "fixed", "unfixed")
 ACCELS = ("auto", "kvm", "tcg")
 
@@ -106,6 +117,12 @@ class WorkloadSection:
     iodepth: int = 32
     numjobs: int = 2
     verify: bool = True
+    # A second application on the head: threads issuing synchronous NVMe passthrough reads
+    # of passthru_kib each (harness/passthru.py). Each command holds the head's SRCU read lock
+    # while it runs (ioctl.c:nvme_ns_head_ioctl), so nvme_ns_remove()'s grace period, and
+    # with it the race window, lasts as long as one such command. 0: none.
+    passthru_readers: int = 0
+    passthru_kib: int = 64
 
 
 @dataclass(frozen=True)
@@ -113,6 +130,23 @@ class WidenerSection:
     enabled: bool = False
     delay_us: int = 500
     sample_every: int = 1
+
+
+@dataclass(frozen=True)
+class NsRemovePathSection:
+    """How ``ns_remove_path`` makes a namespace vanish from one path (harness/path_removal.py).
+
+    ``identity_flip``: stock nvmet; the namespace's uuid changes on the target and only the
+    chosen path's controller is rescanned ("identifiers changed": the host removes that
+    per-path disk), then the uuid is restored and the same controller rescanned.
+    ``hidden``, ``hidden_path_error``, ``hidden_invalid_ns``: our target-side test patch
+    (patches/nvmet-ns-visibility/) hides the namespace from one port, which meanwhile serves
+    IO to it, answers a path error, or answers Invalid Namespace with DNR (a spec-style
+    detach while the other path still has the namespace).
+    """
+
+    mechanism: str = "identity_flip"
+    removal_timeout_s: float = 10.0  # how long the per-path disk may take to go or come back
 
 
 @dataclass(frozen=True)
@@ -132,6 +166,7 @@ class CampaignConfig:
     workload: WorkloadSection = field(default_factory=WorkloadSection)
     widener: WidenerSection = field(default_factory=WidenerSection)
     kernel: KernelSection = field(default_factory=KernelSection)
+    ns_remove_path: NsRemovePathSection = field(default_factory=NsRemovePathSection)
 
 
 SECTIONS: dict[str, type[Any]] = {
@@ -141,6 +176,7 @@ SECTIONS: dict[str, type[Any]] = {
     "workload": WorkloadSection,
     "widener": WidenerSection,
     "kernel": KernelSection,
+    "ns_remove_path": NsRemovePathSection,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -154,6 +190,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "workload.rw": ("randrw", "randread", "randwrite", "rw", "read", "write"),
     "kernel.variant": VARIANTS,
     "kernel.accel": ACCELS,
+    "ns_remove_path.mechanism": NS_REMOVE_MECHANISMS,
 }
 
 # (minimum, maximum) for numbers; None means unbounded on that side.
@@ -176,9 +213,12 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "host.nr_io_queues": (1, 64),
     "workload.iodepth": (1, 1024),
     "workload.numjobs": (1, 64),
+    "workload.passthru_readers": (0, 16),
+    "workload.passthru_kib": (4, 1024),
     "widener.delay_us": (1, 5000),
     "widener.sample_every": (1, 1_000_000),
     "kernel.cpus": (1, 64),
+    "ns_remove_path.removal_timeout_s": (0.1, 600),
 }
 
 

@@ -9,6 +9,8 @@
 | link_down    | the path's host-side veth goes down      | link up again                    |
 | ana_change   | the port's ANA group goes inaccessible   | back to optimized                |
 | backing_stall| the namespace's dm backing is suspended  | resumed (a hang on purpose)      |
+| ns_remove_path| the namespace leaves one path only; its | it comes back to that path       |
+|              | controller stays live (path_removal.py)  |                                  |
 
 After a restore, ``recover`` waits for every path to be live and optimized again and
 reconnects a path whose controller the host gave up on (ctrl_loss_tmo expired).
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness import backing as backing_mod
+from harness import path_removal
 from harness.config import FaultKind
 from harness.errors import HarnessError
 from harness.host import MultipathDevice
@@ -38,6 +41,22 @@ class FaultInjector:
 
     def __init__(self, bed: Testbed) -> None:
         self.bed = bed
+        self._path_removal: path_removal.PathRemoval | None = None
+
+    def path_removal(self) -> path_removal.PathRemoval:
+        """The ``ns_remove_path`` mechanism of this run (made on first use)."""
+        if self._path_removal is None:
+            self._path_removal = make_path_removal(self.bed)
+        return self._path_removal
+
+    def take_notes(self) -> list[str]:
+        """What the faults noted since the last call (e.g. a path that lost the namespace
+        too and was repaired)."""
+        if self._path_removal is None:
+            return []
+        notes = list(self._path_removal.notes)
+        self._path_removal.notes.clear()
+        return notes
 
     def _ctrl_name(self, path: int) -> str | None:
         device = self.bed.device()
@@ -66,6 +85,8 @@ class FaultInjector:
         elif kind is FaultKind.BACKING_STALL:
             assert bed.backing is not None
             backing_mod.suspend(bed.backing)
+        elif kind is FaultKind.NS_REMOVE_PATH:
+            self.path_removal().remove(self._require_ctrl(path))
         else:  # pragma: no cover - FaultKind is closed
             raise HarnessError(f"unknown fault {kind}")
 
@@ -88,6 +109,8 @@ class FaultInjector:
             bed.target.set_ana_state(bed.portid(path), "optimized")
         elif kind is FaultKind.BACKING_STALL and bed.backing is not None:
             backing_mod.resume(bed.backing)
+        elif kind is FaultKind.NS_REMOVE_PATH:
+            self.path_removal().restore(self._require_ctrl(path))
 
     def restore_everything(self) -> list[str]:
         """Undo any fault that may be in place (used after errors and on Ctrl-C)."""
@@ -104,6 +127,8 @@ class FaultInjector:
         _attempt(errors, target.set_namespace_enabled, bed.nqn, NSID, True)
         if bed.backing is not None:
             _attempt(errors, backing_mod.resume, bed.backing)
+        if self._path_removal is not None:
+            errors += self._path_removal.restore_all()
         return errors
 
     def _require_ctrl(self, path: int) -> str:
@@ -137,6 +162,23 @@ class FaultInjector:
                         time.sleep(0.5)  # target not reachable yet; try again
             time.sleep(0.05)
         return None
+
+
+def make_path_removal(bed: Testbed) -> path_removal.PathRemoval:
+    """The ``ns_remove_path`` mechanism the run's config asks for."""
+    assert bed.host is not None and bed.target is not None and bed.spec is not None
+    settings = bed.config.ns_remove_path
+    paths = path_removal.PathSet(bed.host, bed.nqn)
+    if settings.mechanism != "identity_flip":
+        raise HarnessError("the visibility mechanism is not wired in yet")
+    namespace = bed.spec.subsystems[0].namespaces[0]
+    return path_removal.IdentityFlip(
+        paths,
+        bed.target,
+        namespace.nsid,
+        namespace.device_uuid,
+        timeout_s=settings.removal_timeout_s,
+    )
 
 
 def all_paths_ready(bed: Testbed, device: MultipathDevice) -> bool:

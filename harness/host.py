@@ -260,6 +260,37 @@ class NvmeHost:
     def reset_controller(self, ctrl: str) -> None:
         self.kfs.write(f"{CTRL_CLASS}/{ctrl}/reset_controller", "1")
 
+    def rescan_controller(self, ctrl: str) -> None:
+        """Queue a namespace scan of one controller (core.c:nvme_sysfs_rescan); returns
+        before the scan ran. The scan removes a namespace whose identifiers changed or that
+        left the controller's active list (core.c:nvme_validate_ns, nvme_scan_ns_list)."""
+        self.kfs.write(f"{CTRL_CLASS}/{ctrl}/rescan_controller", "1")
+
+    def cntlid(self, ctrl: str) -> str:
+        """The controller ID the target gave this association ("" when gone); a reconnect
+        gets a new one from nvmet, so it tells a reconnected controller from the old one."""
+        return self.kfs.read(f"{CTRL_CLASS}/{ctrl}/cntlid", default="")
+
+    def path_disks(self, ctrl: str) -> tuple[str, ...]:
+        """The per-path disks (nvmeXcYnZ) a controller has now."""
+        return tuple(e for e in self.kfs.listdir(f"{CTRL_CLASS}/{ctrl}") if PATH_RE.match(e))
+
+    def set_async_event_config(self, ctrl: str, value: int) -> None:
+        """Set Features, Asynchronous Event Configuration (FID 0Bh) on one controller, with
+        nvme-cli. Bit 8 enables Namespace Attribute Notices, bit 11 ANA Change Notices
+        (NVMe base spec 2.0, Figure 326). The host sets it at every (re)connect
+        (core.c:nvme_enable_aen), so a changed value lasts until the next one.
+
+        Raises ToolError when nvme-cli fails.
+        """
+        argv = ["nvme", "set-feature", f"/dev/{ctrl}", "--feature-id=0x0b", f"--value={value:#x}"]
+        result = run(argv, timeout_s=CONNECT_TIMEOUT_S)
+        if not result.ok:
+            raise ToolError(
+                f"nvme set-feature 0x0b on {ctrl} failed: {result.one_line_error()}",
+                hint="needs nvme-cli and a live controller",
+            )
+
     def disconnect_all(self, nqn: str) -> list[str]:
         """Delete every controller of ``nqn``; returns errors as one-line strings."""
         errors = []

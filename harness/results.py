@@ -27,6 +27,9 @@ class Verdict:
     EIO_RACE = "eio_race"  # app EIO with the EOD-race kernel signature
     EIO = "eio"  # app EIO without the EOD-race signature
     EXPECTED_EIO = "expected_eio"  # app EIO while no path was usable (ns_disable): real loss
+    # An application error other than EIO (e.g. EOPNOTSUPP from a path that answered Invalid
+    # Namespace with DNR) while another path was live: IO failed that another path could serve.
+    APP_ERROR = "app_error"
     VERIFY_FAIL = "verify_fail"  # fio data verification failed
     HANG = "hang"  # no IO progress for hang_timeout_s
     KERNEL_BUG = "kernel_bug"  # WARN/BUG/oops in the kernel log
@@ -38,6 +41,7 @@ FAILING_VERDICTS = frozenset(
     {
         Verdict.EIO_RACE,
         Verdict.EIO,
+        Verdict.APP_ERROR,
         Verdict.VERIFY_FAIL,
         Verdict.HANG,
         Verdict.KERNEL_BUG,
@@ -92,6 +96,15 @@ class IterationRecord:
     io_stop_s: float = 0.0  # fio asked to stop -> its results read (harness overhead)
     kernel_examples: list[str] = field(default_factory=list)
     stuck_tasks: list[str] = field(default_factory=list)
+    # The path the head sent its IO to just before the fault (most IOs completed on its
+    # per-path disks during the warmup), and each path's IOs then; None when not measured.
+    current_path: int | None = None
+    path_ios_before_fault: list[int] = field(default_factory=list)
+    fault_notes: list[str] = field(default_factory=list)  # e.g. another path lost it too
+    # The passthrough readers (workload.passthru_readers): commands, failed ones, longest (s).
+    passthru_commands: int = 0
+    passthru_errors: int = 0
+    passthru_max_s: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -190,6 +190,22 @@ class NvmetTarget:
             f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}/enable", "1" if enabled else "0"
         )
 
+    def set_namespace_uuid(self, nqn: str, nsid: int, device_uuid: str) -> None:
+        """Give an enabled namespace a new uuid: disable, write ``device_uuid``, enable
+        (configfs.c:nvmet_ns_device_uuid_store refuses while enabled). IO that reaches the
+        target in the gap is answered with a path error (core.c:nvmet_req_find_ns on 6.1.192)
+        and failed over by the host; both steps send a Namespace Attribute Changed AEN to
+        every controller that did not mask it (core.c:nvmet_ns_changed)."""
+        base = f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}"
+        self.set_namespace_enabled(nqn, nsid, False)
+        try:
+            self.kfs.write(f"{base}/device_uuid", device_uuid)
+        finally:
+            self.set_namespace_enabled(nqn, nsid, True)
+
+    def namespace_uuid(self, nqn: str, nsid: int) -> str:
+        return self.kfs.read(f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}/device_uuid", default="")
+
     def namespace_enabled(self, nqn: str, nsid: int) -> bool:
         value = self.kfs.read(f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}/enable", default="0")
         return value == "1"

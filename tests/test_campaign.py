@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from harness import campaign
 from harness import config as config_mod
 from harness.campaign import ProgressMonitor, jitters, plan, stuck_tasks, verdict
 from harness.config import CampaignConfig, FaultKind
+from harness.errors import HarnessError
 from harness.faults import FaultAction
 from harness.results import IterationRecord, Verdict
 from tests.test_results import make_record
@@ -164,6 +166,11 @@ def judged(**changes: Any) -> str:
         ({"recovered": False, "error": "restore failed"}, Verdict.INFRA_ERROR),
         # counted kernel lines that are not errors of the application
         ({"eod_race_lines": 3, "io_error_lines": 9, "path_event_lines": 40}, Verdict.PASS),
+        # another errno (EOPNOTSUPP from an Invalid Namespace + DNR answer) while another path
+        # was live: IO failed that the other path could have served
+        ({"app_other_errors": 7, "another_path_live": True}, Verdict.APP_ERROR),
+        ({"app_other_errors": 7, "another_path_live": False}, Verdict.PASS),
+        ({"app_eio": 1, "app_other_errors": 7, "eod_race_lines": 1}, Verdict.EIO_RACE),
     ],
 )
 def test_verdict_precedence(changes: dict[str, Any], expected: str) -> None:
@@ -182,6 +189,7 @@ def test_every_verdict_is_reachable() -> None:
         {"app_eio": 1},
         {"verify_failures": 1},
         {"recovered": False},
+        {"app_other_errors": 1, "another_path_live": True},
     ]
     assert {judged(**case) for case in cases} == names
 
@@ -265,3 +273,42 @@ def test_stuck_tasks_returns_lines_without_crashing() -> None:
     assert isinstance(tasks, list)
     assert all(isinstance(task, str) for task in tasks)
     assert len(stuck_tasks(limit=1)) <= 1
+
+
+# --- the path choices "current" and "other" -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("choice", "before", "after", "expected"),
+    [
+        # numa: all IO on one path; "current" is it, "other" the idle one
+        ("current", [100, 50], [100, 950], (1, 1)),
+        ("other", [100, 50], [100, 950], (0, 1)),
+        ("current", [0, 0], [700, 0], (0, 0)),
+        ("other", [0, 0], [700, 0], (1, 0)),
+        # round-robin: both carry IO; the larger is current, ties to the lower index
+        ("current", [0, 0], [400, 410], (1, 1)),
+        ("current", [0, 0], [400, 400], (0, 0)),
+        ("other", [0, 0], [400, 400], (1, 0)),
+        # a path whose disk went away (counter reset) carried nothing, not a negative amount
+        ("current", [900, 10], [0, 500], (1, 1)),
+        # four paths: "other" is the one that carried least
+        ("other", [0, 0, 0, 0], [10, 900, 3, 40], (2, 1)),
+    ],
+)
+def test_resolve_path(
+    choice: str, before: list[int], after: list[int], expected: tuple[int, int]
+) -> None:
+    assert campaign.resolve_path(choice, before, after) == expected
+
+
+def test_resolve_path_needs_counts() -> None:
+    with pytest.raises(HarnessError, match="per-path IO"):
+        campaign.resolve_path("current", [], [])
+
+
+def test_plan_holds_path_zero_for_choices_made_at_fault_time() -> None:
+    config = config_mod.validate(
+        {"campaign": {"faults": ["ns_remove_path"], "path": "current", "iterations": 3}}
+    )
+    assert [a.path for a in campaign.plan(config)] == [0, 0, 0]
