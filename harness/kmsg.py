@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -163,15 +164,34 @@ def format_record(record: KmsgRecord) -> str:
 
 
 class KmsgReader:
-    """Reads new kernel log records; opened at the end so only new records are seen."""
+    """Reads new kernel log records; opened at the end so only new records are seen.
 
-    def __init__(self, path: str = KMSG) -> None:
+    The kernel's ring buffer is small (128 KiB with Debian's CONFIG_LOG_BUF_SHIFT=17) and a
+    fault can flood it (nvmet logs one "failed cmd" line per IO it fails): records not read
+    in time are overwritten (counted in ``lost``). With ``background=True`` a thread drains
+    /dev/kmsg every ``poll_s`` seconds into memory, and ``read_available`` hands out what it
+    collected; call ``close`` (or leave the ``with`` block) to stop it.
+    """
+
+    def __init__(self, path: str = KMSG, background: bool = False, poll_s: float = 0.05) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         os.lseek(self._fd, 0, os.SEEK_END)
         self.lost = 0  # records overwritten before we read them
+        self._lock = threading.Lock()
+        self._collected: list[KmsgRecord] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._drain, args=(poll_s,), daemon=True)
+            self._thread.start()
 
-    def read_available(self) -> list[KmsgRecord]:
-        """Every record written since the last call (never blocks)."""
+    def _drain(self, poll_s: float) -> None:
+        while not self._stop.wait(poll_s):
+            records = self._read_fd()
+            with self._lock:
+                self._collected.extend(records)
+
+    def _read_fd(self) -> list[KmsgRecord]:
         records: list[KmsgRecord] = []
         while True:
             try:
@@ -190,7 +210,17 @@ class KmsgReader:
                 records.append(record)
         return records
 
+    def read_available(self) -> list[KmsgRecord]:
+        """Every record written since the last call (never blocks for long)."""
+        with self._lock:
+            records = self._collected + self._read_fd()
+            self._collected = []
+        return records
+
     def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         os.close(self._fd)
 
     def __enter__(self) -> KmsgReader:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -349,3 +350,22 @@ def test_reader_raises_other_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_reader_of_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         KmsgReader(str(tmp_path / "nope"))
+
+
+def test_background_reader_drains_before_the_ring_buffer_would_wrap(tmp_path: Path) -> None:
+    """With background=True the records are taken off the fd while the caller is busy (a
+    flood of nvmet lines would otherwise overwrite them), and handed out once each."""
+    log = tmp_path / "kmsg"
+    log.write_text("")
+    with KmsgReader(str(log), background=True, poll_s=0.01) as reader:
+        append(log, EOD_RACE_RAW)
+        deadline = time.monotonic() + 5
+        while not reader._collected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [r.seq for r in reader._collected] == [1234]  # read without being asked
+        append(log, PATH_EVENT_RAW)
+        records = reader.read_available()
+        assert [r.seq for r in records][0] == 1234
+        assert records[-1].text == "nvme nvme1: starting error recovery"
+        assert reader.read_available() == []
+    assert reader._thread is not None and not reader._thread.is_alive()
