@@ -365,7 +365,7 @@ def test_background_reader_drains_before_the_ring_buffer_would_wrap(tmp_path: Pa
         assert [r.seq for r in reader._collected] == [1234]  # read without being asked
         append(log, PATH_EVENT_RAW)
         records = reader.read_available()
-        assert [r.seq for r in records][0] == 1234
+        assert records[0].seq == 1234
         assert records[-1].text == "nvme nvme1: starting error recovery"
         assert reader.read_available() == []
     assert reader._thread is not None and not reader._thread.is_alive()
