@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, doctor, vm
+from harness import cli, doctor, prepared, vm
 from harness.errors import HarnessError
 from tests.test_vm import prepared_record
 
@@ -71,7 +71,7 @@ def test_prepared_kernel_check_of_changed_packages(
         "linux-headers-6.1.0-56-amd64": "6.1.192-2",
         "linux-source-6.1": "6.1.192-3",  # upgraded since setup
     }
-    monkeypatch.setattr(doctor.prepared, "installed_versions", lambda packages: found)
+    monkeypatch.setattr(prepared, "installed_versions", lambda packages: found)
     check, release = doctor.prepared_kernel_check(record)
     assert release is None and not check.ok
     assert "linux-source-6.1 6.1.192-3 (was 6.1.192-2)" in check.detail
