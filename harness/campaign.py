@@ -208,7 +208,10 @@ class Campaign:
         interrupted = False
         widener = None
         try:
-            with KmsgReader(background=True) as kmsg, JsonlWriter(self.outdir / RESULTS_FILE) as writer:
+            with (
+                KmsgReader(background=True) as kmsg,
+                JsonlWriter(self.outdir / RESULTS_FILE) as writer,
+            ):
                 setup_start = time.monotonic()
                 if self.widener_factory is not None:
                     # bpftrace compiles and attaches while the test bed is built: under TCG
@@ -289,6 +292,7 @@ class Campaign:
         workdir = self.outdir / "iterations" / f"{index + 1:04d}"
         workdir.mkdir(parents=True, exist_ok=True)
         iteration_start = time.monotonic()
+        lost_before = kmsg.lost
         kernel = KernelLogSummary()
         kernel_lines: list[str] = []
         error = ""
@@ -359,6 +363,7 @@ class Campaign:
             kernel.add(record)
             kernel_lines.append(format_record(record))
         (workdir / "kmsg.txt").write_text("\n".join(kernel_lines) + "\n")
+        kernel.lost = kmsg.lost - lost_before
         return self._record(
             index=index,
             action=action,
@@ -542,6 +547,7 @@ class Campaign:
             passthru_commands=passthru.commands if passthru else 0,
             passthru_errors=passthru.errors if passthru else 0,
             passthru_max_s=round(passthru.max_command_s, 3) if passthru else 0.0,
+            kmsg_lost=kernel.lost,
         )
         record.verdict = verdict(record)
         return record

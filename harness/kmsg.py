@@ -117,6 +117,7 @@ class KernelLogSummary:
     path_event_lines: int = 0
     hung_task_lines: int = 0
     kernel_bug_lines: int = 0
+    lost: int = 0  # records the ring buffer overwrote before they were read
     first_eod_race_ts_s: float | None = None
     first_error_ts_s: float | None = None
     examples: list[str] = field(default_factory=list)  # notable lines, quoted in reports

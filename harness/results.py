@@ -105,6 +105,7 @@ class IterationRecord:
     passthru_commands: int = 0
     passthru_errors: int = 0
     passthru_max_s: float = 0.0
+    kmsg_lost: int = 0  # kernel log records overwritten before the harness read them
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -278,6 +278,10 @@ def vng_argv(spec: VmSpec, rwdir: Path, guest_argv: list[str], use_kvm: bool) ->
     # A panic must end the VM (reboot at once; qemu exits instead of rebooting), so the
     # runner sees the crash instead of waiting for its timeout.
     argv += ["--append", "panic=-1", "--qemu-opts=-no-reboot"]
+    # A fault can flood the kernel log (nvmet logs one "failed cmd" line per IO it fails):
+    # with Debian's 128 KiB ring buffer the EOD-race lines of the same second were overwritten
+    # before the harness read them. 16 MiB holds ~200,000 such lines.
+    argv += ["--append", "log_buf_len=16M"]
     argv += ["--rwdir", str(rwdir), "--exec", script]
     return argv
 
