@@ -474,7 +474,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     """Per Debian kernel release: both variants from its own source, one boot, a verdict.
 
     Every release is checked (installed, source fetched, variants built) before anything
-    boots. Exit 0 when every release got a verdict, 1 when one is inconclusive.
+    boots. Writes OUT/<release>/{unfixed,fixed}/ and OUT/matrix.{txt,md,json,html}. Exit 0
+    when every release got a verdict, 1 when one is inconclusive.
     """
     from harness import matrix, releases
 
@@ -509,12 +510,13 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     results = []
     for ready in prepared:
         release_dir = outdir / ready.release.name
-        args.kernel = str(ready.release.kernel_image)
-        runs = [
-            PlannedCampaign(config_path, config, _fresh_outdir(release_dir / variant), variant)
-            for variant in matrix.MATRIX_VARIANTS
-        ]
-        _campaigns_in_vm(args, runs, release_dir)
+        if not args.report_only:
+            args.kernel = str(ready.release.kernel_image)
+            runs = [
+                PlannedCampaign(config_path, config, _fresh_outdir(release_dir / v), v)
+                for v in matrix.MATRIX_VARIANTS
+            ]
+            _campaigns_in_vm(args, runs, release_dir)
         results.append(matrix.release_result(ready, release_dir))
     print(matrix.write(results, outdir), flush=True)
     say(f"matrix: {outdir}/{matrix.MATRIX_HTML} (also .md, .json, .txt)")
@@ -866,6 +868,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-installed", action="store_true", help="every installed linux-image-* release"
     )
     mtx.add_argument("--vm-per-run", action="store_true", help="boot one VM per variant")
+    mtx.add_argument(
+        "--report-only",
+        action="store_true",
+        help="boot nothing: rebuild the table from the results already in --out",
+    )
     mtx.set_defaults(func=cmd_matrix)
     vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
     vmp.add_argument("--out", required=True)

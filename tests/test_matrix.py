@@ -1,0 +1,321 @@
+"""harness.matrix and `nvmf-harness matrix`: per-release verdicts from compare's result, the
+table in four formats, preparation errors, and the CLI with the VM replaced by written
+results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import cli, compare, kbuild, matrix, releases
+from harness.errors import ToolError
+from harness.results import RESULTS_FILE, JsonlWriter
+from tests.test_compare import variant_records
+
+REL = "6.1.0-47-amd64"
+STOCK_FACTS = releases.SourceFacts("t", "6.1.170", 170, has_fix=False, zero_size_eod_check=True)
+FIX_FACTS = releases.SourceFacts("t", "6.1.192", 192, has_fix=True, zero_size_eod_check=True)
+OLD_EOD_FACTS = releases.SourceFacts("t", "6.1.170", 170, has_fix=False, zero_size_eod_check=False)
+SRCVERSION = {"unfixed": "6E052DFC06DA8E036E0639E", "fixed": "1F49BEBD82E17B252F08608"}
+
+
+def comparison(unfixed: tuple[int, int], fixed: tuple[int, int]) -> compare.Comparison:
+    """compare(unfixed, fixed) from (iterations, race iterations) pairs."""
+    return compare.compare(
+        compare.VariantOutcome.of_counts("unfixed", *unfixed),
+        compare.VariantOutcome.of_counts("fixed", *fixed),
+    )
+
+
+# --- verdicts ------------------------------------------------------------------------------
+
+
+def test_stock_source_failing_significantly_is_affected() -> None:
+    verdict, reason = matrix.release_verdict(STOCK_FACTS, comparison((20, 9), (20, 0)))
+    assert verdict == matrix.ReleaseVerdict.AFFECTED
+    assert "9/20" in reason and "the patch removes it" in reason
+
+
+def test_source_with_the_fix_and_a_failing_toggle_is_fixed() -> None:
+    verdict, reason = matrix.release_verdict(FIX_FACTS, comparison((20, 9), (20, 0)))
+    assert verdict == matrix.ReleaseVerdict.FIXED
+    assert "0/20" in reason
+
+
+def test_shipped_fix_that_still_fails_is_affected() -> None:
+    verdict, reason = matrix.release_verdict(FIX_FACTS, comparison((20, 9), (20, 1)))
+    assert verdict == matrix.ReleaseVerdict.AFFECTED
+    assert "counterexample" in reason
+
+
+def test_no_zero_size_check_and_no_failure_is_not_affected() -> None:
+    verdict, reason = matrix.release_verdict(OLD_EOD_FACTS, comparison((3, 0), (3, 0)))
+    assert verdict == matrix.ReleaseVerdict.NOT_AFFECTED
+    assert "zero-capacity" in reason
+
+
+def test_a_stock_source_that_can_fail_but_did_not_is_inconclusive() -> None:
+    verdict, reason = matrix.release_verdict(STOCK_FACTS, comparison((20, 0), (20, 0)))
+    assert verdict == matrix.ReleaseVerdict.INCONCLUSIVE
+    assert "unfixed 0/20" in reason
+
+
+def test_too_few_iterations_is_inconclusive_with_compares_figure() -> None:
+    result = comparison((3, 1), (3, 0))
+    verdict, reason = matrix.release_verdict(FIX_FACTS, result)
+    assert verdict == matrix.ReleaseVerdict.INCONCLUSIVE
+    assert result.needed_iterations is not None
+    assert f"about {result.needed_iterations} iterations per variant" in reason
+
+
+def test_a_crashed_run_is_never_not_affected() -> None:
+    crashed = compare.VariantOutcome.of_counts("fixed", 2, 0)
+    crashed = compare.VariantOutcome(**{**crashed.__dict__, "crashed": True})
+    result = compare.compare(compare.VariantOutcome.of_counts("unfixed", 3, 0), crashed)
+    verdict, _ = matrix.release_verdict(OLD_EOD_FACTS, result)
+    assert verdict == matrix.ReleaseVerdict.INCONCLUSIVE
+
+
+# --- results directories, the table ------------------------------------------------------
+
+
+def fake_build(
+    variant: str, as_shipped: bool, srcversion: str | None = None
+) -> kbuild.VariantBuild:
+    return kbuild.VariantBuild(
+        release=REL,
+        variant=variant,
+        module_dir=f"/cache/{REL}/{variant}",
+        srcversion={"nvme-core": srcversion or SRCVERSION[variant]},
+        ko_sha256={},
+        vermagic=f"{REL} SMP",
+        has_fix=variant == "fixed",
+        patch_action="none" if as_shipped else ("applied" if variant == "fixed" else "reverted"),
+        patch_sha256="0",
+        source_tarball="/src/linux-source-6.1.tar.xz",
+        source_size=1,
+        source_mtime_ns=1,
+        make_vars=[],
+        built_at="2026-12-01T00:00:00+00:00",
+        build_seconds=1.0,
+        patch_method="none" if as_shipped else "patch",
+    )
+
+
+def fake_release(name: str = REL, version: str = "6.1.170-3") -> releases.Release:
+    return releases.Release(
+        name=name,
+        debian_version=version,
+        image_package=f"linux-image-{name}",
+        image_installed=True,
+        headers_package=f"linux-headers-{name}",
+        headers_installed=True,
+        source_package="linux-source-6.1",
+        source_version=version,
+        source_versions_in_apt=(version,),
+    )
+
+
+def prepared(facts: releases.SourceFacts = STOCK_FACTS, name: str = REL) -> matrix.PreparedRelease:
+    shipped = "fixed" if facts.has_fix else "unfixed"
+    builds = {v: fake_build(v, v == shipped) for v in matrix.MATRIX_VARIANTS}
+    return matrix.PreparedRelease(fake_release(name), "/src/t.tar.xz", facts, builds)
+
+
+def write_results(directory: Path, variant: str, iterations: int, races: int) -> None:
+    (directory / variant).mkdir(parents=True, exist_ok=True)
+    with JsonlWriter(directory / variant / RESULTS_FILE) as writer:
+        for record in variant_records(variant, iterations, races):
+            writer.append(record)
+
+
+def test_release_result_reads_both_runs(tmp_path: Path) -> None:
+    write_results(tmp_path, "unfixed", 20, 9)
+    write_results(tmp_path, "fixed", 20, 0)
+    result = matrix.release_result(prepared(STOCK_FACTS), tmp_path)
+    assert result.verdict == matrix.ReleaseVerdict.AFFECTED
+    unfixed, fixed = result.rows
+    assert (unfixed.variant, unfixed.as_shipped, unfixed.race_iterations) == ("unfixed", True, 9)
+    assert (fixed.variant, fixed.as_shipped, fixed.iterations) == ("fixed", False, 20)
+    assert unfixed.srcversion == SRCVERSION["unfixed"]
+    assert result.fisher_p == result.comparison["fisher_p_one_sided"] < 0.01
+    assert result.source == "linux-source-6.1=6.1.170-3"
+
+
+def test_release_result_refuses_runs_of_other_modules(tmp_path: Path) -> None:
+    write_results(tmp_path, "unfixed", 3, 0)
+    write_results(tmp_path, "fixed", 3, 0)
+    ready = prepared(STOCK_FACTS)
+    ready.builds["fixed"] = fake_build("fixed", False, srcversion="SOMETHINGELSE")
+    with pytest.raises(ToolError, match="the guest ran nvme_core"):
+        matrix.release_result(ready, tmp_path)
+
+
+def test_a_release_whose_vm_ran_nothing_is_inconclusive(tmp_path: Path) -> None:
+    result = matrix.release_result(prepared(OLD_EOD_FACTS), tmp_path)
+    assert result.verdict == matrix.ReleaseVerdict.INCONCLUSIVE
+    assert [row.iterations for row in result.rows] == [0, 0]
+
+
+def two_results(tmp_path: Path) -> list[matrix.ReleaseResult]:
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_results(first, "unfixed", 3, 0)
+    write_results(first, "fixed", 3, 0)
+    write_results(second, "unfixed", 20, 9)
+    write_results(second, "fixed", 20, 0)
+    return [
+        matrix.release_result(prepared(OLD_EOD_FACTS), first),
+        matrix.release_result(prepared(FIX_FACTS, "6.1.0-56-amd64"), second),
+    ]
+
+
+def test_the_table_in_four_formats(tmp_path: Path) -> None:
+    results = two_results(tmp_path)
+    text = matrix.write(results, tmp_path / "out")
+    lines = text.splitlines()
+    assert lines[0].split("  ")[0] == "release"
+    assert "p (vs the other variant)" in lines[0]
+    rows = [line for line in lines[2:6]]
+    assert len(rows) == 4 and all(line.startswith(("6.1.0-47", "6.1.0-56")) for line in rows)
+    assert "not affected" in rows[0] and "fixed" in rows[3]
+    assert f"{REL} (6.1.170-3): not affected:" in text
+    markdown = (tmp_path / "out" / matrix.MATRIX_MARKDOWN).read_text()
+    assert markdown.count("\n| 6.1.0-") == 4 and "| --- |" in markdown
+    page = (tmp_path / "out" / matrix.MATRIX_HTML).read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<tr style=") == 4
+    assert "<script" not in page and "http" not in page  # self-contained
+    data = json.loads((tmp_path / "out" / matrix.MATRIX_JSON).read_text())
+    assert [r["verdict"] for r in data["releases"]] == ["not affected", "fixed"]
+    assert data["releases"][1]["rows"][1]["as_shipped"] is True
+    assert (tmp_path / "out" / matrix.MATRIX_TEXT).read_text() == text + "\n"
+
+
+def test_html_escapes_cells(tmp_path: Path) -> None:
+    result = two_results(tmp_path)[0]
+    odd = matrix.ReleaseResult(**{**result.__dict__, "reason": "<b>x</b> & y"})
+    page = matrix.render_html([odd])
+    assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page and "<b>x</b>" not in page
+
+
+# --- preparation ---------------------------------------------------------------------------
+
+
+def test_prepare_release_builds_both_from_the_releases_own_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tarball = tmp_path / "linux-source-6.1.tar.xz"
+    built: list[tuple[str, str, Path | None]] = []
+    monkeypatch.setattr(releases, "lookup", fake_release)
+    monkeypatch.setattr(releases, "require_installed", lambda release: None)
+    monkeypatch.setattr(
+        releases,
+        "fetch_source",
+        lambda release, cache=None: releases.FetchedSource("p", "v", tarball, False),
+    )
+    monkeypatch.setattr(releases, "source_facts", lambda path: STOCK_FACTS)
+
+    def build_variant(variant: str, **kwargs: Any) -> kbuild.VariantBuild:
+        built.append((variant, kwargs["release"], kwargs["source_tarball"]))
+        return fake_build(variant, variant == "unfixed")
+
+    monkeypatch.setattr(kbuild, "build_variant", build_variant)
+    ready = matrix.prepare_release(REL, modules_cache=tmp_path)
+    assert built == [("unfixed", REL, tarball), ("fixed", REL, tarball)]
+    assert ready.as_shipped_variant == "unfixed"
+
+    monkeypatch.setattr(releases, "source_facts", lambda path: FIX_FACTS)
+    with pytest.raises(ToolError, match="the source facts say fixed"):
+        matrix.prepare_release(REL, modules_cache=tmp_path)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def test_matrix_of_a_missing_kernel_is_one_line_with_the_apt_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = releases.Release(
+        **{**fake_release().__dict__, "image_installed": False, "headers_installed": False}
+    )
+    monkeypatch.setattr(releases, "lookup", lambda name: missing)
+    status = cli.main(["matrix", "--release", REL, "--out", "/nonexistent/x"])
+    err = capsys.readouterr().err.strip()
+    assert status == cli.EXIT_INFRA
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"apt-get install linux-image-{REL} linux-headers-{REL}" in err
+
+
+def test_matrix_without_a_release_says_how(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["matrix", "--out", "/nonexistent/x"]) == cli.EXIT_INFRA
+    assert "--all-installed" in capsys.readouterr().err
+
+
+def test_matrix_boots_each_release_once_with_both_variants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    facts = {REL: OLD_EOD_FACTS, "6.1.0-56-amd64": FIX_FACTS}
+    races = {REL: (0, 0), "6.1.0-56-amd64": (9, 0)}
+    monkeypatch.setattr(
+        matrix, "prepare_release", lambda name, modules_cache=None: prepared(facts[name], name)
+    )
+    boots: list[tuple[str, list[str], str]] = []
+
+    def campaigns_in_vm(
+        args: argparse.Namespace, runs: list[cli.PlannedCampaign], vm_dir: Path
+    ) -> dict[Path, int]:
+        boots.append((args.kernel, [str(r.variant) for r in runs], args.modules))
+        release = vm_dir.name
+        for run in runs:
+            iterations = 20 if release != REL else 3
+            index = 0 if run.variant == "unfixed" else 1
+            with JsonlWriter(run.outdir / RESULTS_FILE) as writer:
+                for record in variant_records(str(run.variant), iterations, races[release][index]):
+                    writer.append(record)
+        return {run.outdir: 0 for run in runs}
+
+    monkeypatch.setattr(cli, "_campaigns_in_vm", campaigns_in_vm)
+    out = tmp_path / "mx"
+    argv = ["matrix", "--release", REL, "--release", "6.1.0-56-amd64", "--release", REL]
+    argv += ["--out", str(out), "--iterations", "3"]
+    assert cli.main(argv) == cli.EXIT_OK
+    assert [boot[0] for boot in boots] == [
+        f"/boot/vmlinuz-{REL}",
+        "/boot/vmlinuz-6.1.0-56-amd64",
+    ]
+    assert all(boot[1] == ["unfixed", "fixed"] for boot in boots)
+    assert boots[0][2] == str(matrix.MODULES_CACHE.resolve())
+    printed = capsys.readouterr().out
+    assert "not affected" in printed and "fixed" in printed
+    assert {p.name for p in out.iterdir()} >= {
+        REL,
+        "6.1.0-56-amd64",
+        matrix.MATRIX_HTML,
+        matrix.MATRIX_JSON,
+    }
+    # --report-only boots nothing and gives the same table
+    boots.clear()
+    assert cli.main([*argv, "--report-only"]) == cli.EXIT_OK
+    assert boots == []
+    assert "not affected" in capsys.readouterr().out
+
+
+def test_matrix_default_config_is_the_ns_remove_race_when_present() -> None:
+    assert matrix.default_config() in (matrix.DEFAULT_CONFIG, matrix.FALLBACK_CONFIG)
+    assert matrix.default_config().is_file()
+
+
+def test_inconclusive_release_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        matrix, "prepare_release", lambda name, modules_cache=None: prepared(STOCK_FACTS, name)
+    )
+    for variant in matrix.MATRIX_VARIANTS:
+        write_results(tmp_path / REL, variant, 3, 0)
+    argv = ["matrix", "--release", REL, "--out", str(tmp_path), "--report-only"]
+    assert cli.main(argv) == cli.EXIT_FAILURES
+    assert "inconclusive" in capsys.readouterr().out
