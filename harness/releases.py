@@ -29,7 +29,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness import kbuild
@@ -306,6 +306,19 @@ def require_installed(release: Release) -> None:
         )
 
 
+def with_source_version(release: Release, version: str) -> Release:
+    """``release`` with another version of its source package (the nearest one, when apt
+    has no source of the release's own version). Raises HarnessError when apt has not got
+    that version either."""
+    if version not in release.source_versions_in_apt:
+        have = ", ".join(release.source_versions_in_apt) or "none"
+        raise HarnessError(
+            f"apt has no {release.source_package} {version} (versions in apt: {have})",
+            hint="apt-get update",
+        )
+    return replace(release, source_version=version)
+
+
 def download_command(release: Release) -> str:
     """The apt command that fetches the release's source package (for hints)."""
     version = release.source_version or release.debian_version
@@ -534,13 +547,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("releases", nargs="*", help="release names (default: installed ones)")
     parser.add_argument("--fetch-source", action="store_true", help="download+unpack the source")
     parser.add_argument("--facts", action="store_true", help="print the source facts (fetches)")
+    parser.add_argument(
+        "--source-version",
+        help="fetch this version of the source package instead of the release's own (one "
+        "release only; for a release whose own source apt has not got)",
+    )
     parser.add_argument("--cache-dir", type=Path, help=f"default: {default_cache_dir()}")
     args = parser.parse_args(argv)
+    if args.source_version and len(args.releases) != 1:
+        parser.error("--source-version needs exactly one release")
     status = 0
     names = args.releases or installed_releases()
     for name in names:
         try:
             release = lookup(name)
+            if args.source_version:
+                release = with_source_version(release, args.source_version)
             print(describe(release), flush=True)
             if args.fetch_source or args.facts:
                 fetched = fetch_source(release, args.cache_dir)

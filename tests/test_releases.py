@@ -347,3 +347,17 @@ def test_a_damaged_cached_tarball_is_fetched_again(tmp_path: Path) -> None:
     fetched.tarball.write_text("trunc")
     assert releases.cached_source(release, tmp_path) is None
     assert releases.fetch_source(release, tmp_path, runner=apt).downloaded
+
+
+def test_another_source_version_only_when_apt_has_it() -> None:
+    apt = FakeApt(
+        installed={f"linux-image-{REL}": "6.1.170-3"},
+        available={"linux-source-6.1": ["6.1.176-1"]},
+    )
+    release = releases.lookup(REL, runner=apt)
+    assert release.source_version == ""
+    nearest = releases.with_source_version(release, "6.1.176-1")
+    assert nearest.source_spec == "linux-source-6.1=6.1.176-1"
+    assert nearest.debian_version == "6.1.170-3"
+    with pytest.raises(HarnessError, match=r"no linux-source-6\.1 6\.1\.999-1"):
+        releases.with_source_version(release, "6.1.999-1")
