@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -66,6 +67,8 @@ CONFIG_FROM_KERNEL: tuple[str, ...] = (
     "CONFIG_NVME_TARGET_AUTH",
     "CONFIG_BLK_DEV_ZONED",
     "CONFIG_TRACING",
+    "CONFIG_NVME_TARGET_DEBUGFS",  # 6.12
+    "CONFIG_NVME_TARGET_TCP_TLS",  # 6.12
 )
 # The two modules we swap in: the release must build them as modules.
 CONFIG_REQUIRED: dict[str, str] = {"CONFIG_NVME_TARGET": "m", "CONFIG_NVME_TARGET_TCP": "m"}
@@ -154,8 +157,19 @@ class LoadedNvmet:
         return f"nvmet {name} ({where})"
 
 
-def default_patch() -> Path:
-    return kbuild.repo_root() / "patches" / PATCH_DIR / PATCH_NAME
+def kernel_line(release: str) -> str:
+    """``6.1`` for ``6.1.0-56-amd64``, ``6.12`` for ``6.12.107+deb12-amd64``."""
+    match = re.match(r"(\d+)\.(\d+)", release)
+    return f"{match.group(1)}.{match.group(2)}" if match else ""
+
+
+def default_patch(release: str | None = None) -> Path:
+    """The patch for ``release``'s kernel line: ``patches/nvmet-ns-visibility/<line>/`` when
+    that line has its own copy (6.12), else the top one (made for Debian's 6.1.192; applies
+    to 6.1.170 too)."""
+    top = kbuild.repo_root() / "patches" / PATCH_DIR
+    own = top / kernel_line(release or "") / PATCH_NAME
+    return own if release and own.is_file() else top / PATCH_NAME
 
 
 def build_dir(cache_dir: Path, release: str) -> Path:
@@ -318,7 +332,7 @@ def build_nvmet(
     """
     rel = release or kbuild.default_release(modules_root)
     cache = (cache_dir or kbuild.default_cache_dir()).resolve()
-    patch_path = patch or default_patch()
+    patch_path = patch or default_patch(rel)
     if not patch_path.is_file():
         raise ToolError(f"patch {patch_path} not found")
     tarball = kbuild.find_source_tarball(source_tarball)
@@ -555,7 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     build.add_argument("--release", help="kernel release (default: newest with headers)")
     build.add_argument("--cache-dir", type=Path, help=f"default: {kbuild.default_cache_dir()}")
     build.add_argument("--source-tarball", type=Path, help=f"default: {kbuild.DEFAULT_TARBALL}")
-    build.add_argument("--patch", type=Path, help=f"default: {default_patch()}")
+    build.add_argument(
+        "--patch", type=Path, help=f"default: {default_patch()} (or <kernel line>/ beside it)"
+    )
     build.add_argument("--jobs", type=int, default=2)
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
     commands.add_parser("status", help="which nvmet is loaded")

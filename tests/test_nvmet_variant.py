@@ -88,10 +88,11 @@ def write_script(path: Path, text: str) -> None:
 # --- the patch file itself ------------------------------------------------------------------
 
 
-def test_patch_file_matches_the_python_side() -> None:
+@pytest.mark.parametrize("release", ["6.1.0-56-amd64", "6.12.107+deb12-amd64"])
+def test_patch_file_matches_the_python_side(release: str) -> None:
     """The values, the attribute name and MODULE_VERSION agree with ns_visibility and
     nvmet_variant; the patch touches only drivers/nvme/target."""
-    text = nvmet_variant.default_patch().read_text()
+    text = nvmet_variant.default_patch(release).read_text()
     touched = set(re.findall(r"^\+\+\+ b/(\S+)", text, re.M))
     assert touched == {
         f"drivers/nvme/target/{name}" for name in ("nvmet.h", "core.c", "admin-cmd.c", "configfs.c")
@@ -102,6 +103,18 @@ def test_patch_file_matches_the_python_side() -> None:
     assert f'MODULE_VERSION("{nvmet_variant.MODULE_VERSION}")' in added
     assert nvmet_variant.PATCH_MARK in added
     assert f"CONFIGFS_ATTR(nvmet_ana_group_, {ns_visibility.ATTRIBUTE})" in added
+
+
+def test_each_kernel_line_gets_its_patch() -> None:
+    top = kbuild.repo_root() / "patches" / "nvmet-ns-visibility"
+    assert nvmet_variant.default_patch() == top / nvmet_variant.PATCH_NAME
+    assert nvmet_variant.default_patch("6.1.0-47-amd64") == top / nvmet_variant.PATCH_NAME
+    assert nvmet_variant.default_patch("6.12.107+deb12-amd64") == (
+        top / "6.12" / nvmet_variant.PATCH_NAME
+    )
+    assert nvmet_variant.kernel_line("6.12.107+deb12-amd64") == "6.12"
+    assert nvmet_variant.kernel_line("6.1.0-56-amd64") == "6.1"
+    assert nvmet_variant.kernel_line("custom") == ""
 
 
 # --- pure helpers -----------------------------------------------------------------------------
