@@ -1,0 +1,259 @@
+"""Per-port namespace visibility (the test-only nvmet patch, patches/nvmet-ns-visibility/).
+
+With the patched nvmet loaded and the two-port test bed up (iopolicy numa), hiding ANA group 1
+on the port of the path that carries the IO must remove only that path's per-path disk: its
+controller stays live, the other path's disk and the head stay, IO goes on; making it visible
+again brings the per-path disk back.
+
+``hidden-invalid-ns`` (IO answered Invalid Namespace with DNR, a spec-style detach) is
+measured, not judged: what fio saw is written to ``ns_visibility_invalid_ns.json`` in the
+results directory.
+
+The modules are built on the host before the VM boots:
+``python -m harness.nvmet_variant build --release <release of the VM's kernel>``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import config as config_mod
+from harness import kbuild, ns_visibility, nvmet_variant, variants
+from harness.config import CampaignConfig
+from harness.host import ControllerInfo, MultipathDevice
+from harness.kernelfs import KernelFs
+from harness.kmsg import KmsgReader, format_record
+from harness.testbed import Testbed, new_run_id
+from harness.workload import FioJob, FioResult, FioRun
+
+WAIT_S = 30.0  # for the host's rescan to remove or re-add a per-path disk (TCG)
+KFS_TIMEOUT_S = 60.0
+FIO_START_S = 60.0  # fio loads 64 shared libraries first: seconds under TCG on a busy host
+MEASURE_S = 0.5  # between two reads of the per-path disks' IO counters
+
+pytestmark = pytest.mark.skipif(
+    nvmet_variant.load_record(kbuild.default_cache_dir(), platform.release()) is None,
+    reason=(
+        f"the patched nvmet for {platform.release()} is not built: on the host run "
+        f"python -m harness.nvmet_variant build --release {platform.release()}"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class BedPath:
+    """One path of the test bed: its nvmet port and its host controller."""
+
+    portid: int
+    controller: str
+    disk: str
+
+
+@pytest.fixture
+def patched_nvmet() -> Iterator[nvmet_variant.LoadedNvmet]:
+    """The patched nvmet loaded with insmod; unloaded after the test (and its test bed)."""
+    loaded = nvmet_variant.load_patched_nvmet()
+    yield loaded
+    nvmet_variant.unload_nvmet()
+
+
+@pytest.fixture
+def bed(
+    patched_nvmet: nvmet_variant.LoadedNvmet, smoke_config: CampaignConfig
+) -> Iterator[Testbed]:
+    """The two-port test bed on the patched nvmet, iopolicy numa (one current path)."""
+    config = config_mod.override(smoke_config, "host", iopolicy="numa")
+    # A generous configfs/sysfs timeout: under TCG on a busy host the kfs child starts slowly.
+    testbed = Testbed(config, new_run_id(), kfs=KernelFs(timeout_s=KFS_TIMEOUT_S))
+    testbed.up()
+    try:
+        yield testbed
+    finally:
+        errors = testbed.down()
+        assert not errors, f"teardown errors: {errors}"
+
+
+def _paths(bed: Testbed, device: MultipathDevice) -> list[BedPath]:
+    assert bed.network is not None
+    found = []
+    for link in bed.network.links:
+        ctrl = device.controller_for(link.endpoint)
+        assert ctrl is not None and len(ctrl.path_disks) == 1, f"{link.endpoint}: {ctrl}"
+        found.append(BedPath(bed.portid(link.index), ctrl.name, ctrl.path_disks[0]))
+    return found
+
+
+def _busiest(bed: Testbed, paths: list[BedPath]) -> BedPath:
+    """The path that carries the IO (numa: the head's current path), by IO counters."""
+    assert bed.host is not None
+    before = [bed.host.io_completed(p.disk)[0] for p in paths]
+    time.sleep(MEASURE_S)
+    after = [bed.host.io_completed(p.disk)[0] for p in paths]
+    deltas = [b - a for a, b in zip(before, after, strict=True)]
+    assert max(deltas) > 0, f"no IO on any path: {deltas}"
+    return paths[deltas.index(max(deltas))]
+
+
+def _controller(bed: Testbed, name: str) -> ControllerInfo:
+    assert bed.host is not None
+    info = bed.host.controller(name)
+    assert info is not None, f"controller {name} is gone"
+    return info
+
+
+def _wait_path_disks(bed: Testbed, ctrl: str, present: bool) -> float:
+    """Wait until ``ctrl`` has (or has no) per-path disk, checking it stays live; seconds."""
+    started = time.monotonic()
+    while True:
+        info = _controller(bed, ctrl)
+        assert info.state == "live", f"{ctrl} went {info.state}"
+        if bool(info.path_disks) == present:
+            return time.monotonic() - started
+        assert time.monotonic() - started < WAIT_S, (
+            f"{ctrl} still {'lacks' if present else 'has'} a per-path disk after {WAIT_S:g} s"
+        )
+        time.sleep(0.05)
+
+
+def _path_io(bed: Testbed) -> dict[str, int]:
+    """IOs completed per per-path disk of the run (request-based disks: /sys/block/*/stat)."""
+    assert bed.host is not None
+    return {
+        disk: bed.host.io_completed(disk)[0]
+        for ctrl in bed.host.controllers(bed.nqn)
+        for disk in ctrl.path_disks
+    }
+
+
+def _io_since(bed: Testbed, before: dict[str, int]) -> int:
+    """IOs completed since ``before`` on the per-path disks that existed then and now."""
+    after = _path_io(bed)
+    return sum(after[disk] - count for disk, count in before.items() if disk in after)
+
+
+def _io_goes_on(bed: Testbed, fio: FioRun) -> int:
+    before = _path_io(bed)
+    time.sleep(1.0)
+    assert fio.running(), "fio stopped"
+    done = _io_since(bed, before)
+    assert done > 0, f"no IO completed on {sorted(before)} for 1 s"
+    return done
+
+
+def _fio_errnos(fio_json: Path) -> list[dict[str, Any]]:
+    """Per fio job: total_err, first_error and error (the last errno) from fio's JSON."""
+    text = fio_json.read_text(errors="replace")
+    data = json.loads(text[text.find("{") :]) if "{" in text else {}
+    return [
+        {k: job.get(k) for k in ("jobname", "total_err", "first_error", "error")}
+        for job in data.get("jobs", [])
+    ]
+
+
+def _start_fio(bed: Testbed, device: MultipathDevice, workdir: Path) -> FioRun:
+    sectors = int(bed.kfs.read(f"/sys/block/{device.head}/size"))
+    before = _path_io(bed)
+    fio = FioRun(FioJob(filename=device.head_dev, size_bytes=sectors * 512), workdir)
+    deadline = time.monotonic() + FIO_START_S
+    while _io_since(bed, before) == 0:
+        assert fio.running(), "fio ended before doing IO"
+        assert time.monotonic() < deadline, f"fio did no IO in {FIO_START_S:g} s"
+        time.sleep(0.2)
+    return fio
+
+
+def test_hidden_removes_only_that_paths_disk(bed: Testbed, results_dir: Path) -> None:
+    device = bed.checked_device()
+    head = device.head
+    paths = _paths(bed, device)
+    assert ns_visibility.supported(bed.kfs, paths[0].portid)
+    fio = _start_fio(bed, device, results_dir)
+    result: FioResult | None = None
+    try:
+        hidden = _busiest(bed, paths)
+        other = next(p for p in paths if p != hidden)
+        ns_visibility.set_visibility(bed.kfs, hidden.portid, ns_visibility.HIDDEN)
+        assert ns_visibility.visibility(bed.kfs, hidden.portid) == ns_visibility.HIDDEN
+        gone_s = _wait_path_disks(bed, hidden.controller, present=False)
+        assert _controller(bed, other.controller).path_disks == (other.disk,)
+        now = bed.device()
+        assert now is not None and head in now.heads, "the head went away"
+        io_while_hidden = _io_goes_on(bed, fio)
+
+        ns_visibility.set_visibility(bed.kfs, hidden.portid, ns_visibility.VISIBLE)
+        back_s = _wait_path_disks(bed, hidden.controller, present=True)
+        assert _controller(bed, other.controller).state == "live"
+        io_after = _io_goes_on(bed, fio)
+    finally:
+        result = fio.stop()
+    assert result.read_ios + result.write_ios > 0
+    measured = {
+        "hidden_path": hidden.disk,
+        "disk_gone_after_s": round(gone_s, 2),
+        "disk_back_after_s": round(back_s, 2),
+        "ios_in_1s_while_hidden": io_while_hidden,
+        "ios_in_1s_after_visible": io_after,
+        "fio_total_errors": result.total_errors,
+        "fio_eio": result.eio,
+    }
+    (results_dir / "ns_visibility_hidden.json").write_text(json.dumps(measured, indent=2) + "\n")
+    # Served IO and a fixed host: nothing may fail. An unfixed host may see the EOD race.
+    if variants.current_state().has_fix:
+        assert result.total_errors == 0, f"fio saw errors: {result.error_lines}"
+
+
+def test_hidden_invalid_ns_is_measured(bed: Testbed, results_dir: Path) -> None:
+    device = bed.checked_device()
+    paths = _paths(bed, device)
+    with KmsgReader() as kmsg:
+        fio = _start_fio(bed, device, results_dir)
+        try:
+            hidden = _busiest(bed, paths)
+            hidden_at = time.monotonic()
+            ns_visibility.set_visibility(bed.kfs, hidden.portid, ns_visibility.HIDDEN_INVALID_NS)
+            gone_s = _wait_path_disks(bed, hidden.controller, present=False)
+            time.sleep(1.0)
+            running_while_hidden = fio.running()
+            ns_visibility.set_visibility(bed.kfs, hidden.portid, ns_visibility.VISIBLE)
+            back_s = _wait_path_disks(bed, hidden.controller, present=True)
+            before = _path_io(bed)
+            time.sleep(1.0)
+            ios_after_visible = _io_since(bed, before)
+        finally:
+            result = fio.stop()
+        records = kmsg.read_available()
+    state = variants.current_state()
+    kernel_lines = [
+        format_record(r)
+        for r in records
+        if "nvme" in r.text and ("rescan" in r.text or "error" in r.text or "beyond" in r.text)
+    ]
+    measured = {
+        "hidden_path": hidden.disk,
+        "nvme_core_srcversion": state.srcversion,
+        "host_has_fix": state.has_fix,
+        "disk_gone_after_s": round(gone_s, 2),
+        "disk_back_after_s": round(back_s, 2),
+        "fio_running_while_hidden": running_while_hidden,
+        "ios_in_1s_after_visible": ios_after_visible,
+        "fio_total_errors": result.total_errors,
+        "fio_eio": result.eio,
+        "fio_first_error_after_hide_s": (
+            round(result.first_error_at - hidden_at, 3) if result.first_error_at else None
+        ),
+        "fio_jobs": _fio_errnos(results_dir / "fio.json"),
+        "fio_error_lines": result.error_lines,
+        "kernel_lines": kernel_lines[:20],
+    }
+    out = results_dir / "ns_visibility_invalid_ns.json"
+    out.write_text(json.dumps(measured, indent=2) + "\n")
+    print(json.dumps(measured, indent=2))
+    assert result.json_ok, "fio wrote no JSON"
