@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import config as config_mod
+from harness import nvmet_variant
 from harness.config import (
     DYNAMIC_PATH_CHOICES,
     FAULTS_WITH_SURVIVING_PATH,
@@ -576,6 +577,7 @@ class Campaign:
                 for c in device.controllers
             ],
             "iopolicy": self.bed.host.iopolicy(device),
+            "nvmet": nvmet_variant.loaded_nvmet(self.bed.kfs).describe(),
             "setup_s": round(setup_s, 3),
             "setup_phases_s": {name: round(sec, 3) for name, sec in self.bed.setup_phases.items()},
             "ready_s": round(ready_s, 3),

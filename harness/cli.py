@@ -290,12 +290,25 @@ def _print_run_table(outdir: Path) -> None:
         print(render_table(summarize(r for r in records if is_iteration(r))), flush=True)
 
 
+def _build_target_modules(kernel: str, runs: list[PlannedCampaign]) -> None:
+    """Before a boot: build (or find cached) our patched nvmet for ``kernel``'s release when
+    a campaign needs it (``ns_remove_path`` with a ``hidden*`` mechanism)."""
+    if not any(config_mod.needs_patched_nvmet(run.config) for run in runs):
+        return
+    from harness import nvmet_variant
+    from harness.vm import kernel_release
+
+    build = nvmet_variant.build_nvmet(release=kernel_release(kernel) or None)
+    say(f"patched nvmet (ns visibility) for {build.release}: srcversion {build.srcversion}")
+
+
 def _campaign_in_vm(args: argparse.Namespace, run: PlannedCampaign) -> int:
     """One campaign in one VM boot."""
     from harness.vm import guest_python, record_crash, run_in_vm
 
     outdir = run.outdir
     spec = _vm_spec(args, _run_budget_s(run.config))
+    _build_target_modules(spec.kernel, [run])
     guest = [guest_python(), "-m", "harness.cli", "run", *_guest_run_args(args, run)]
     say(f"booting {spec.kernel} ({spec.cpus} CPUs, {spec.memory}); console: {outdir}/console.log")
     from harness.progress import VmProgress
@@ -327,7 +340,9 @@ def _campaigns_in_vm(
         return statuses
     from harness import vm_batch
     from harness.progress import VmProgress
-    from harness.vm import VmResult, guest_python, record_crash, run_in_vm
+    from harness.vm import VmResult, default_kernel, guest_python, record_crash, run_in_vm
+
+    _build_target_modules(args.kernel or default_kernel(), runs)
 
     planned = [
         vm_batch.GuestRun(run.outdir, tuple(_guest_run_args(args, run)), _run_budget_s(run.config))

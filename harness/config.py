@@ -333,6 +333,15 @@ def _check_combinations(config: CampaignConfig) -> None:
         )
 
 
+def needs_patched_nvmet(config: CampaignConfig) -> bool:
+    """Whether the campaign needs our nvmet test patch (patches/nvmet-ns-visibility/): an
+    ``ns_remove_path`` fault with one of the ``hidden*`` mechanisms."""
+    return (
+        FaultKind.NS_REMOVE_PATH in config.campaign.faults
+        and config.ns_remove_path.mechanism != "identity_flip"
+    )
+
+
 def load(path: Path) -> CampaignConfig:
     """Read and validate a TOML campaign file."""
     try:

@@ -86,7 +86,7 @@ class FaultInjector:
             assert bed.backing is not None
             backing_mod.suspend(bed.backing)
         elif kind is FaultKind.NS_REMOVE_PATH:
-            self.path_removal().remove(self._require_ctrl(path))
+            self.path_removal().remove(self._require_ctrl(path), bed.portid(path))
         else:  # pragma: no cover - FaultKind is closed
             raise HarnessError(f"unknown fault {kind}")
 
@@ -110,7 +110,7 @@ class FaultInjector:
         elif kind is FaultKind.BACKING_STALL and bed.backing is not None:
             backing_mod.resume(bed.backing)
         elif kind is FaultKind.NS_REMOVE_PATH:
-            self.path_removal().restore(self._require_ctrl(path))
+            self.path_removal().restore(self._require_ctrl(path), bed.portid(path))
 
     def restore_everything(self) -> list[str]:
         """Undo any fault that may be in place (used after errors and on Ctrl-C)."""
@@ -169,8 +169,13 @@ def make_path_removal(bed: Testbed) -> path_removal.PathRemoval:
     assert bed.host is not None and bed.target is not None and bed.spec is not None
     settings = bed.config.ns_remove_path
     paths = path_removal.PathSet(bed.host, bed.nqn)
-    if settings.mechanism != "identity_flip":
-        raise HarnessError("the visibility mechanism is not wired in yet")
+    if settings.mechanism in path_removal.VISIBILITY_OF_MECHANISM:
+        return path_removal.PortVisibility(
+            paths,
+            bed.kfs,
+            path_removal.VISIBILITY_OF_MECHANISM[settings.mechanism],
+            timeout_s=settings.removal_timeout_s,
+        )
     namespace = bed.spec.subsystems[0].namespaces[0]
     return path_removal.IdentityFlip(
         paths,

@@ -31,9 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from harness import ns_visibility
 from harness.errors import HarnessError
 from harness.host import NvmeHost
-from harness.target import NvmetTarget
+from harness.kernelfs import KernelFs
+from harness.target import DEFAULT_ANA_GROUP, NvmetTarget
 
 # Asynchronous Event Configuration with only ANA Change Notices (bit 11) enabled: the
 # Namespace Attribute Notices (bit 8) that would make every controller rescan are masked.
@@ -46,11 +48,12 @@ class PathRemoval(Protocol):
 
     notes: list[str]
 
-    def remove(self, ctrl: str) -> None:
-        """Make the namespace vanish from controller ``ctrl`` only; returns when its per-path
-        disk is gone. Raises HarnessError when it does not go in time."""
+    def remove(self, ctrl: str, portid: int) -> None:
+        """Make the namespace vanish from controller ``ctrl`` (connected to nvmet port
+        ``portid``) only; returns when its per-path disk is gone. Raises HarnessError when it
+        does not go in time."""
 
-    def restore(self, ctrl: str) -> None:
+    def restore(self, ctrl: str, portid: int) -> None:
         """Bring the namespace back to ``ctrl`` (and to any path that lost it too); returns
         when every live controller has its per-path disk again."""
 
@@ -87,6 +90,10 @@ class PathSet:
             f"the per-path disk of {ctrl} did not go away",
         )
 
+    def lost_elsewhere(self, removed: str, others: list[str]) -> list[str]:
+        """Which of ``others`` (controllers other than ``removed``) lost the namespace too."""
+        return [c for c in others if c != removed and not self.host.path_disks(c)]
+
     def wait_disks_back(self, timeout_s: float) -> None:
         self.wait(
             lambda: not self.without_disk(),
@@ -118,7 +125,7 @@ class IdentityFlip:
                 host.set_async_event_config(ctrl, AEN_ANA_CHANGE_ONLY)
                 self._masked[ctrl] = cntlid
 
-    def remove(self, ctrl: str) -> None:
+    def remove(self, ctrl: str, portid: int) -> None:
         self.mask_notices()
         if not self.paths.host.path_disks(ctrl):
             raise HarnessError(f"{ctrl} has no per-path disk to remove")
@@ -127,11 +134,11 @@ class IdentityFlip:
         self._flipped = True
         self.paths.host.rescan_controller(ctrl)
         self.paths.wait_disk_gone(ctrl, self.timeout_s)
-        lost = [c for c in others if not self.paths.host.path_disks(c)]
+        lost = self.paths.lost_elsewhere(ctrl, others)
         if lost:
             self.notes.append(f"the namespace also left {', '.join(lost)} (repaired at restore)")
 
-    def restore(self, ctrl: str) -> None:
+    def restore(self, ctrl: str, portid: int) -> None:
         self._restore_uuid()
         for name in self.paths.without_disk():
             self.paths.host.rescan_controller(name)
@@ -152,4 +159,53 @@ class IdentityFlip:
                 self.paths.host.rescan_controller(name)
         except HarnessError as exc:
             errors.append(str(exc))
+        return errors
+
+
+# What each visibility mechanism sets the port's ANA group to (harness/ns_visibility.py).
+VISIBILITY_OF_MECHANISM = {
+    "hidden": ns_visibility.HIDDEN,
+    "hidden_path_error": ns_visibility.HIDDEN_PATH_ERROR,
+    "hidden_invalid_ns": ns_visibility.HIDDEN_INVALID_NS,
+}
+
+
+@dataclass
+class PortVisibility:
+    """The ``hidden*`` mechanisms: our nvmet test patch hides the namespace's ANA group from
+    one port and tells only that port's controllers (Namespace Attribute Changed AEN), whose
+    scan then removes the per-path disk; ``visible`` again brings it back the same way.
+    ``visibility`` is what the port answers to IO meanwhile (see harness/ns_visibility.py).
+    Needs the patched nvmet loaded (harness/nvmet_variant.py)."""
+
+    paths: PathSet
+    kfs: KernelFs
+    visibility: str
+    grpid: int = DEFAULT_ANA_GROUP
+    timeout_s: float = 10.0
+    notes: list[str] = field(default_factory=list)
+    _hidden: set[int] = field(default_factory=set)  # port ids hidden now
+
+    def remove(self, ctrl: str, portid: int) -> None:
+        if not self.paths.host.path_disks(ctrl):
+            raise HarnessError(f"{ctrl} has no per-path disk to remove")
+        others = [c for c in self.paths.live_controllers() if c != ctrl]
+        ns_visibility.set_visibility(self.kfs, portid, self.visibility, self.grpid)
+        self._hidden.add(portid)
+        self.paths.wait_disk_gone(ctrl, self.timeout_s)
+        lost = self.paths.lost_elsewhere(ctrl, others)
+        if lost:
+            self.notes.append(f"the namespace also left {', '.join(lost)}")
+
+    def restore(self, ctrl: str, portid: int) -> None:
+        ns_visibility.set_visibility(self.kfs, portid, ns_visibility.VISIBLE, self.grpid)
+        self._hidden.discard(portid)
+        for name in self.paths.without_disk():  # one that missed the event: scan it again
+            if name != ctrl:
+                self.paths.host.rescan_controller(name)
+        self.paths.wait_disks_back(self.timeout_s)
+
+    def restore_all(self) -> list[str]:
+        errors = ns_visibility.make_all_visible(self.kfs, sorted(self._hidden))
+        self._hidden.clear()
         return errors

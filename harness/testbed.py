@@ -18,7 +18,7 @@ from pathlib import Path
 
 from harness import backing as backing_mod
 from harness import nvmetcli_backend
-from harness.config import CampaignConfig
+from harness.config import CampaignConfig, needs_patched_nvmet
 from harness.errors import HarnessError
 from harness.host import HostIdentity, MultipathDevice, NvmeHost, PathEndpoint
 from harness.kernelfs import KernelFs
@@ -82,6 +82,10 @@ class Testbed:
     def _up(self) -> MultipathDevice:
         tcfg = self.config.target
         with self._phase("modules"):
+            if needs_patched_nvmet(self.config):
+                from harness import nvmet_variant
+
+                nvmet_variant.load_patched_nvmet()
             load_modules()
         self.host = NvmeHost(self.kfs, self.identity)
         self.network = Network(tcfg.network, tcfg.paths, tcfg.first_port)

@@ -13,8 +13,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from harness import ns_visibility
+from harness.config import NS_REMOVE_MECHANISMS
 from harness.errors import HarnessError
-from harness.path_removal import AEN_ANA_CHANGE_ONLY, IdentityFlip, PathSet
+from harness.kernelfs import KernelFs
+from harness.path_removal import (
+    AEN_ANA_CHANGE_ONLY,
+    VISIBILITY_OF_MECHANISM,
+    IdentityFlip,
+    PathSet,
+    PortVisibility,
+)
 
 NQN = "nqn.2026-11.io.nvmf-harness:subsys-test"
 HEAD_UUID = "11111111-2222-3333-4444-555555555555"
@@ -98,29 +107,29 @@ def flip(kernel: ModelKernel) -> IdentityFlip:
 def test_remove_takes_only_that_path_and_restore_brings_it_back(
     kernel: ModelKernel, flip: IdentityFlip
 ) -> None:
-    flip.remove("nvme1")
+    flip.remove("nvme1", 6001)
     assert kernel.path_disks("nvme1") == ()
     assert kernel.path_disks("nvme0") == ("nvme0c0n1",)
     assert kernel.ctrls["nvme1"].state == "live"
     assert kernel.uuid != HEAD_UUID
     assert kernel.rescans == ["nvme1"]
-    flip.restore("nvme1")
+    flip.restore("nvme1", 6001)
     assert kernel.uuid == HEAD_UUID
     assert kernel.path_disks("nvme1") == ("nvme1c0n1",)
     assert flip.notes == []
 
 
 def test_notices_are_masked_once_per_association(kernel: ModelKernel, flip: IdentityFlip) -> None:
-    flip.remove("nvme0")
-    flip.restore("nvme0")
-    flip.remove("nvme1")
-    flip.restore("nvme1")
+    flip.remove("nvme0", 6000)
+    flip.restore("nvme0", 6000)
+    flip.remove("nvme1", 6001)
+    flip.restore("nvme1", 6001)
     assert sorted(kernel.set_feature_calls) == [
         ("nvme0", AEN_ANA_CHANGE_ONLY),
         ("nvme1", AEN_ANA_CHANGE_ONLY),
     ]
     kernel.reconnect("nvme0", cntlid="7")  # a reconnect resets the mask: masked again
-    flip.remove("nvme1")
+    flip.remove("nvme1", 6001)
     assert kernel.set_feature_calls[-1] == ("nvme0", AEN_ANA_CHANGE_ONLY)
     assert kernel.path_disks("nvme0") == ("nvme0c0n1",)  # it did not rescan on the flip
 
@@ -144,10 +153,10 @@ def test_another_path_that_lost_it_is_noted_and_repaired(
             kernel._scan(kernel.ctrls["nvme0"])
 
     kernel.rescan_controller = rescan_both  # type: ignore[method-assign]
-    flip.remove("nvme1")
+    flip.remove("nvme1", 6001)
     assert flip.notes and "nvme0" in flip.notes[0]
     kernel.rescan_controller = original  # type: ignore[method-assign]
-    flip.restore("nvme1")
+    flip.restore("nvme1", 6001)
     assert kernel.path_disks("nvme0") and kernel.path_disks("nvme1")
     assert set(kernel.rescans[-2:]) == {"nvme0", "nvme1"}
 
@@ -155,20 +164,88 @@ def test_another_path_that_lost_it_is_noted_and_repaired(
 def test_a_disk_that_does_not_go_is_an_error(kernel: ModelKernel, flip: IdentityFlip) -> None:
     kernel.rescan_controller = lambda ctrl: None  # type: ignore[method-assign]
     with pytest.raises(HarnessError, match=r"did not go away within 0\.2 s"):
-        flip.remove("nvme0")
+        flip.remove("nvme0", 6000)
 
 
 def test_remove_needs_a_disk(kernel: ModelKernel, flip: IdentityFlip) -> None:
     kernel.ctrls["nvme0"].has_disk = False
     with pytest.raises(HarnessError, match="no per-path disk"):
-        flip.remove("nvme0")
+        flip.remove("nvme0", 6000)
 
 
 def test_restore_all_puts_the_uuid_back_after_an_interrupted_fault(
     kernel: ModelKernel, flip: IdentityFlip
 ) -> None:
-    flip.remove("nvme0")
+    flip.remove("nvme0", 6000)
     assert flip.restore_all() == []
     assert kernel.uuid == HEAD_UUID
     assert kernel.path_disks("nvme0")
     assert flip.restore_all() == []  # nothing in place: nothing to do, no error
+
+
+# --- the visibility mechanisms (our nvmet test patch) ---------------------------------------
+
+
+@dataclass
+class ModelVisibility:
+    """nvmet with the patch: hiding port P's group sends the changed-NS AEN only to P's
+    controllers (core.c with the patch: nvmet_port_ns_visibility_changed), whose scan then
+    drops (or, when visible again, adds) the per-path disk."""
+
+    kernel: ModelKernel
+    port_of: dict[str, int]
+    writes: list[tuple[int, str]] = field(default_factory=list)
+
+    def set_visibility(self, kfs: object, portid: int, value: str, grpid: int = 1) -> None:
+        self.writes.append((portid, value))
+        for name, port in self.port_of.items():
+            if port == portid:
+                self.kernel.ctrls[name].has_disk = value == "visible"
+
+
+@pytest.fixture
+def visibility(
+    kernel: ModelKernel, monkeypatch: pytest.MonkeyPatch
+) -> tuple[ModelVisibility, PortVisibility]:
+    model = ModelVisibility(kernel, {"nvme0": 6000, "nvme1": 6001})
+    monkeypatch.setattr(ns_visibility, "set_visibility", model.set_visibility)
+    paths = PathSet(kernel, NQN)  # type: ignore[arg-type]
+    return model, PortVisibility(paths, KernelFs(), ns_visibility.HIDDEN_INVALID_NS, timeout_s=0.2)
+
+
+def test_visibility_hides_one_port_and_shows_it_again(
+    kernel: ModelKernel, visibility: tuple[ModelVisibility, PortVisibility]
+) -> None:
+    model, mechanism = visibility
+    mechanism.remove("nvme0", 6000)
+    assert model.writes == [(6000, "hidden-invalid-ns")]
+    assert kernel.path_disks("nvme0") == () and kernel.path_disks("nvme1")
+    mechanism.restore("nvme0", 6000)
+    assert model.writes[-1] == (6000, "visible")
+    assert kernel.path_disks("nvme0") == ("nvme0c0n1",)
+    assert kernel.set_feature_calls == []  # no AEN mask needed: the event goes to one port
+    assert mechanism.notes == []
+
+
+def test_visibility_restore_all_shows_what_is_hidden(
+    kernel: ModelKernel,
+    visibility: tuple[ModelVisibility, PortVisibility],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _model, mechanism = visibility
+    mechanism.remove("nvme1", 6001)
+    shown: list[list[int]] = []
+
+    def make_all_visible(kfs: KernelFs, ports: list[int]) -> list[str]:
+        shown.append(ports)
+        return []
+
+    monkeypatch.setattr(ns_visibility, "make_all_visible", make_all_visible)
+    assert mechanism.restore_all() == []
+    assert shown == [[6001]]
+    assert mechanism.restore_all() == [] and shown[-1] == []
+
+
+def test_mechanism_names_map_to_the_patch_values() -> None:
+    assert set(VISIBILITY_OF_MECHANISM) == set(NS_REMOVE_MECHANISMS) - {"identity_flip"}
+    assert set(VISIBILITY_OF_MECHANISM.values()) <= set(ns_visibility.VISIBILITIES)
