@@ -443,8 +443,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             compare.outcome(args.patched, outdir / args.patched),
             alpha=args.alpha,
         )
-        say(f"rule: {result.rule}")
-        print(compare.write(result, outdir), flush=True)
+        print(compare.write(result, outdir), flush=True)  # its "Rule:" line says which rule
         return EXIT_OK if result.fixed else EXIT_FAILURES
 
     looks = plan.looks

@@ -447,7 +447,7 @@ def test_compare_cli_prints_the_verdict_and_its_rule(
     assert guest.boots == [[("unfixed", 20, 11), ("fixed", 20, 11)]]  # one boot, one seed
     assert data["stock"]["iterations"] == data["patched"]["iterations"] == 20
     assert data["rule"] == compare_mod.single_comparison_rule(0.01)
-    assert f"nvmf-harness: rule: {data['rule']}" in out
+    assert f"\nRule: {data['rule']}\n" in out  # one line, with the table
     assert out.rstrip().endswith(data["headline"])
     # the seeded draw gives 5/20: p = C(20,5)/C(40,5) = 0.0236, not below 0.01
     assert data["stock"]["race_iterations"] == 5
