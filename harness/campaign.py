@@ -3,7 +3,8 @@
 One iteration, with fio started afresh each time so its counts belong to one fault:
 
 1. mark the kernel log; start fio on the multipath head (after the device interlock);
-2. wait for IO to flow, then warmup_s plus a seeded random jitter;
+2. wait for IO to flow; let the fault prepare (FaultInjector.prepare); warmup_s plus a
+   seeded random jitter, over which each path's IO is counted (the current path);
 3. inject the fault on the chosen path; hold_s; restore it;
 4. wait until every path is live and optimized again (reconnecting expired controllers);
 5. let IO run settle_s more, stop fio (SIGINT; SIGKILL when it does not stop: a hang);
@@ -320,6 +321,7 @@ class Campaign:
             flowing = time.monotonic()
             io_start_s = flowing - spawned
             readers = self._start_passthru(device)
+            self.faults.prepare(action)
             ios_before = self._path_ios()
             time.sleep(ccfg.warmup_s + jitter)
             ios_after = self._path_ios()

@@ -65,6 +65,12 @@ class FaultInjector:
         ctrl = device.controller_for(self.bed.endpoints[path])
         return ctrl.name if ctrl else None
 
+    def prepare(self, action: FaultAction) -> None:
+        """Before the warmup, what a fault can do before its path is chosen (the identity
+        flip's uuid change: its gap moves the current path, so it must come first)."""
+        if action.kind is FaultKind.NS_REMOVE_PATH:
+            self.path_removal().prepare()
+
     def inject(self, action: FaultAction) -> None:
         bed, path = self.bed, action.path
         assert bed.host is not None and bed.target is not None and bed.network is not None

@@ -48,6 +48,10 @@ class PathRemoval(Protocol):
 
     notes: list[str]
 
+    def prepare(self) -> None:
+        """Whatever can be done before the path is chosen (called at the start of the
+        warmup, so the current path is measured after it)."""
+
     def remove(self, ctrl: str, portid: int) -> None:
         """Make the namespace vanish from controller ``ctrl`` (connected to nvmet port
         ``portid``) only; returns when its per-path disk is gone. Raises HarnessError when it
@@ -125,13 +129,20 @@ class IdentityFlip:
                 host.set_async_event_config(ctrl, AEN_ANA_CHANGE_ONLY)
                 self._masked[ctrl] = cntlid
 
-    def remove(self, ctrl: str, portid: int) -> None:
+    def prepare(self) -> None:
+        """Mask the notices and change the uuid. The change's gap (namespace disabled for a
+        moment) fails IO over, which clears the cached current path
+        (multipath.c:nvme_failover_req): the path chosen after it is the current one."""
         self.mask_notices()
+        if not self._flipped:
+            self.target.set_namespace_uuid(self.paths.nqn, self.nsid, str(uuid.uuid4()))
+            self._flipped = True
+
+    def remove(self, ctrl: str, portid: int) -> None:
         if not self.paths.host.path_disks(ctrl):
             raise HarnessError(f"{ctrl} has no per-path disk to remove")
+        self.prepare()
         others = [c for c in self.paths.live_controllers() if c != ctrl]
-        self.target.set_namespace_uuid(self.paths.nqn, self.nsid, str(uuid.uuid4()))
-        self._flipped = True
         self.paths.host.rescan_controller(ctrl)
         self.paths.wait_disk_gone(ctrl, self.timeout_s)
         lost = self.paths.lost_elsewhere(ctrl, others)
@@ -185,6 +196,9 @@ class PortVisibility:
     timeout_s: float = 10.0
     notes: list[str] = field(default_factory=list)
     _hidden: set[int] = field(default_factory=set)  # port ids hidden now
+
+    def prepare(self) -> None:
+        """Nothing: hiding a port needs no preparation and has no gap."""
 
     def remove(self, ctrl: str, portid: int) -> None:
         if not self.paths.host.path_disks(ctrl):

@@ -119,6 +119,19 @@ def test_remove_takes_only_that_path_and_restore_brings_it_back(
     assert flip.notes == []
 
 
+def test_prepare_flips_once_before_the_path_is_chosen(
+    kernel: ModelKernel, flip: IdentityFlip
+) -> None:
+    flip.prepare()
+    flipped = kernel.uuid
+    assert flipped != HEAD_UUID
+    assert kernel.path_disks("nvme0") and kernel.path_disks("nvme1")  # nobody rescanned
+    flip.prepare()
+    flip.remove("nvme0", 6000)
+    assert kernel.uuid == flipped  # remove() did not flip again
+    assert kernel.path_disks("nvme0") == ()
+
+
 def test_notices_are_masked_once_per_association(kernel: ModelKernel, flip: IdentityFlip) -> None:
     flip.remove("nvme0", 6000)
     flip.restore("nvme0", 6000)
