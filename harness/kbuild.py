@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, ToolError
+from harness.prepared import prepared_release
 from harness.procs import run
 
 VARIANTS: tuple[str, ...] = ("fixed", "unfixed")
@@ -164,10 +165,13 @@ def _version_key(release: str) -> list[int | str]:
 
 
 def default_release(modules_root: Path | None = None) -> str:
-    """The newest release under ``modules_root`` that has headers (``build``), else uname -r.
+    """The release scripts/setup prepared (build/prepared-kernel.json, harness/prepared.py);
+    else the newest release under ``modules_root`` that has headers (``build``), else uname -r.
 
     Releases ending in ``-amd64`` (Debian's generic kernel) are preferred.
     """
+    if modules_root is None and (prepared := prepared_release()) is not None:
+        return prepared
     root = modules_root or MODULES_ROOT
     try:
         with_headers = [d.name for d in root.iterdir() if (d / "build").is_dir()]
