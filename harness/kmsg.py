@@ -188,9 +188,10 @@ class KmsgReader:
 
     def _drain(self, poll_s: float) -> None:
         while not self._stop.wait(poll_s):
-            records = self._read_fd()
+            # Read under the lock: a record this thread read but had not stored yet would
+            # otherwise go to the caller's next read_available (the next iteration).
             with self._lock:
-                self._collected.extend(records)
+                self._collected.extend(self._read_fd())
 
     def _read_fd(self) -> list[KmsgRecord]:
         records: list[KmsgRecord] = []
