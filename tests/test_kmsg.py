@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -369,3 +370,29 @@ def test_background_reader_drains_before_the_ring_buffer_would_wrap(tmp_path: Pa
         assert records[-1].text == "nvme nvme1: starting error recovery"
         assert reader.read_available() == []
     assert reader._thread is not None and not reader._thread.is_alive()
+
+
+def test_a_record_the_background_thread_holds_is_not_handed_to_the_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thread read a record and was about to store it when the caller asked: the
+    caller must get it now (it belongs to this iteration), not on its next call."""
+    log = tmp_path / "kmsg"
+    log.write_text("")
+    real_read = os.read
+    thread_holds_a_record = threading.Event()
+
+    with KmsgReader(str(log), background=True, poll_s=0.01) as reader:
+
+        def slow_thread_read(fd: int, size: int) -> bytes:
+            data = real_read(fd, size)
+            if data and threading.current_thread() is reader._thread:
+                thread_holds_a_record.set()
+                time.sleep(0.3)  # the caller asks now
+            return data
+
+        monkeypatch.setattr(os, "read", slow_thread_read)
+        append(log, EOD_RACE_RAW)
+        assert thread_holds_a_record.wait(5)
+        assert [r.seq for r in reader.read_available()] == [1234]
+        monkeypatch.undo()
