@@ -29,6 +29,7 @@ CTRL_CLASS = "/sys/class/nvme"
 # Module names as the kernel spells them, in load order.
 LOAD_ORDER: tuple[str, ...] = tuple(m.replace("-", "_") for m in kbuild.MODULES)
 CORE = "nvme_core"
+NVMET_MODULES = frozenset({"nvmet", "nvmet_tcp"})  # the target, a user of nvme_core on 6.12
 MODULE_TIMEOUT_S = 60.0
 
 
@@ -116,7 +117,9 @@ def current_state(
 
 
 def unload_nvme_modules(fs: KernelFs | None = None, timeout_s: float = MODULE_TIMEOUT_S) -> None:
-    """rmmod nvme_tcp, nvme_fabrics, nvme_core; refuses while controllers or other users exist."""
+    """rmmod nvme_tcp, nvme_fabrics, nvme_core; refuses while controllers or other users
+    exist. An idle nvmet (6.12's uses nvme_core) is unloaded first; one that holds configfs
+    entries is a user like any other (SafetyError)."""
     kfs = fs or KernelFs()
     ctrls = controllers(kfs)
     if ctrls:
@@ -125,6 +128,13 @@ def unload_nvme_modules(fs: KernelFs | None = None, timeout_s: float = MODULE_TI
             hint="disconnect them first (nvme disconnect-all)",
         )
     users = [h for h in kfs.listdir(f"{SYS_MODULE}/{CORE}/holders") if h not in LOAD_ORDER]
+    if users and set(users) <= NVMET_MODULES:
+        # On 6.12 nvmet uses nvme_core (shared helpers): take an idle target down first;
+        # unload_nvmet refuses while nvmet holds configfs entries (someone's target).
+        from harness import nvmet_variant
+
+        nvmet_variant.unload_nvmet(kfs, timeout_s)
+        users = [h for h in kfs.listdir(f"{SYS_MODULE}/{CORE}/holders") if h not in LOAD_ORDER]
     if users:
         raise SafetyError(
             f"nvme_core is also used by {', '.join(users)}: refusing to unload it",

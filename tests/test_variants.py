@@ -194,6 +194,34 @@ def test_refuses_to_unload_with_other_users(env: dict[str, Path]) -> None:
         load(env, "unfixed")
 
 
+def _idle_nvmet_holds_nvme_core(env: dict[str, Path]) -> None:
+    """6.12: nvmet uses nvme_core (and nvmet_tcp uses nvmet)."""
+    modules = env["root"] / "sys" / "module"
+    for name in ("nvmet", "nvmet_tcp"):
+        (modules / name / "holders").mkdir(parents=True)
+        (modules / name / "initstate").write_text("live\n")
+        (modules / "nvme_core" / "holders" / name).touch()
+
+
+def test_an_idle_nvmet_holding_nvme_core_is_unloaded_first(env: dict[str, Path]) -> None:
+    load(env, "distro")
+    _idle_nvmet_holds_nvme_core(env)
+    load(env, "unfixed")
+    log = calls(env)
+    assert log.index("rmmod nvmet_tcp") < log.index("rmmod nvmet") < log.index("rmmod nvme_core")
+
+
+def test_an_nvmet_with_a_target_is_not_unloaded(env: dict[str, Path]) -> None:
+    load(env, "distro")
+    _idle_nvmet_holds_nvme_core(env)
+    (env["root"] / "sys" / "kernel" / "config" / "nvmet" / "subsystems" / "nqn.x").mkdir(
+        parents=True
+    )
+    with pytest.raises(SafetyError, match="configfs entries"):
+        load(env, "unfixed")
+    assert not any(c.startswith("rmmod") for c in calls(env))
+
+
 def test_unbuilt_variant_says_how_to_build(env: dict[str, Path]) -> None:
     with pytest.raises(ToolError, match="build-variants"):
         variants.load_variant(
