@@ -9,6 +9,7 @@
     nvmf-harness vm-pytest --out DIR [-- ARGS]     pytest testcases/ inside the VM
     nvmf-harness report   DIR                      per-fault table of a results directory
     nvmf-harness clean    [--dry-run]              remove what earlier runs left
+    nvmf-harness history  [--release R]            which Debian kernels were ever affected
     nvmf-harness doctor                            check tools, modules, permissions
     nvmf-harness remote   --host H [--fetch R:L] -- ARGS   nvmf-harness ARGS on H over SSH
 
@@ -496,6 +497,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK if sequence.comparison.fixed else EXIT_FAILURES
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    """Per Debian kernel line (6.1, 6.12, ...) among the installed images, from the newest
+    one's changelog: where the fix and the zero-size bio_check_eod commit first appear, and
+    so which Debian versions were ever affected as shipped (harness/changelog.py)."""
+    from harness import changelog, releases
+
+    names = args.release or releases.installed_releases()
+    if not names:
+        raise HarnessError("no kernel image installed", hint="sudo scripts/setup")
+    newest: dict[tuple[int, ...], str] = {}
+    for name in names:
+        line = tuple(releases.version_key(name)[:2])
+        if line not in newest or releases.version_key(name) > releases.version_key(newest[line]):
+            newest[line] = name
+    for line in sorted(newest):
+        history = changelog.release_history(newest[line])
+        print(f"{'.'.join(map(str, line))}: {history.summary()}", flush=True)
+    return EXIT_OK
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     """Per Debian kernel release: both variants from its own source, one boot, a verdict.
 
@@ -900,6 +921,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="boot nothing: rebuild the table from the results already in --out",
     )
     mtx.set_defaults(func=cmd_matrix)
+    hist = sub.add_parser(
+        "history", help="which Debian kernel versions were ever affected (their changelogs)"
+    )
+    hist.add_argument(
+        "--release", action="append", help="installed kernel release (default: every one)"
+    )
+    hist.set_defaults(func=cmd_history)
     vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
     vmp.add_argument("--out", required=True)
     _vm_options(vmp)
