@@ -161,9 +161,36 @@ def run_checks(release: str | None = None) -> list[Check]:
                 f"pip install {package}",
             )
         )
+    checks += nvmet_checks(rel)
     cache = vm.AccelCache(vm.default_accel_cache())
     known_image = str(image) if image.exists() else None
     checks.append(kvm_answer_check(known_image, cache, vm.qemu_version(), vm.kvm_usable()))
+    return checks
+
+
+def nvmet_checks(release: str) -> list[Check]:
+    """Our nvmet test patch (ns_remove_path's hidden* mechanisms): built for ``release``?
+    And, where nvmet is loaded (in the VM), which nvmet it is (harness/nvmet_variant.py)."""
+    from harness import kbuild, nvmet_variant
+
+    try:
+        build = nvmet_variant.load_record(kbuild.default_cache_dir(), release)
+    except HarnessError:
+        build = None
+    checks = [
+        Check(
+            "nvmet test patch",
+            build is not None,
+            f"built for {release}, nvmet srcversion {build.srcversion}"
+            if build is not None
+            else f"not built for {release} (built on demand before a boot that needs it)",
+            f"python -m harness.nvmet_variant build --release {release}",
+            optional=True,
+        )
+    ]
+    loaded = nvmet_variant.loaded_nvmet()
+    if loaded.loaded:
+        checks.append(Check("nvmet loaded", True, loaded.describe()))
     return checks
 
 

@@ -102,3 +102,18 @@ def test_vm_commands_take_boot_timeout() -> None:
     args = cli.build_parser().parse_args(["vm", "--out", "x", "--boot-timeout", "0"])
     with pytest.raises(HarnessError, match="--boot-timeout"):
         cli._vm_spec(args, 600)
+
+
+def test_nvmet_checks_say_what_is_built_and_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import nvmet_variant
+
+    monkeypatch.setattr(nvmet_variant, "load_record", lambda cache, release: None)
+    loaded = nvmet_variant.LoadedNvmet(
+        True, True, True, nvmet_variant.MODULE_VERSION, "490F202F", True, None
+    )
+    monkeypatch.setattr(nvmet_variant, "loaded_nvmet", lambda: loaded)
+    built, now = doctor.nvmet_checks("6.1.0-57-amd64")
+    assert not built.ok and built.optional
+    assert "not built for 6.1.0-57-amd64" in built.detail
+    assert built.fix == "python -m harness.nvmet_variant build --release 6.1.0-57-amd64"
+    assert now.ok and "490F202F" in now.detail and "out of tree" in now.detail
