@@ -48,6 +48,7 @@ EXIT_FAILURES = 1  # the campaign ran and found failing verdicts
 EXIT_USAGE = 2  # bad input, missing tool: nothing ran
 EXIT_INFRA = 3  # the harness or the VM could not complete the run
 EXIT_INTERRUPTED = 130
+FROZEN_CONFIG = "campaign.toml"  # the config a VM campaign runs, beside its results
 
 
 def say(message: str) -> None:
@@ -261,8 +262,18 @@ class PlannedCampaign:
 
 
 def _guest_run_args(args: argparse.Namespace, run: PlannedCampaign) -> list[str]:
-    """The ``nvmf-harness run`` arguments that run ``run`` in the guest."""
-    guest = ["--config", str(run.config_path.resolve()), "--out", str(run.outdir)]
+    """The ``nvmf-harness run`` arguments that run ``run`` in the guest.
+
+    The guest reads a copy of the config frozen now (``<outdir>/campaign.toml``), not the
+    file it came from: an edit of that file while campaigns wait their turn in the VM must
+    not change them (it did: a matrix's last release ran another mechanism)."""
+    run.outdir.mkdir(parents=True, exist_ok=True)
+    frozen = run.outdir / FROZEN_CONFIG
+    frozen.write_text(
+        f"# {run.config_path.resolve()} as it was when the campaign was planned\n"
+        + config_mod.to_toml(run.config)
+    )
+    guest = ["--config", str(frozen), "--out", str(run.outdir)]
     if args.iterations:
         guest += ["--iterations", str(args.iterations)]
     if args.seed is not None:

@@ -203,3 +203,29 @@ def test_report_of_a_missing_directory_is_one_line(
     line = one_line(captured.err)
     assert "nothing" in line
     assert "not found" in line
+
+
+def test_a_vm_campaign_runs_a_frozen_copy_of_its_config(tmp_path: Path) -> None:
+    """The guest reads <outdir>/campaign.toml, written when the campaign was planned; an
+    edit of the original file while it waits for its turn in the VM changes nothing."""
+    import argparse
+
+    from harness import cli
+    from harness import config as config_mod
+
+    source = tmp_path / "race.toml"
+    source.write_text(
+        '[campaign]\nfaults = ["ns_remove_path"]\n[ns_remove_path]\nmechanism = "hidden"\n'
+    )
+    config = config_mod.load(source)
+    outdir = tmp_path / "out" / "unfixed"
+    run = cli.PlannedCampaign(source, config, outdir, "unfixed")
+    args = argparse.Namespace(iterations=3, seed=None, widen=False, modules=None, backend=None)
+    guest = cli._guest_run_args(args, run)
+    frozen = Path(guest[guest.index("--config") + 1])
+    assert frozen == outdir / cli.FROZEN_CONFIG
+    source.write_text('[campaign]\nfaults = ["ctrl_delete"]\n')
+    again = config_mod.load(frozen)
+    assert again == config
+    assert again.ns_remove_path.mechanism == "hidden"
+    assert guest[guest.index("--iterations") + 1] == "3"
