@@ -35,7 +35,7 @@ from typing import Any
 
 from harness import compare, kbuild, releases
 from harness.errors import ToolError
-from harness.results import format_cell, write_json_atomic
+from harness.results import RUN_FILE, format_cell, read_json_object, write_json_atomic
 
 DEFAULT_CONFIG = kbuild.repo_root() / "configs" / "race-ns-remove-path.toml"
 FALLBACK_CONFIG = kbuild.repo_root() / "configs" / "race-ctrl-delete-widened.toml"
@@ -87,6 +87,7 @@ class VariantRow:
     app_eio_iterations: int
     race_iterations: int
     crashed: bool
+    campaign: str = ""  # the campaign that ran, from run.json (campaign_label)
 
 
 @dataclass(frozen=True)
@@ -204,8 +205,24 @@ def release_verdict(
     )
 
 
+def campaign_label(rundir: Path) -> str:
+    """What ran in ``rundir``, from its run.json: the campaign's name and, for
+    ns_remove_path, the mechanism, e.g. ``race-ns-remove-path (identity_flip)``; "" when the
+    run recorded no run.json. Rows of one table must show the same campaign."""
+    config = read_json_object(rundir / RUN_FILE).get("config")
+    if not isinstance(config, dict):
+        return ""
+    name = str(config.get("campaign", {}).get("name", ""))
+    if "ns_remove_path" in config.get("campaign", {}).get("faults", []):
+        return f"{name} ({config.get('ns_remove_path', {}).get('mechanism', '?')})"
+    return name
+
+
 def _row(
-    variant: str, outcome: compare.VariantOutcome, build: kbuild.VariantBuild | None
+    variant: str,
+    outcome: compare.VariantOutcome,
+    build: kbuild.VariantBuild | None,
+    campaign: str = "",
 ) -> VariantRow:
     return VariantRow(
         variant=variant,
@@ -218,6 +235,7 @@ def _row(
         app_eio_iterations=outcome.iterations_with_app_eio,
         race_iterations=outcome.race_iterations,
         crashed=outcome.crashed,
+        campaign=campaign,
     )
 
 
@@ -246,7 +264,10 @@ def release_result(
         source_kernel_version=prepared.facts.version,
         fix_in_source=prepared.facts.has_fix,
         zero_size_eod_check=prepared.facts.zero_size_eod_check,
-        rows=tuple(_row(v, outcomes[v], prepared.builds.get(v)) for v in MATRIX_VARIANTS),
+        rows=tuple(
+            _row(v, outcomes[v], prepared.builds.get(v), campaign_label(results_dir / v))
+            for v in MATRIX_VARIANTS
+        ),
         fisher_p=comparison.fisher_p_one_sided,
         needed_iterations=comparison.needed_iterations,
         verdict=verdict,
@@ -263,6 +284,7 @@ COLUMNS: tuple[str, ...] = (
     "fix in source (as shipped)",
     "zero-size EOD check in source",
     "variant",
+    "campaign",
     "as shipped?",
     "nvme_core srcversion",
     "iterations",
@@ -285,6 +307,7 @@ def table_rows(results: Sequence[ReleaseResult]) -> list[list[str]]:
                     format_cell(result.fix_in_source),
                     format_cell(result.zero_size_eod_check),
                     row.variant + (" (toggled by edit)" if row.patch_method == "toggle" else ""),
+                    row.campaign or "-",
                     format_cell(row.as_shipped),
                     row.srcversion or row.built_srcversion or "-",
                     str(row.iterations) + (" (VM died)" if row.crashed else ""),

@@ -319,3 +319,21 @@ def test_inconclusive_release_exits_1(
     argv = ["matrix", "--release", REL, "--out", str(tmp_path), "--report-only"]
     assert cli.main(argv) == cli.EXIT_FAILURES
     assert "inconclusive" in capsys.readouterr().out
+
+
+def test_campaign_label_names_the_mechanism(tmp_path: Path) -> None:
+    from harness import matrix
+    from harness.results import write_json_atomic
+
+    run = tmp_path / "unfixed"
+    run.mkdir()
+    assert matrix.campaign_label(run) == ""
+    config = {
+        "campaign": {"name": "race-ns-remove-path", "faults": ["ns_remove_path"]},
+        "ns_remove_path": {"mechanism": "identity_flip"},
+    }
+    write_json_atomic(run / "run.json", {"config": config})
+    assert matrix.campaign_label(run) == "race-ns-remove-path (identity_flip)"
+    config["campaign"] = {"name": "smoke", "faults": ["ctrl_delete"]}
+    write_json_atomic(run / "run.json", {"config": config})
+    assert matrix.campaign_label(run) == "smoke"
