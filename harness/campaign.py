@@ -58,6 +58,11 @@ from harness.testbed import NSID, Testbed, new_run_id
 from harness.workload import FioJob, FioResult, FioRun, bare_fio
 
 IO_START_TIMEOUT_S = 15.0
+# bio_check_eod() prints with pr_info_ratelimited: at most 10 lines per 5 s
+# (DEFAULT_RATELIMIT_INTERVAL, lib/ratelimit.c), counted from the burst's first line, per
+# call site. A fault injected within 5 s of the last such line could fail bios with no line
+# at all (an eio verdict for an eio_race); the campaign waits that out, plus a margin.
+EOD_RATELIMIT_S = 5.5
 MONITOR_PERIOD_S = 0.2
 
 
@@ -200,6 +205,7 @@ class Campaign:
         self.started = time.monotonic()
         self.stop_reason = ""
         self.baseline: dict[str, Any] | None = None
+        self.last_eod_line_at: float | None = None  # time.monotonic() clock (kmsg's)
 
     # --- the run -------------------------------------------------------------------------------
 
@@ -335,6 +341,7 @@ class Campaign:
                 action = FaultAction(action.kind, chosen)
             another_path_live = self._another_path_live(device, action)
             pre_fault_iops = monitor.rate(flowing, time.monotonic())
+            self._wait_for_eod_ratelimit()
             inject_at = time.monotonic() - iteration_start
             self.faults.inject(action)
             inject_s = time.monotonic() - iteration_start - inject_at
@@ -367,6 +374,8 @@ class Campaign:
             kernel_lines.append(format_record(record))
         (workdir / "kmsg.txt").write_text("\n".join(kernel_lines) + "\n")
         kernel.lost = kmsg.lost - lost_before
+        if kernel.last_eod_ts_s is not None:
+            self.last_eod_line_at = kernel.last_eod_ts_s
         return self._record(
             index=index,
             action=action,
@@ -385,6 +394,15 @@ class Campaign:
             current=(current_path, path_ios),
             passthru=passthru,
         )
+
+    def _wait_for_eod_ratelimit(self) -> None:
+        """Sleep until bio_check_eod()'s printk ratelimit has reset since the last EOD line
+        (EOD_RATELIMIT_S), so an EOD failure of this fault prints its line."""
+        if self.last_eod_line_at is None:
+            return
+        left = self.last_eod_line_at + EOD_RATELIMIT_S - time.monotonic()
+        if left > 0:
+            time.sleep(left)
 
     def _start_passthru(self, device: MultipathDevice) -> PassthruReaders | None:
         """Start the passthrough readers on the (interlock-checked) head, if configured."""

@@ -119,6 +119,7 @@ class KernelLogSummary:
     kernel_bug_lines: int = 0
     lost: int = 0  # records the ring buffer overwrote before they were read
     first_eod_race_ts_s: float | None = None
+    last_eod_ts_s: float | None = None  # the last beyond-end-of-device line of any disk
     first_error_ts_s: float | None = None
     examples: list[str] = field(default_factory=list)  # notable lines, quoted in reports
 
@@ -131,8 +132,10 @@ class KernelLogSummary:
                 self.eod_race_disks.append(disk)
             if self.first_eod_race_ts_s is None:
                 self.first_eod_race_ts_s = record.ts_s
+            self.last_eod_ts_s = record.ts_s
         elif kind is LineKind.EOD_OTHER:
             self.eod_other_lines += 1
+            self.last_eod_ts_s = record.ts_s
         elif kind is LineKind.IO_ERROR:
             self.io_error_lines += 1
         elif kind is LineKind.PATH_EVENT:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from collections import Counter
 from typing import Any
 
@@ -312,3 +313,16 @@ def test_plan_holds_path_zero_for_choices_made_at_fault_time() -> None:
         {"campaign": {"faults": ["ns_remove_path"], "path": "current", "iterations": 3}}
     )
     assert [a.path for a in campaign.plan(config)] == [0, 0, 0]
+
+
+def test_the_next_fault_waits_out_the_eod_printk_ratelimit() -> None:
+    waiter = types.SimpleNamespace(
+        last_eod_line_at=time.monotonic() - campaign.EOD_RATELIMIT_S + 0.3
+    )
+    started = time.monotonic()
+    campaign.Campaign._wait_for_eod_ratelimit(waiter)  # type: ignore[arg-type]
+    assert 0.25 <= time.monotonic() - started < 2
+    waiter.last_eod_line_at = time.monotonic() - campaign.EOD_RATELIMIT_S - 1
+    started = time.monotonic()
+    campaign.Campaign._wait_for_eod_ratelimit(waiter)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 0.1

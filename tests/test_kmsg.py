@@ -396,3 +396,19 @@ def test_a_record_the_background_thread_holds_is_not_handed_to_the_next_call(
         assert thread_holds_a_record.wait(5)
         assert [r.seq for r in reader.read_available()] == [1234]
         monkeypatch.undo()
+
+
+def test_summary_keeps_the_last_beyond_end_of_device_line() -> None:
+    """The campaign waits out bio_check_eod()'s printk ratelimit from this instant."""
+    summary = KernelLogSummary()
+    first = parse_record(EOD_RACE_RAW)
+    assert first is not None
+    summary.add(first)
+    assert summary.last_eod_ts_s == first.ts_s
+    later = parse_record(
+        "6,1300,99000000,-;dd: attempt to access beyond end of device\\x0asda: rw=0, "
+        "sector=8, nr_sectors = 8 limit=4"
+    )
+    assert later is not None
+    summary.add(later)  # another disk, same call site, same ratelimit
+    assert summary.last_eod_ts_s == 99.0
