@@ -28,11 +28,11 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.errors import HarnessError, ToolError
 from harness.prepared import prepared_release
@@ -122,18 +122,35 @@ class VariantBuild:
         return Path(self.module_dir) / f"{module}.ko"
 
     def to_json(self) -> str:
-        data = asdict(self)
-        del data["cached"]
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+        return build_record_json(self)
 
     @classmethod
     def from_json(cls, text: str, cached: bool = False) -> VariantBuild:
-        try:
-            data: dict[str, Any] = json.loads(text)
-            data.pop("cached", None)
-            return cls(**data, cached=cached)
-        except (ValueError, TypeError) as exc:
-            raise ToolError(f"unreadable {VARIANT_FILE}: {exc}") from exc
+        return parse_build_record(cls, text, VARIANT_FILE, cached)
+
+
+RecordT = TypeVar("RecordT")
+
+
+def build_record_json(record: Any) -> str:
+    """A build record (a dataclass with a ``cached`` field) as the JSON written beside its
+    modules: every field but ``cached``, keys sorted."""
+    data = asdict(record)
+    del data["cached"]
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def parse_build_record(
+    record_class: Callable[..., RecordT], text: str, name: str, cached: bool
+) -> RecordT:
+    """The build record of ``record_class`` from the JSON of file ``name``; ToolError when
+    it is not one."""
+    try:
+        data: dict[str, Any] = json.loads(text)
+        data.pop("cached", None)
+        return record_class(**data, cached=cached)
+    except (ValueError, TypeError) as exc:
+        raise ToolError(f"unreadable {name}: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ Run ``python -m harness.nvmet_variant build --release REL``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -31,10 +30,9 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from harness import kbuild
 from harness.errors import HarnessError, SafetyError, ToolError
@@ -108,19 +106,12 @@ class NvmetBuild:
         return Path(self.module_dir) / f"{module}.ko"
 
     def to_json(self) -> str:
-        data = asdict(self)
-        del data["cached"]
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+        return kbuild.build_record_json(self)
 
     @classmethod
     def from_json(cls, text: str, cached: bool = False) -> NvmetBuild:
         """Parse a record; raises ToolError when it is not one."""
-        try:
-            data: dict[str, Any] = json.loads(text)
-            data.pop("cached", None)
-            return cls(**data, cached=cached)
-        except (ValueError, TypeError) as exc:
-            raise ToolError(f"unreadable {RECORD_FILE}: {exc}") from exc
+        return kbuild.parse_build_record(cls, text, RECORD_FILE, cached)
 
     def inputs(self) -> kbuild.BuildInputs:
         return kbuild.BuildInputs(
