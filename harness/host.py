@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from harness.errors import HarnessError, ToolError
+from harness.errors import HarnessError, KernelFsError, ToolError
 from harness.kernelfs import FABRICS_DEVICE, KernelFs
 from harness.procs import run
 
@@ -159,7 +159,15 @@ class NvmeHost:
         return self.kfs.read(f"{SUBSYS_CLASS}/{device.subsystem}/iopolicy", default="")
 
     def set_iopolicy(self, device: MultipathDevice, policy: str) -> None:
-        self.kfs.write(f"{SUBSYS_CLASS}/{device.subsystem}/iopolicy", policy)
+        """Set the subsystem's iopolicy; HarnessError (with a hint) when the kernel does not
+        know it (multipath.c:nvme_subsys_iopolicy_store: queue-depth only from 6.11 on)."""
+        try:
+            self.kfs.write(f"{SUBSYS_CLASS}/{device.subsystem}/iopolicy", policy)
+        except KernelFsError as exc:
+            raise HarnessError(
+                f"the kernel refuses iopolicy {policy!r}: {exc.message}",
+                hint="queue-depth needs 6.11 or newer; numa and round-robin work everywhere",
+            ) from exc
 
     def ana_state(self, path_disk: str) -> str:
         return self.kfs.read(f"/sys/block/{path_disk}/ana_state", default="")

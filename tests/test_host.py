@@ -437,3 +437,11 @@ def test_wait_paths_sees_a_path_come_back(fake_sysfs: FakeSysfs, host: NvmeHost)
         assert 0.25 <= time.monotonic() - started < 2.0
     finally:
         timer.cancel()
+
+
+def test_an_iopolicy_the_kernel_refuses_is_one_line_with_a_hint(host: NvmeHost) -> None:
+    """6.1 has no queue-depth: its iopolicy write fails (here: no such attribute)."""
+    device = MultipathDevice("nvme-subsys9", NQN, ("nvme9n1",), ())
+    with pytest.raises(HarnessError, match="refuses iopolicy 'queue-depth'") as caught:
+        host.set_iopolicy(device, "queue-depth")
+    assert "6.11" in (caught.value.hint or "")
