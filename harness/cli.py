@@ -227,13 +227,23 @@ def _vm_spec(args: argparse.Namespace, timeout_s: float) -> Any:
     if args.boot_timeout is not None and args.boot_timeout <= 0:
         raise HarnessError(f"--boot-timeout {args.boot_timeout:g}: give seconds above 0")
     return VmSpec(
-        kernel=args.kernel or default_kernel(),
+        kernel=_kernel_image(args.kernel) if args.kernel else default_kernel(),
         memory=args.memory,
         cpus=args.cpus,
         accel=args.accel,
         timeout_s=args.timeout or timeout_s,
         boot_timeout_s=args.boot_timeout,
     )
+
+
+def _kernel_image(path: str) -> str:
+    """``--kernel``: an existing kernel image file, or a one-line error before any boot."""
+    if not Path(path).is_file():
+        raise HarnessError(
+            f"--kernel {path}: no such kernel image file",
+            hint="give /boot/vmlinuz-<release> (ls /boot) or a bzImage",
+        )
+    return path
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
@@ -540,6 +550,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     names = list(dict.fromkeys(args.release or []))
     if args.all_installed:
         names += [name for name in releases.installed_releases() if name not in names]
+    if args.report_only and not names:  # every release already in --out: none is dropped
+        names = sorted(
+            d.name
+            for d in Path(args.out).glob("*")
+            if all((d / v / RESULTS_FILE).is_file() for v in matrix.MATRIX_VARIANTS)
+        )
     if not names:
         raise HarnessError(
             "no kernel release given",
@@ -929,7 +945,8 @@ def build_parser() -> argparse.ArgumentParser:
     mtx.add_argument(
         "--report-only",
         action="store_true",
-        help="boot nothing: rebuild the table from the results already in --out",
+        help="boot nothing: rebuild the table from the results already in --out (every "
+        "release there unless --release; still checks and builds each release's variants)",
     )
     mtx.set_defaults(func=cmd_matrix)
     hist = sub.add_parser(

@@ -229,3 +229,13 @@ def test_a_vm_campaign_runs_a_frozen_copy_of_its_config(tmp_path: Path) -> None:
     assert again == config
     assert again.ns_remove_path.mechanism == "hidden"
     assert guest[guest.index("--iterations") + 1] == "3"
+
+
+def test_a_missing_kernel_image_is_one_line_before_any_boot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["vm", "--out", str(tmp_path / "x"), "--kernel", str(tmp_path / "nope")])
+    assert status != EXIT_OK
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such kernel image file" in err[0]
+    assert not (tmp_path / "x" / RESULTS_FILE).exists()
