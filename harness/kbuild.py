@@ -370,19 +370,28 @@ def parse_kernel_config(text: str) -> dict[str, str]:
     return values
 
 
-def make_vars(config: dict[str, str], release: str) -> list[str]:
-    """The CONFIG_* assignments for make, checked against the release's config."""
-    for key, want in CONFIG_REQUIRED.items():
+def make_vars(
+    config: dict[str, str],
+    release: str,
+    required: dict[str, str] = CONFIG_REQUIRED,
+    from_kernel: tuple[str, ...] = CONFIG_FROM_KERNEL,
+    off: tuple[str, ...] = CONFIG_OFF,
+    what: str = "nvme modules",
+) -> list[str]:
+    """The CONFIG_* assignments for make, checked against the release's config: ``required``
+    as given (ToolError when the release builds one otherwise), ``from_kernel`` as the
+    release has them, ``off`` never built. Defaults: the nvme host modules."""
+    for key, want in required.items():
         have = config.get(key, "n")
         if have != want:
             raise ToolError(
-                f"kernel {release} has {key}={have}, not {want}: its nvme modules cannot be "
+                f"kernel {release} has {key}={have}, not {want}: its {what} cannot be "
                 "swapped for out-of-tree builds",
                 hint="use a kernel built with scripts/build-kernel-tree instead",
             )
-    assignments = [f"{key}={want}" for key, want in CONFIG_REQUIRED.items()]
-    assignments += [f"{key}={config.get(key, 'n')}" for key in CONFIG_FROM_KERNEL]
-    assignments += [f"{key}=n" for key in CONFIG_OFF]
+    assignments = [f"{key}={want}" for key, want in required.items()]
+    assignments += [f"{key}={config.get(key, 'n')}" for key in from_kernel]
+    assignments += [f"{key}=n" for key in off]
     return assignments
 
 

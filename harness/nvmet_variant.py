@@ -185,18 +185,9 @@ def make_vars(config: dict[str, str], release: str) -> list[str]:
 
     Raises ToolError when the release does not build nvmet and nvmet-tcp as modules.
     """
-    for key, want in CONFIG_REQUIRED.items():
-        have = config.get(key, "n")
-        if have != want:
-            raise ToolError(
-                f"kernel {release} has {key}={have}, not {want}: its nvmet modules cannot be "
-                "swapped for an out-of-tree build",
-                hint="use a kernel built with scripts/build-kernel-tree instead",
-            )
-    assignments = [f"{key}={want}" for key, want in CONFIG_REQUIRED.items()]
-    assignments += [f"{key}={config.get(key, 'n')}" for key in CONFIG_FROM_KERNEL]
-    assignments += [f"{key}=n" for key in CONFIG_OFF]
-    return assignments
+    return kbuild.make_vars(
+        config, release, CONFIG_REQUIRED, CONFIG_FROM_KERNEL, CONFIG_OFF, "nvmet modules"
+    )
 
 
 def extract_nvme_sources(
