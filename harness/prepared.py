@@ -312,8 +312,31 @@ def record_installed(
         chosen_by=chosen_by,
         prepared_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    write(record, path)
+    try:
+        existing = load(path)
+    except HarnessError:
+        existing = None
+    if existing is not None and _same_kernel(existing, record):
+        return existing  # idempotent: a provisioned machine (or a read-only tree) is left as is
+    try:
+        write(record, path)
+    except OSError as exc:
+        raise HarnessError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint="run scripts/setup where the checkout is writable (as root)",
+        ) from exc
     return record
+
+
+def _same_kernel(a: PreparedKernel, b: PreparedKernel) -> bool:
+    """Whether two records name the same release, image, package versions and source."""
+    return (a.release, a.image, a.packages, a.source_tarball, a.chosen_by) == (
+        b.release,
+        b.image,
+        b.packages,
+        b.source_tarball,
+        b.chosen_by,
+    )
 
 
 def still_installed(record: PreparedKernel) -> bool:

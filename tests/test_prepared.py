@@ -245,3 +245,35 @@ def test_prepared_cli_says_one_line_and_exits_2(capsys: pytest.CaptureFixture[st
     assert prepared.main(["choose", "6.1; reboot"]) == 2  # refused before apt is asked
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a kernel release" in err[0]
+
+
+def test_record_installed_leaves_a_same_record_alone_on_a_read_only_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scripts/setup run again in the VM (the checkout is mounted read-only there) must find
+    the record it wrote on the host and change nothing; another kernel is refused in one line."""
+    boot = boot_with(tmp_path, "6.1.0-57-amd64")
+    boot_with(tmp_path, "6.1.0-56-amd64")
+    monkeypatch.setattr(
+        prepared, "installed_versions", lambda packages: installed("6.1.0-57-amd64", "6.1.192-3")
+    )
+    path = tmp_path / "build" / "prepared-kernel.json"
+    first = prepared.record_installed("6.1.0-57-amd64", "matches", path, boot)
+    path.parent.chmod(0o555)
+    monkeypatch.setattr(prepared, "write", _refuse_write)
+    try:
+        again = prepared.record_installed("6.1.0-57-amd64", "matches", path, boot)
+        assert again == first
+        monkeypatch.setattr(
+            prepared,
+            "installed_versions",
+            lambda packages: installed("6.1.0-56-amd64", "6.1.192-2"),
+        )
+        with pytest.raises(HarnessError, match=r"cannot write .*Read-only file system"):
+            prepared.record_installed("6.1.0-56-amd64", "matches", path, boot)
+    finally:
+        path.parent.chmod(0o755)
+
+
+def _refuse_write(record: prepared.PreparedKernel, path: Path) -> None:
+    raise OSError(30, "Read-only file system", str(path))
