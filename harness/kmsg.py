@@ -106,6 +106,183 @@ def classify(record: KmsgRecord) -> tuple[LineKind, str]:
     return LineKind.OTHER, ""
 
 
+# --- fine classes -------------------------------------------------------------------------------
+# Finer than LineKind (which the verdicts use, unchanged): one name per kind of event, so an
+# iteration's log reads as counts and "other" is rare. The patterns are the 6.1.192 format
+# strings (drivers/nvme/host/{multipath,core,tcp,rdma,fabrics}.c, drivers/nvme/target/*.c,
+# block/{blk-core,genhd}.c); the first rule that matches a record's text wins.
+
+KernelClass = str  # one of KERNEL_CLASSES
+
+_CLASS_RULES: tuple[tuple[KernelClass, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        # multipath.c:nvme_ns_head_submit_bio: no path now, the bio waits on the requeue list
+        ("no_usable_path", r"no usable path - requeuing I/O"),
+        # ... and no path will come back (every controller deleting/dead): the bio fails
+        ("no_available_path", r"no available path - failing I/O"),
+        # core.c:nvme_validate_ns: uuid/nguid/eui64/csi changed, the host removes the ns
+        ("ns_ids_changed", r"identifiers changed for nsid \d+"),
+        (
+            "ns_ids_conflict",
+            r"IDs don't match for shared namespace|duplicate IDs|"
+            r"Duplicate unshared namespace|ignoring nsid \d+ because of duplicate IDs|"
+            r"clearing duplicate IDs|Ignoring bogus Namespace Identifiers",
+        ),
+        # core.c:nvme_scan_work / AEN: a namespace scan of one controller
+        (
+            "ns_scan",
+            r"rescanning namespaces\.|Identify NS List failed|"
+            r"reading changed ns log failed|Identify Descriptors failed|"
+            r"Identify namespace failed|Command set not reported for nsid",
+        ),
+        # genhd.c:set_capacity_and_notify (a resize; "to 0" a namespace going away)
+        ("ns_capacity", r"detected capacity change from \d+ to \d+"),
+        # target configfs.c:nvmet_ns_enable... "adding nsid N to subsystem S"
+        ("ns_added", r"^nvmet: adding nsid \d+ to subsystem"),
+        (
+            "ana",
+            r"Failed to get ANA log|ANA log page size|Invalid MNAN value|"
+            r"disabling ANA support",
+        ),
+        # core.c/tcp.c/rdma.c: a controller goes away (state deleting)
+        ("ctrl_delete", r"Removing ctrl: NQN|Removing controller\.\.\."),
+        # error recovery and resets (state resetting)
+        (
+            "ctrl_reset",
+            r"starting error recovery|resetting controller|"
+            r"reset controller|ANATT timeout",
+        ),
+        # reconnect loop (state connecting)
+        ("ctrl_reconnect", r"Reconnecting in \d+ seconds|Failed reconnect attempt \d+"),
+        ("ctrl_reconnected", r"Successfully reconnected \(\d+ attempts?\)"),
+        ("ctrl_failfast", r"failfast expired"),
+        # a (re)connect that failed on the wire or at the target
+        (
+            "ctrl_connect_error",
+            r"failed to connect socket|failed to connect queue|"
+            r"failed to create socket|Connect command failed|Connect rejected|"
+            r"rdma connection establishment failed|rdma_resolve_(addr|route) failed|"
+            r"rdma_connect_locked failed|failed to create CM ID|Property (Set|Get) error|"
+            r"Could not set queue count|unable to set any I/O queues|"
+            r"Connect for subsystem \S+ is not allowed|could not find controller \d+",
+        ),
+        # a new association (state new -> live)
+        (
+            "ctrl_connect",
+            r"new ctrl: NQN|creating \d+ I/O queues|mapped \d+/\d+/\d+ "
+            r"default/read/poll queues|I/O fail on reconnect controller after|"
+            r"ctrl_loss_tmo < 0 will reconnect forever|failfast tmo \(\d+\) larger|"
+            r"queue_size \d+ > ctrl sqsize|sqsize \d+ > ctrl maxcmd|Shutdown timeout set to",
+        ),
+        (
+            "keep_alive",
+            r"long keepalive RTT|failed nvme_keep_alive_end_io|keep-alive failed|"
+            r"keep-alive timer \(\d+ seconds\) expired|keep alive interval updated",
+        ),
+        # tcp.c:nvme_tcp_timeout, rdma.c:nvme_rdma_timeout
+        ("io_timeout", r"queue \d+: timeout request 0x[0-9a-f]+ type \d+|I/O \d+ QID \d+ timeout"),
+        # tcp.c:nvme_tcp_stop_queue / nvme_tcp_state_change: the socket of a queue
+        (
+            "tcp_socket",
+            r"timeout draining sock wmem allocation expired|"
+            r"queue \d+ socket state \d+",
+        ),
+        (
+            "transport_error",
+            r"receive failed: |failed to send request|digest (error|mismatch)|"
+            r"bad (pdu length|pfv|type) returned|got bad (cqe\.|c2hdata\.|r2t\.)?command_id|"
+            r"unexpected (r2t|data)|for CQE 0x[0-9a-f]+ failed with status|"
+            r"Received C2HTermReq|Unexpected RDMA CM event|post_recv cmd failed",
+        ),
+        # core.c:nvme_log_error: the NVMe status of a failed command (path or DNR errors)
+        (
+            "nvme_cmd_error",
+            r"^\S+: .+\(0x[0-9a-f]+\)(, | @ LBA \d+, \d+ blocks, )"
+            r".*\(sct 0x[0-9a-f]+ / sc 0x[0-9a-f]+\)",
+        ),
+        # blk-core.c:blk_print_req_error ("<status> error, dev ..."), buffer-head errors
+        (
+            "block_error",
+            r"error, dev \S+, sector \d+|Buffer I/O error on dev|"
+            r"blk_update_request: .* error",
+        ),
+        # the target: a command it failed (one per IO; floods), its controllers and ports
+        ("nvmet_failed_cmd", r"^nvmet_(tcp|rdma): failed cmd|^nvmet_rdma: .*failed"),
+        (
+            "nvmet_ctrl",
+            r"^nvmet: (creating (nvm|discovery) controller|ctrl \d+ fatal error|"
+            r"connect request for invalid subsystem|hostnqn mismatch|connect by host)",
+        ),
+        ("nvmet_port", r"^nvmet_(tcp|rdma): enabling port|^nvmet_(tcp|rdma): .*port"),
+        # soft-RoCE and the RDMA core: module load, device add/remove
+        (
+            "rdma",
+            r"^(rdma_rxe|rxe|infiniband|ib_core|rdma_cm|ib_uverbs)\b|^rxe\d*:|"
+            r"^nvme_(rdma|fabrics): |^nvmet_rdma: ",
+        ),
+        # one ratelimited printk site skipped N records
+        ("suppressed", r"^\S+: \d+ callbacks suppressed"),
+        (
+            "net_link",
+            r"ADDRCONF\(|link becomes ready|entered (promiscuous|disabled|"
+            r"forwarding) (mode|state)|veth|^netem: ",
+        ),
+        # timer noise of an emulated (TCG) CPU
+        ("vm_noise", r"hrtimer: interrupt took \d+ ns|clocksource|sched: RT throttling"),
+    )
+)
+
+# Every class a record can get: the LineKind-backed ones first, "other" last.
+KERNEL_CLASSES: tuple[KernelClass, ...] = (
+    "eod_race",
+    "eod_other",
+    "kernel_bug",
+    "hung_task",
+    *(name for name, _ in _CLASS_RULES),
+    "path_event",  # any other "nvme nvmeN: " line
+    "other",
+)
+
+
+def kernel_class(record: KmsgRecord) -> KernelClass:
+    """The fine class of a record (one of KERNEL_CLASSES; "other" when no rule matches).
+
+    EOD, kernel-bug and hung-task records keep their LineKind names; any other record of an
+    nvme controller that no rule names is "path_event".
+    """
+    kind, _disk = classify(record)
+    if kind in (LineKind.EOD_RACE, LineKind.EOD_OTHER, LineKind.KERNEL_BUG, LineKind.HUNG_TASK):
+        return str(kind)
+    text = record.text
+    for name, pattern in _CLASS_RULES:
+        if pattern.search(text):
+            return name
+    if kind is LineKind.PATH_EVENT:
+        return "path_event"
+    return "other"
+
+
+def parse_dmesg_text(text: str) -> list[KmsgRecord]:
+    """Records from dmesg-like text (``[   12.345678] message`` lines, as ``format_record``
+    writes them to kmsg.txt); a line without the ``[ts]`` prefix continues the record
+    before it (a printk with an embedded newline). Blank lines are skipped; seq counts
+    from 0 and level is 6 (not in the text)."""
+    records: list[KmsgRecord] = []
+    for line in text.splitlines():
+        match = _DMESG_LINE_RE.match(line)
+        if match:
+            ts_us = round(float(match.group("ts")) * 1_000_000)
+            records.append(KmsgRecord(len(records), ts_us, 6, match.group("text")))
+        elif line.strip() and records:
+            last = records[-1]
+            records[-1] = KmsgRecord(last.seq, last.ts_us, last.level, f"{last.text}\n{line}")
+    return records
+
+
+_DMESG_LINE_RE = re.compile(r"^\[\s*(?P<ts>\d+\.\d+)\] (?P<text>.*)$")
+
+
 @dataclass
 class KernelLogSummary:
     """Counts of classified kernel records over one stretch of time."""
@@ -122,9 +299,13 @@ class KernelLogSummary:
     last_eod_ts_s: float | None = None  # the last beyond-end-of-device line of any disk
     first_error_ts_s: float | None = None
     examples: list[str] = field(default_factory=list)  # notable lines, quoted in reports
+    # records per fine class (kernel_class); only classes seen are keys
+    classes: dict[str, int] = field(default_factory=dict)
 
     def add(self, record: KmsgRecord) -> LineKind:
         kind, disk = classify(record)
+        fine = kernel_class(record)
+        self.classes[fine] = self.classes.get(fine, 0) + 1
         notable = True
         if kind is LineKind.EOD_RACE:
             self.eod_race_lines += 1
