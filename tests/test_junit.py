@@ -1,16 +1,40 @@
-"""JUnit XML: valid XML, one testcase per iteration, failing verdicts as failures."""
+"""JUnit XML (junitparser): one testcase per iteration, failing verdicts as failures, waived
+failures as skipped, and every document valid against the Ant JUnit schema Jenkins/GitLab read."""
 
 from __future__ import annotations
 
+import functools
+import os
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import xmlschema
 
-from harness.junit import junit_tree, write_junit
-from harness.results import FAILING_VERDICTS, Verdict
+from harness.junit import junit_xml, write_junit
+from harness.results import FAILING_VERDICTS, Verdict, read_records
 from tests.test_results import record_dict
+
+DATA = Path(__file__).parent / "data"
+XSD = DATA / "junit" / "ant-junit.xsd"
+REAL_RUN = DATA / "report" / "all-faults"
+
+
+@functools.cache
+def schemas() -> list[xmlschema.XMLSchema]:
+    """Our schema, and the windyroad JUnit.xsd too when NVMF_JUNIT_XSD names a copy."""
+    found = [xmlschema.XMLSchema(XSD)]
+    extra = os.environ.get("NVMF_JUNIT_XSD")
+    if extra:
+        found.append(xmlschema.XMLSchema(extra))
+    return found
+
+
+def assert_valid(path: Path) -> None:
+    for schema in schemas():
+        schema.validate(path)
 
 
 def records() -> list[dict[str, Any]]:
@@ -43,9 +67,15 @@ def records() -> list[dict[str, Any]]:
     ]
 
 
-def parse(tmp_path: Path, data: list[dict[str, Any]], suite: str = "campaign-unfixed") -> Any:
+def parse(
+    tmp_path: Path,
+    data: list[dict[str, Any]],
+    suite: str = "campaign-unfixed",
+    waive_reason: str | None = None,
+) -> Any:
     path = tmp_path / "junit.xml"
-    write_junit(path, data, suite=suite)
+    write_junit(path, data, suite=suite, waive_reason=waive_reason)
+    assert_valid(path)
     return ET.parse(path).getroot()
 
 
@@ -53,7 +83,7 @@ def test_written_file_is_valid_xml_with_declaration(tmp_path: Path) -> None:
     path = tmp_path / "junit.xml"
     write_junit(path, records(), suite="campaign-unfixed")
     text = path.read_text(encoding="utf-8")
-    assert text.startswith("<?xml version='1.0' encoding='utf-8'?>")
+    assert text.startswith('<?xml version="1.0" encoding="utf-8"?>')
     ET.fromstring(text.encode())  # parses
     assert not (tmp_path / "junit.xml.tmp").exists()
 
@@ -79,7 +109,7 @@ def test_testcases_name_fault_iteration_and_path(tmp_path: Path) -> None:
         ("campaign-unfixed.port_remove", "iteration-0004-path0"),
         ("campaign-unfixed.ns_disable", "iteration-0005-path0"),
     ]
-    assert cases[1].get("time") == "7.250"
+    assert float(cases[1].get("time")) == 7.25
 
 
 def test_failing_verdict_is_a_failure_with_the_kernel_lines(tmp_path: Path) -> None:
@@ -103,18 +133,19 @@ def test_infra_error_is_an_error_not_a_failure(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("index", [0, 4])
 def test_passing_and_expected_verdicts_are_plain_testcases(tmp_path: Path, index: int) -> None:
-    case = parse(tmp_path, records()).findall("testsuite/testcase")[index]
-    assert case.find("failure") is None
-    assert case.find("error") is None
-    out = case.find("system-out")
+    root = parse(tmp_path, records())
+    case = root.findall("testsuite/testcase")[index]
+    assert list(case) == []  # the schema allows no output per testcase
+    out = root.find("testsuite/system-out")
     assert out is not None
-    assert (out.text or "").startswith(f"verdict={records()[index]['verdict']} ")
+    line = (out.text or "").splitlines()[index]
+    assert line.startswith(f"{case.get('name')}: verdict={records()[index]['verdict']} ")
 
 
 @pytest.mark.parametrize("verdict", sorted(FAILING_VERDICTS))
 def test_every_failing_verdict_fails(verdict: str) -> None:
-    tree = junit_tree([record_dict(verdict=verdict)], suite="s")
-    suite = tree.getroot().find("testsuite")
+    root = ET.fromstring(junit_xml([record_dict(verdict=verdict)], suite="s").tostring())
+    suite = root.find("testsuite")
     assert suite is not None
     assert suite.get("failures") == "1"
     assert suite.find("testcase/failure") is not None
@@ -134,7 +165,7 @@ def test_no_records_is_an_empty_suite(tmp_path: Path) -> None:
     suite = parse(tmp_path, []).find("testsuite")
     assert suite is not None
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("0", "0", "0")
-    assert suite.get("time") == "0.000"
+    assert float(suite.get("time")) == 0.0
 
 
 def test_a_crash_record_without_iteration_fields(tmp_path: Path) -> None:
@@ -142,3 +173,51 @@ def test_a_crash_record_without_iteration_fields(tmp_path: Path) -> None:
     crash = {"run_id": "r", "iteration": 3, "fault": "unknown", "verdict": "kernel_crash"}
     root = parse(tmp_path, [*records()[:1], crash])
     assert root.find("testsuite").get("tests") == "2"
+
+
+def test_suite_has_what_the_ant_schema_requires(tmp_path: Path) -> None:
+    stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    path = tmp_path / "junit.xml"
+    write_junit(path, records(), suite="campaign-unfixed", timestamp=stamp)
+    assert_valid(path)
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert suite is not None
+    assert suite.get("timestamp") == "2026-01-02T03:04:05"  # no time zone, as Ant writes it
+    assert (suite.get("package"), suite.get("id")) == ("campaign-unfixed", "0")
+    assert suite.get("hostname")
+    props = {p.get("name"): p.get("value") for p in suite.findall("properties/property")}
+    assert props["variant"] == records()[0]["variant"]
+
+
+def test_waived_failures_are_skipped_with_the_reason(tmp_path: Path) -> None:
+    reason = "known failure: the EOD race on 6.1 (https://example.org/bug)"
+    root = parse(tmp_path, records(), waive_reason=reason)
+    suite = root.find("testsuite")
+    assert (suite.get("failures"), suite.get("skipped"), suite.get("errors")) == ("0", "2", "1")
+    skipped = suite.findall("testcase")[1].find("skipped")
+    assert skipped is not None
+    assert skipped.get("message") == reason
+    assert (skipped.text or "").startswith("eio_race: app_eio=2")
+    assert "limit=0" in (skipped.text or "")
+    assert suite.findall("testcase")[2].find("error") is not None  # infra stays an error
+
+
+def test_a_real_campaign_is_valid(tmp_path: Path) -> None:
+    data = list(read_records(REAL_RUN / "results.jsonl"))
+    root = parse(tmp_path, data, suite="campaign-fixed")
+    suite = root.find("testsuite")
+    assert suite is not None
+    assert int(suite.get("tests")) == len(data)
+
+
+def test_the_old_hand_made_layout_is_refused_by_the_schema(tmp_path: Path) -> None:
+    """What harness/junit.py wrote before junitparser: no timestamp, hostname, properties."""
+    path = tmp_path / "old.xml"
+    path.write_text(
+        '<testsuites><testsuite name="s" tests="1" failures="0" errors="0" time="1.0">'
+        '<testcase classname="s.x" name="iteration-0001-path0" time="1.0">'
+        "<system-out>verdict=pass</system-out></testcase></testsuite></testsuites>",
+        encoding="utf-8",
+    )
+    with pytest.raises(xmlschema.XMLSchemaValidationError):
+        xmlschema.XMLSchema(XSD).validate(path)
