@@ -349,13 +349,49 @@ def render_markdown(results: Sequence[ReleaseResult]) -> str:
 VERDICT_COLOURS = {
     ReleaseVerdict.AFFECTED: "#f4c7c3",
     ReleaseVerdict.FIXED: "#c8e6c9",
-    ReleaseVerdict.NOT_AFFECTED: "#dcedc8",
+    ReleaseVerdict.NOT_AFFECTED: "#e3ecf7",
     ReleaseVerdict.INCONCLUSIVE: "#fff3c4",
 }
 
 
+MATRIX_VARIANT_COLOURS = {UNFIXED: "#d62728", FIXED: "#1f77b4"}
+
+
+def matrix_chart(results: Sequence[ReleaseResult]) -> str:
+    """The matrix as a chart (inline SVG, harness.plots): per release, the race iterations of
+    each variant out of its iterations with the exact 95 % interval, the release's rows shaded
+    in its verdict's colour, the verdict and Fisher's p after the unfixed row's numbers."""
+    from harness import plots  # matplotlib: only where a page is drawn
+
+    rows: list[plots.HitRate] = []
+    for result in results:
+        for row in result.rows:
+            rows.append(
+                plots.HitRate(
+                    label=f"{result.release} {row.variant}"
+                    + (" (as shipped)" if row.as_shipped else ""),
+                    hits=row.race_iterations,
+                    trials=row.iterations,
+                    color=MATRIX_VARIANT_COLOURS.get(row.variant, plots.VARIANT_COLORS[0]),
+                    shade=VERDICT_COLOURS[result.verdict],
+                    note=(
+                        f"{result.verdict}, p={format_cell(result.fisher_p)}"
+                        if row.variant == UNFIXED
+                        else ""
+                    ),
+                )
+            )
+    shown = [v for v in ReleaseVerdict if any(r.verdict == v for r in results)]
+    return plots.hit_rate_chart(
+        rows,
+        label="Race iterations per release and variant",
+        legend=[(VERDICT_COLOURS[v], str(v)) for v in shown],
+    )
+
+
 def render_html(results: Sequence[ReleaseResult], title: str = "Kernel release matrix") -> str:
-    """A self-contained HTML page (inline style, no scripts) with the table and reasons."""
+    """A self-contained HTML page (inline style and SVG, no scripts, no URLs): the chart of
+    race iterations per release and variant, the table, the reasons."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body: list[str] = []
     cells = table_rows(results)
@@ -372,16 +408,19 @@ def render_html(results: Sequence[ReleaseResult], title: str = "Kernel release m
         for r in results
     )
     return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>"
-        "body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "th,td{border:1px solid #999;padding:.25em .5em;text-align:left}"
-        "th{background:#eee}</style></head><body>"
-        f"<h1>{html.escape(title)}</h1><table><thead><tr>{head}</tr></thead>"
+        "body{font-family:system-ui,'DejaVu Sans',sans-serif;margin:1.5em}"
+        "table{border-collapse:collapse;font-size:14px}"
+        "th,td{border:1px solid #999;padding:.25em .5em;text-align:left}th{background:#eee}"
+        "svg.chart{display:block;margin:4px 0 8px;max-width:100%;height:auto}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{matrix_chart(results)}"
+        f"<table><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table><ul>{reasons}</ul>"
         "<p>race iterations: application EIO with the EOD-race kernel line while another "
-        "path was live. p: one-sided Fisher exact test, unfixed race rate above fixed "
-        "(harness.compare).</p></body></html>\n"
+        "path was live; bars are their share of the iterations, whiskers the exact "
+        "(Clopper-Pearson) 95 % interval. p: one-sided Fisher exact test, unfixed race rate "
+        "above fixed (harness.compare).</p></body></html>\n"
     )
 
 

@@ -8,7 +8,8 @@ run, per variant; rates are fractions in [0, 1].
   stock failure rate is above the patched one).
 - Clopper-Pearson exact one-sided upper bound on a failure rate:
   ``scipy.stats.binomtest(...).proportion_ci(method="exact")`` with ``alternative="less"``
-  (with 0 failures in n the 95% bound is 1 - 0.05 ** (1 / n), about 3 / n).
+  (with 0 failures in n the 95% bound is 1 - 0.05 ** (1 / n), about 3 / n), and the
+  two-sided exact interval of a hit rate (the HTML pages' whiskers).
 - The exact power of the one-sided Fisher test with n iterations per variant at given true
   rates, and the smallest n that reaches a wanted power (no library computes this for
   Fisher's test: it sums the two binomial distributions over the test's rejection region,
@@ -85,6 +86,21 @@ def clopper_pearson_upper(failures: int, n: int, confidence: float = 0.95) -> fl
         confidence_level=confidence, method="exact"
     )
     return float(interval.high)
+
+
+def clopper_pearson_interval(hits: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided exact (Clopper-Pearson) confidence interval of a rate: ``hits`` in ``n``.
+
+    Returns (low, high), fractions in [0, 1]; (0.0, 1.0) when ``n <= 0``. Raises ValueError
+    when ``hits`` is negative or above ``n``. Source: ``scipy.stats.binomtest(hits, n)
+    .proportion_ci(confidence, method="exact")``.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= hits <= n:
+        raise ValueError(f"hits must be in [0, {n}], not {hits}")
+    interval = binomtest(hits, n).proportion_ci(confidence_level=confidence, method="exact")
+    return float(interval.low), float(interval.high)
 
 
 def _log_comb(n: int) -> NDArray[np.float64]:

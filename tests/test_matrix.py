@@ -201,6 +201,34 @@ def test_html_escapes_cells(tmp_path: Path) -> None:
     assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page and "<b>x</b>" not in page
 
 
+MATRIX_DATA = Path(__file__).parent / "data" / "matrix" / "matrix.json"  # a real 6-release run
+
+
+def saved_results(path: Path = MATRIX_DATA) -> list[matrix.ReleaseResult]:
+    """The ReleaseResults of a matrix.json (the to_dict() of each, read back)."""
+    results = []
+    for data in json.loads(path.read_text())["releases"]:
+        rows = tuple(matrix.VariantRow(**row) for row in data["rows"])
+        verdict = matrix.ReleaseVerdict(data["verdict"])
+        results.append(matrix.ReleaseResult(**{**data, "rows": rows, "verdict": verdict}))
+    return results
+
+
+def test_html_page_of_a_real_matrix_has_its_chart() -> None:
+    from tests.test_report_html import parse
+
+    page_text = matrix.render_html(saved_results())
+    page = parse(page_text)
+    assert page.tags["svg"] == 1 and page.scripts == 0 and page.external == []
+    assert "http" not in page_text
+    assert page.classes["hit-rate"] == 12  # 6 releases, 2 variants each
+    tips = " ".join(page.titles)
+    assert "6.1.0-53-amd64 unfixed: 15 race iterations of 20: 75 %" in tips
+    assert "6.12.107+deb12-amd64 fixed (as shipped): 0 race iterations of 20: 0 %" in tips
+    assert "fixed, p=3.85e-07" in page.text  # the verdict after the unfixed row's numbers
+    assert "not affected" in page.text and "Race iterations per release and variant" in page.titles
+
+
 # --- preparation ---------------------------------------------------------------------------
 
 

@@ -1,9 +1,14 @@
-"""The HTML report: valid HTML, inline SVG plots, the numbers of the records, escaping."""
+"""The HTML report: valid HTML, inline SVG plots (matplotlib, harness.plots), the numbers of
+the records, escaping."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -18,6 +23,9 @@ from harness.results import RESULTS_FILE
 DATA = Path(__file__).parent / "data" / "report"
 COMPARE = DATA / "compare"  # a real compare run (race-ctrl-delete-widened, 10 iterations each)
 ALL_FAULTS = DATA / "all-faults"  # a real run of every fault kind (6 iterations)
+# two real scenarios of one `scenarios` run (10 iterations each, unfixed 6.1.0-57): the
+# identity flip (9 race iterations) and the other-path variant (none)
+SCENARIOS = DATA / "scenarios"
 VOID = {"meta", "br", "img", "input", "link", "hr", "col", "area", "base", "wbr", "source"}
 SVG_LEAVES = {"line", "circle", "rect", "path", "polyline"}
 
@@ -35,6 +43,7 @@ class Page(HTMLParser):
     texts: list[str] = field(default_factory=list)
     scripts: int = 0
     external: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -44,9 +53,11 @@ class Page(HTMLParser):
         values = dict(attrs)
         for name in (values.get("class") or "").split():
             self.classes[name] = self.classes.get(name, 0) + 1
-        for key in ("src", "href"):
-            if values.get(key):
-                self.external.append(str(values[key]))
+        for key, value in values.items():
+            if key in ("src", "href", "xlink:href") and value and not value.startswith("#"):
+                self.external.append(value)  # anything but a reference inside the page
+        if values.get("id"):
+            self.ids.append(str(values["id"]))
         if tag == "script":
             self.scripts += 1
         if tag not in VOID:
@@ -84,6 +95,12 @@ def parse(page: str) -> Page:
     return parser
 
 
+@functools.cache
+def compare_page() -> str:
+    """The page of COMPARE, drawn once for the tests that only read it (a page takes ~1 s)."""
+    return report_html.render(report_html.load_report(COMPARE))
+
+
 def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -97,21 +114,35 @@ def make_results(directory: Path, rows: list[dict[str, Any]]) -> Path:
     return directory
 
 
-def test_compare_page_is_valid_html_with_three_plots() -> None:
-    page = parse(report_html.render(report_html.load_report(COMPARE)))
-    assert page.tags["svg"] == 3
+def test_compare_page_is_valid_html_with_four_plots() -> None:
+    html = compare_page()
+    page = parse(html)
+    assert page.tags["svg"] == 4  # hit rate, EIO, IOPS, time to recover
     assert page.scripts == 0
     assert page.external == []  # no links, nothing loaded from anywhere
+    assert "http" not in html  # not even a namespace URL
+    assert len(page.ids) == len(set(page.ids))  # four charts, no id twice
     assert page.tags["table"] >= 3  # comparison, runs, one per-fault table per variant
+    assert page.classes["hit-rate"] == 2
     assert page.classes["eio-bar"] == 2  # unfixed iterations 4 and 8, nothing for fixed
     assert page.classes["verdict-mark"] == 20
     assert page.classes["iops-fio"] == 20
     assert page.classes["recover-dot"] == 20
+    assert page.classes["median"] == 2
     assert page.classes["fault-band"] == 2
+    assert "unfixed: race-ctrl-delete-widened: 2 race iterations of 10: 20 %" in " ".join(
+        page.titles
+    )
+
+
+def test_the_same_data_draws_the_same_page_body() -> None:
+    first = compare_page()
+    second = report_html.render(report_html.load_report(COMPARE))
+    assert first.split("<footer>")[0] == second.split("<footer>")[0]
 
 
 def test_compare_page_has_the_numbers_of_the_records() -> None:
-    page = parse(report_html.render(report_html.load_report(COMPARE)))
+    page = parse(compare_page())
     comparison = json.loads((COMPARE / "compare.json").read_text())
     assert comparison["headline"] in page.text
     for variant in ("unfixed", "fixed"):
@@ -222,7 +253,7 @@ def test_cli_report_html_for_compare_and_results_dirs(
     shutil.copytree(COMPARE, compare_dir)
     out = tmp_path / "pages" / "cmp.html"
     assert cli.main(["report", str(compare_dir), "--html", str(out)]) == cli.EXIT_OK
-    assert parse(out.read_text()).tags["svg"] == 3
+    assert parse(out.read_text()).tags["svg"] == 4
     assert str(out) in capsys.readouterr().out
     single = tmp_path / "one.html"
     assert cli.main(["report", str(ALL_FAULTS), "--html", str(single)]) == cli.EXIT_OK
@@ -231,11 +262,42 @@ def test_cli_report_html_for_compare_and_results_dirs(
     assert "628" in single.read_text()
 
 
-def test_scale_and_ticks() -> None:
-    linear = report_html.Scale(0, 10, 100, 0)
-    assert linear(0) == 100 and linear(10) == 0 and linear(5) == 50
-    log = report_html.Scale(1, 1000, 0, 300, log=True)
-    assert log(10) == pytest.approx(100)
-    assert log.ticks() == [1, 10, 100, 1000]
-    counts = report_html.Scale(0, 2, 100, 0, integer=True)
-    assert counts.ticks() == [0, 1, 2]
+def test_scenarios_directory_hit_rates_name_the_mechanism() -> None:
+    report = report_html.load_report(SCENARIOS)
+    rates = report_html.hit_rates(report.runs)
+    assert [(r.label, r.hits, r.trials) for r in rates] == [
+        ("race-ns-remove-path-identity-flip (identity_flip)", 9, 10),
+        ("race-ns-remove-path-other (hidden)", 0, 10),
+    ]
+    page = parse(report_html.render(report))
+    tips = " ".join(page.titles)
+    assert "9 race iterations of 10: 90 % (95 % interval 55 % to 100 %)" in tips
+    assert "0 race iterations of 10: 0 % (95 % interval 0 % to 31 %)" in tips
+    assert "9/10 = 90 %" in page.text
+    assert page.classes["eio-bar"] == 9
+
+
+def test_text_from_a_run_is_not_math(tmp_path: Path) -> None:
+    directory = make_results(tmp_path / "run", [{"fault": "ctrl_delete"}])
+    (directory / "run.json").write_text(json.dumps({"variant": "a $x^2$ b"}))
+    page = parse(report_html.render(report_html.load_report(directory)))
+    assert "a $x^2$ b: 0 EIO in 0 of 1 iterations" in page.text
+
+
+def test_plots_import_under_an_unwritable_home_keeps_its_cache_in_tmp(tmp_path: Path) -> None:
+    """No HOME to write to (a nonexistent one here; root could write anywhere): MPLCONFIGDIR
+    goes under the temp dir, and matplotlib prints no warning."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLCONFIGDIR"}
+    env.update(HOME=str(tmp_path / "no-such-home"), TMPDIR=str(tmp_path))
+    code = "import os, harness.plots; print(os.environ['MPLCONFIGDIR'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith(str(tmp_path / "nvmf-harness-matplotlib-"))
+    assert done.stderr == ""

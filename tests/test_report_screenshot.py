@@ -1,7 +1,8 @@
-"""The HTML report as a browser draws it: headless Chromium screenshots the page.
+"""The HTML pages as a browser draws them: headless Chromium screenshots the report of a
+compare directory and the page of a real release matrix (their charts are matplotlib's SVG).
 
 Skipped where Chromium is not installed (scripts/setup installs it: apt-get install chromium).
-The PNG is decoded here with zlib only: size as asked, and not blank.
+The PNG is decoded here with zlib only: size as asked, not blank, the failing marks drawn.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import report_html
+from harness import matrix, report_html
+from tests.test_matrix import saved_results
 
 DATA = Path(__file__).parent / "data" / "report"
 WIDTH, HEIGHT = 1280, 2000
@@ -145,3 +147,15 @@ def test_screenshot_of_compare_report_is_drawn(tmp_path: Path) -> None:
     assert non_white > total * 0.03, f"page looks blank: {non_white} of {total} pixels drawn"
     assert non_white < total * 0.6, "page is mostly dark: styles broken?"
     assert red > 200, "the failing iterations (red verdict marks) are not drawn"
+
+
+@pytest.mark.skipif(chromium() is None, reason="chromium not installed (apt-get install chromium)")
+def test_screenshot_of_matrix_page_is_drawn(tmp_path: Path) -> None:
+    matrix.write(saved_results(), tmp_path)
+    png = tmp_path / "matrix.png"
+    screenshot(tmp_path / matrix.MATRIX_HTML, png, tmp_path / "profile")
+    width, height, bpp, rows = png_rows(png.read_bytes())
+    assert (width, height) == (WIDTH, HEIGHT)
+    non_white, red = pixel_counts(rows[:700], bpp)  # the chart is at the top
+    assert non_white > width * 700 * 0.1, "the chart is not drawn"
+    assert red > 5000, "the unfixed bars (red) of the four fixed releases are not drawn"

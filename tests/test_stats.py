@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from harness.stats import (
     binomial_cdf,
+    clopper_pearson_interval,
     clopper_pearson_upper,
     fisher_exact_greater,
     fisher_exact_two_sided,
@@ -121,6 +122,16 @@ def test_fisher_more_iterations_give_a_smaller_p() -> None:
 )
 def test_clopper_pearson_known_values(failures: int, n: int, upper: float) -> None:
     assert clopper_pearson_upper(failures, n) == pytest.approx(upper, abs=2e-6)
+
+
+def test_clopper_pearson_two_sided_interval() -> None:
+    """Closed forms at the ends (0 or n hits: 0.025 ** (1 / n)) and a textbook value."""
+    assert clopper_pearson_interval(0, 10) == pytest.approx((0.0, 1 - 0.025**0.1))
+    assert clopper_pearson_interval(10, 10) == pytest.approx((0.025**0.1, 1.0))
+    assert clopper_pearson_interval(2, 10) == pytest.approx((0.025211, 0.556095), abs=2e-6)
+    assert clopper_pearson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="hits"):
+        clopper_pearson_interval(11, 10)
 
 
 @pytest.mark.parametrize(("failures", "n"), [(0, 0), (3, 3), (4, 3), (0, -1)])
