@@ -351,15 +351,19 @@ class Throughput:
 
 
 def iteration_p99s(rundir: Path, records: Sequence[dict[str, Any]]) -> list[float]:
-    """p99 completion latency of each iteration's fio (its fio.json), where it has one."""
+    """p99 completion latency (us) of each iteration's fio window, where it has one: the
+    record's ``p99_clat_us``, else (runs before one fio served the whole campaign) that
+    iteration's own ``iterations/NNNN/fio.json``."""
     from harness.workload import parse_result
 
     found = []
     for record in records:
-        path = rundir / "iterations" / f"{int(record['iteration']):04d}" / "fio.json"
-        p99 = parse_result(path, [], None, False).p99_clat_us
+        p99 = record.get("p99_clat_us")
+        if p99 is None:
+            path = rundir / "iterations" / f"{int(record['iteration']):04d}" / "fio.json"
+            p99 = parse_result(path, [], None, False).p99_clat_us
         if p99 is not None:
-            found.append(p99)
+            found.append(float(p99))
     return found
 
 

@@ -92,6 +92,7 @@ class PassthruReaders:
     read_bytes: int = 65536
     seed: int = 1
     stats: PassthruStats = field(default_factory=PassthruStats)
+    window: PassthruStats = field(default_factory=PassthruStats)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -128,12 +129,19 @@ class PassthruReaders:
                     time.sleep(0.01)  # no path right now: do not spin
                 took = time.monotonic() - started
                 with self._lock:
-                    self.stats.commands += 1
-                    self.stats.errors += 1 if status != 0 else 0
-                    self.stats.total_command_s += took
-                    self.stats.max_command_s = max(self.stats.max_command_s, took)
+                    for stats in (self.stats, self.window):
+                        stats.commands += 1
+                        stats.errors += 1 if status != 0 else 0
+                        stats.total_command_s += took
+                        stats.max_command_s = max(stats.max_command_s, took)
         finally:
             os.close(fd)
+
+    def take_window(self) -> PassthruStats:
+        """The commands completed since the last call (or the start), and a new window."""
+        with self._lock:
+            taken, self.window = self.window, PassthruStats()
+        return taken
 
     def stop(self, timeout_s: float = 35.0) -> PassthruStats:
         """Stop the readers (each finishes its command first: up to the command timeout)."""

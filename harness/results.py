@@ -106,6 +106,9 @@ class IterationRecord:
     passthru_errors: int = 0
     passthru_max_s: float = 0.0
     kmsg_lost: int = 0  # kernel log records overwritten before the harness read them
+    # which fio run of the campaign served this window (1: the first; more: fio was started
+    # again because it exited or its head was replaced); 0 in records from before
+    fio_run: int = 0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -45,7 +45,9 @@ class FioJob:
     ioengine: str = "libaio"
     runtime_s: int = 3600  # stopped with SIGINT long before this
 
-    def argv(self, output: Path) -> list[str]:
+    def argv(self, output: Path | None, output_format: str = "json") -> list[str]:
+        """fio's argument list; results as ``output_format`` into ``output`` (stdout when
+        None). Every IO error is one stderr line (``error_dump``), also the non-fatal ones."""
         region = self.size_bytes // self.numjobs
         region -= region % (1024 * 1024)
         if region <= 0:  # fio reads --size=0 as "the whole device": jobs would overlap
@@ -69,11 +71,13 @@ class FioJob:
             f"--size={region}",
             f"--offset_increment={region}",
             "--continue_on_error=all",
+            "--error_dump=1",
             "--group_reporting=0",
-            "--output-format=json",
-            f"--output={output}",
+            f"--output-format={output_format}",
             "--eta=never",
         ]
+        if output is not None:
+            args.append(f"--output={output}")
         if self.verify:
             args += ["--verify=crc32c", "--verify_backlog=64", "--verify_fatal=0"]
         return args
