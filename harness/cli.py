@@ -6,8 +6,9 @@
     nvmf-harness compare  --config F --out DIR     unfixed vs fixed modules, one boot for both
     nvmf-harness scenarios CONFIG... --out DIR     hit rate per config, one boot for all
     nvmf-harness matrix   --release REL... --out DIR  per Debian release: affected? fixed?
-    nvmf-harness vm-pytest --out DIR [-- ARGS]     pytest testcases/ inside the VM
+    nvmf-harness vm-pytest --out DIR [--workers N] [-- ARGS]  pytest testcases/ in N VMs
     nvmf-harness report   DIR                      per-fault table of a results directory
+    nvmf-harness report   --merge DIR... --out OUT  one report of CI matrix jobs (0/1/2)
     nvmf-harness clean    [--dry-run]              remove what earlier runs left
     nvmf-harness history  [--release R]            which Debian kernels were ever affected
     nvmf-harness doctor                            check tools, modules, permissions
@@ -660,6 +661,10 @@ def cmd_selftest_crash(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.merge:
+        return _report_merge(args)
+    if not args.results:
+        raise HarnessError("report: no results directory given", hint="report DIR")
     path = Path(args.results)
     if args.html:
         from harness.report_html import write_html
@@ -699,6 +704,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if problems else EXIT_OK
 
 
+def _report_merge(args: argparse.Namespace) -> int:
+    """``report --merge DIR... --out OUT``: the matrix jobs' outputs as one report; exits
+    with the worst job's status (0 pass, 1 regression, 2 infrastructure)."""
+    from harness import merge
+
+    if not args.out:
+        raise HarnessError("report --merge needs --out", hint="--out DIR for the merged report")
+    if args.results:
+        raise HarnessError(
+            f"report --merge takes job directories after --merge, not {args.results}",
+            hint="report --merge DIR... --out OUT",
+        )
+    result = merge.merge([Path(d) for d in args.merge], Path(args.out))
+    print(merge.render_text(result), flush=True)
+    say(f"merged report: {result.outdir}/{merge.SUMMARY_HTML} (also kcidb.json, status.json)")
+    return result.exit
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
     from harness import cleanup
 
@@ -721,6 +744,20 @@ def cmd_clean(args: argparse.Namespace) -> int:
         print(f"still there: {item}")
     say(f"{len(report.found)} leftover(s) found, {len(left)} remain")
     return EXIT_FAILURES if left else EXIT_OK
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """``baseline accept``: one baseline file per (release, scenario) of accepted results."""
+    from harness import baseline
+
+    for path in baseline.accept([Path(d) for d in args.results], Path(args.out)):
+        base = baseline.load(path.parent.parent, path.parent.name, path.stem)
+        assert base is not None
+        print(
+            f"{path}: {base.scenario} on {base.release}: {base.failing}/{base.iterations} "
+            f"failing ({base.rate:.1%}), {base.date}, harness {base.harness_version}"
+        )
+    return EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -966,7 +1003,16 @@ def build_parser() -> argparse.ArgumentParser:
     _vm_options(selftest)
     selftest.set_defaults(func=cmd_selftest_crash)
     report = sub.add_parser("report", help="print the table of a results directory")
-    report.add_argument("results")
+    report.add_argument("results", nargs="?")
+    report.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="merge the nightly directories of CI matrix jobs (one per kernel and scenario) "
+        "into one kcidb.json, status.json and summary in --out; exit 0/1/2 (pass, "
+        "regression, infrastructure) of the worst job",
+    )
+    report.add_argument("--out", help="where --merge writes the merged report")
     report.add_argument("--json", action="store_true")
     report.add_argument(
         "--html",
@@ -987,6 +1033,16 @@ def build_parser() -> argparse.ArgumentParser:
     clean = sub.add_parser("clean", help="remove leftovers of earlier runs")
     clean.add_argument("--dry-run", action="store_true", help="only list them")
     clean.set_defaults(func=cmd_clean)
+    base = sub.add_parser("baseline", help="accepted failure rates the nightly compares with")
+    base_sub = base.add_subparsers(dest="baseline_command", required=True)
+    accept = base_sub.add_parser(
+        "accept",
+        help="write <out>/<release>/<scenario>.json from results directories (pooled per "
+        "release and scenario, replacing an older file)",
+    )
+    accept.add_argument("results", nargs="+", metavar="RESULT_DIR")
+    accept.add_argument("--out", default="baselines", help="baselines directory (baselines/)")
+    accept.set_defaults(func=cmd_baseline)
     doctor = sub.add_parser("doctor", help="check that everything needed is installed")
     doctor.add_argument(
         "--test-kvm",
