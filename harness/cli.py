@@ -108,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         variant=variant,
         on_iteration=_progress_printer(args),
         widener_factory=widener_factory,
+        stop_on_failure=getattr(args, "stop_on_failure", False),
     )
     say(
         f"campaign {config.campaign.name}: {config.campaign.iterations} iterations of "
@@ -297,6 +298,8 @@ def _guest_run_args(args: argparse.Namespace, run: PlannedCampaign) -> list[str]
         guest += ["--modules", str(Path(args.modules).resolve())]
     if getattr(args, "backend", None):
         guest += ["--backend", args.backend]
+    if getattr(args, "stop_on_failure", False):
+        guest.append("--stop-on-failure")
     return guest
 
 
@@ -517,6 +520,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text = compare.write(sequence.comparison, outdir, extra={"sequential": sequence.to_dict()})
     print(text, flush=True)
     return EXIT_OK if sequence.comparison.fixed else EXIT_FAILURES
+
+
+def cmd_prove_fixed(args: argparse.Namespace) -> int:
+    """Run the fixed variant until --iterations clean iterations or the first failure, in
+    parts that resume (harness/prove.py)."""
+    import copy
+
+    from harness import kbuild, prove
+    from harness.vm import default_kernel, kernel_release
+
+    config = load_config(args)  # a broken config fails here, before any boot
+    outdir = Path(args.out).resolve()
+    target = args.iterations or prove.DEFAULT_TARGET
+    if args.variant != "distro":  # built (or found cached) before the first boot
+        release = kernel_release(args.kernel or default_kernel()) or None
+        cache = Path(args.modules) if args.modules else None
+        build = kbuild.build_variant(args.variant, release=release, cache_dir=cache)
+        core = build.srcversion.get("nvme-core", "?")
+        say(f"{args.variant} modules for {build.release}: nvme_core srcversion {core}")
+
+    def run_part(part: Path, iterations: int) -> int:
+        part_args = copy.copy(args)
+        part_args.iterations = iterations
+        part_args.stop_on_failure = True
+        part_config = load_config(part_args)
+        return _campaign_in_vm(
+            part_args, PlannedCampaign(Path(args.config), part_config, part, args.variant)
+        )
+
+    return prove.prove(outdir, config.campaign.name, args.variant, target, run_part, say)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -853,6 +886,9 @@ def _campaign_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="results directory")
     parser.add_argument("--iterations", type=int, help="override campaign.iterations")
     parser.add_argument("--seed", type=int, help="override campaign.seed")
+    parser.add_argument(
+        "--stop-on-failure", action="store_true", help="end at the first failing verdict"
+    )
     parser.add_argument("--widen", action="store_true", help="enable the BPF race widener")
     parser.add_argument("--variant", choices=config_mod.VARIANTS, help="nvme module variant")
     parser.add_argument(
@@ -993,6 +1029,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--release", action="append", help="installed kernel release (default: every one)"
     )
     hist.set_defaults(func=cmd_history)
+    prv = sub.add_parser(
+        "prove-fixed",
+        help="run a variant until N clean iterations or the first failure (resumable)",
+    )
+    prv.add_argument("--config", default=str(DEFAULT_CONFIG), help="campaign TOML file")
+    prv.add_argument("--out", required=True, help="results directory (the same one resumes)")
+    prv.add_argument("--iterations", type=int, help="clean iterations to reach (default 1000)")
+    prv.add_argument("--seed", type=int, help="override campaign.seed")
+    prv.add_argument(
+        "--variant", choices=config_mod.VARIANTS, default="fixed", help="default: fixed"
+    )
+    prv.add_argument("--modules", help="module build cache (default: build/modules)")
+    _vm_options(prv)
+    prv.set_defaults(func=cmd_prove_fixed, widen=False, backend=None)
     vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
     vmp.add_argument("--out", required=True)
     _vm_options(vmp)

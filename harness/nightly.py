@@ -1,22 +1,33 @@
-"""Nightly kernel CI: KCIDB-like JSON per kernel, and the nightly exit status.
+"""Nightly kernel CI: a KCIDB document per kernel, scenario verdicts, the exit status.
 
 ``scripts/nightly`` runs, for each kernel, the smoke campaign (``nvmf-harness vm``) and the
 testcases (``nvmf-harness vm-pytest``) into ``<nightly dir>/<release>/campaign`` and
 ``.../testcases``; this module turns what they left (results.jsonl, testcases-junit.xml,
-their exit statuses) into ``<release>/kcidb.json`` and ``<release>/status.json``, and the
-summary of all kernels into the exit status:
+their exit statuses) into, per kernel:
 
-    0  every kernel passed
-    1  regression: a failing campaign verdict or a failing testcase on some kernel
+- ``kcidb.json``: a KCIDB document built and validated by harness/kcidb.py (kcidb-io, latest
+  schema); a known failure is an issue with an incident per failing iteration;
+- ``nightly-junit.xml``: the campaign's iterations as JUnit, known failures and failures
+  within the baseline rate as skipped with the reason (harness/junit.py);
+- ``status.json``: pass / regression / infra, the reasons, notes, and the scenario verdict;
+
+and the summary of all kernels into the exit status:
+
+    0  every kernel passed (a known failure, a rate within its baseline or an inconclusive
+       one passes, with a note)
+    1  regression: the campaign's failure rate significantly above its baseline or known
+       failure's rate (harness/baseline.py; without either, any failing iteration), or a
+       failing testcase, on some kernel
     2  infrastructure failure (VM crash or timeout, missing tool, kernel not found, no
-       results) and no regression; a regression found outranks infrastructure trouble
-       elsewhere, since its failing verdicts are definite
+       results, a bad baseline or known-failure file) and no regression; a regression found
+       outranks infrastructure trouble elsewhere, since its verdicts are definite
 
 Kernels are installed releases (``6.1.0-56-amd64``: ``/boot/vmlinuz-<release>`` with
 modules in ``/lib/modules/<release>``) or ``/boot/vmlinuz-<release>`` paths.
 
     python -m harness.nightly resolve KERNEL          prints "RELEASE<TAB>IMAGE"
-    python -m harness.nightly kcidb DIR --release R --campaign-rc N --testcases-rc N ...
+    python -m harness.nightly kcidb DIR --release R --campaign-rc N --testcases-rc N
+        [--baselines DIR] [--known-failures FILE] [--alpha A] [--log-base-url URL] ...
     python -m harness.nightly summary NIGHTLY_DIR [--failed-kernel K ...]
 """
 
@@ -26,41 +37,39 @@ import argparse
 import platform
 import re
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness import baseline, kcidb, known_failures
+from harness.baseline import DEFAULT_ALPHA, Judgement, ScenarioVerdict
 from harness.errors import HarnessError
+from harness.junit import write_junit
+from harness.known_failures import KnownFailure
 from harness.results import (
-    FAILING_VERDICTS,
     RESULTS_FILE,
     RUN_FILE,
-    Verdict,
-    is_iteration,
     read_json_object,
     read_records,
     write_json_atomic,
 )
 
-ORIGIN = "nvmf-harness"
+ORIGIN = kcidb.ORIGIN
 KCIDB_FILE = "kcidb.json"
+NIGHTLY_JUNIT_FILE = "nightly-junit.xml"
 STATUS_FILE = "status.json"
 CAMPAIGN_DIR = "campaign"
 TESTCASES_DIR = "testcases"
 JUNIT_FILE = "testcases-junit.xml"
-CONSOLE_LOG = "console.log"
-KCIDB_VERSION = {"major": 4, "minor": 3}
+CONSOLE_LOG = kcidb.CONSOLE_LOG
 
 EXIT_PASS = 0
 EXIT_REGRESSION = 1
 EXIT_INFRA = 2
 STATUS_NAMES = {EXIT_PASS: "pass", EXIT_REGRESSION: "regression", EXIT_INFRA: "infra"}
 
-PASS, FAIL, ERROR, SKIP = "PASS", "FAIL", "ERROR", "SKIP"
-PASSING_VERDICTS = frozenset({Verdict.PASS, Verdict.EXPECTED_EIO})
+PASS, FAIL, ERROR, SKIP = kcidb.PASS, kcidb.FAIL, kcidb.ERROR, kcidb.SKIP
 RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
 ARCH_OF_SUFFIX = {"amd64": "x86_64", "arm64": "arm64", "i386": "i386", "armmp": "arm"}
 # nvmf-harness vm: 0 pass, 1 failing verdicts; pytest: 0 passed, 1 some tests failed.
@@ -111,140 +120,38 @@ def architecture(release: str) -> str:
     return platform.machine()
 
 
-def _iso(unix: float | None) -> str | None:
-    if unix is None:
-        return None
-    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
-
-
 def verdict_status(verdict: str) -> str:
-    if verdict in PASSING_VERDICTS:
-        return PASS
-    if verdict in FAILING_VERDICTS:
-        return FAIL
-    return ERROR  # infra_error, kernel_crash, vm_timeout, anything unknown
+    """KCIDB status of an iteration verdict (PASS, FAIL or ERROR)."""
+    return kcidb.verdict_status(verdict)
 
 
-def campaign_tests(kernel_dir: Path, build_id: str) -> list[dict[str, Any]]:
+def campaign_tests(
+    kernel_dir: Path, build_id: str, log_base_url: str | None = None
+) -> list[dict[str, Any]]:
     """One KCIDB test per campaign iteration (and per crash record of the VM runner)."""
-    campaign = kernel_dir / CAMPAIGN_DIR
-    run = read_json_object(campaign / RUN_FILE)
-    started_unix = run.get("started_unix")
-    origin_unix = (
-        float(started_unix) - float(run.get("setup_s", 0.0))
-        if isinstance(started_unix, int | float)
-        else None
-    )
-    tests = []
-    for rec in read_records(campaign / RESULTS_FILE):
-        iteration = int(rec.get("iteration", 0) or 0)
-        verdict = str(rec.get("verdict", ""))
-        crashed = not is_iteration(rec)
-        kmsg = campaign / "iterations" / f"{iteration:04d}" / "kmsg.txt"
-        log = kmsg if kmsg.exists() and not crashed else campaign / CONSOLE_LOG
-        fault = "vm" if crashed else str(rec.get("fault", "unknown"))
-        start = (
-            origin_unix + float(rec["started_at"])
-            if origin_unix is not None and rec.get("started_at") is not None
-            else None
-        )
-        test: dict[str, Any] = {
-            "id": f"{build_id}:campaign:{iteration:04d}",
-            "build_id": build_id,
-            "origin": ORIGIN,
-            "path": f"nvmf.multipath.{_path_part(fault)}",
-            "status": verdict_status(verdict),
-            "start_time": _iso(start),
-            "duration": float(rec.get("cycle_s", 0.0) or 0.0),
-            "log_url": log.relative_to(kernel_dir).as_posix(),
-            "comment": f"iteration {iteration} path {rec.get('path', '?')}: {verdict}",
-            "misc": {
-                "verdict": verdict,
-                "iteration": iteration,
-                "path": rec.get("path"),
-                "variant": rec.get("variant"),
-                "app_eio": rec.get("app_eio", 0),
-                "eod_race_lines": rec.get("eod_race_lines", 0),
-                "time_to_recover_s": rec.get("time_to_recover_s"),
-            },
-        }
-        tests.append(_drop_none(test))
-    return tests
+    url = kcidb.url_maker(kernel_dir, log_base_url)
+    return kcidb.campaign_tests(kernel_dir / CAMPAIGN_DIR, build_id, url)
 
 
-def _path_part(name: str) -> str:
-    """A KCIDB path component: no dots, no spaces."""
-    return re.sub(r"[^A-Za-z0-9_\-\[\]]", "_", name) or "_"
-
-
-def testcase_tests(kernel_dir: Path, build_id: str) -> list[dict[str, Any]]:
+def testcase_tests(
+    kernel_dir: Path, build_id: str, log_base_url: str | None = None
+) -> list[dict[str, Any]]:
     """One KCIDB test per pytest testcase of testcases-junit.xml (none if it is missing)."""
     testcases = kernel_dir / TESTCASES_DIR
-    junit = testcases / JUNIT_FILE
-    if not junit.exists():
-        return []
-    try:
-        root = ET.parse(junit).getroot()
-    except ET.ParseError:
-        return []
-    tests = []
-    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    number = 0
-    for suite in suites:
-        clock = _junit_time(suite.get("timestamp"))
-        for case in suite.iter("testcase"):
-            number += 1
-            module = (case.get("classname") or "").removeprefix("testcases.")
-            parts = [_path_part(p) for p in module.split(".") if p]
-            parts.append(_path_part(case.get("name", f"case{number}")))
-            duration = float(case.get("time", 0) or 0)
-            status, message = PASS, ""
-            for tag, kind in (("failure", FAIL), ("error", ERROR), ("skipped", SKIP)):
-                element = case.find(tag)
-                if element is not None:
-                    status, message = kind, element.get("message") or ""
-                    break
-            test: dict[str, Any] = {
-                "id": f"{build_id}:testcases:{number:03d}",
-                "build_id": build_id,
-                "origin": ORIGIN,
-                "path": "nvmf.testcases." + ".".join(parts),
-                "status": status,
-                "start_time": _iso(clock),
-                "duration": duration,
-                "log_url": (testcases / CONSOLE_LOG).relative_to(kernel_dir).as_posix(),
-                "comment": message[:500] or None,
-            }
-            tests.append(_drop_none(test))
-            if clock is not None:
-                clock += duration
-    return tests
-
-
-def _junit_time(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    try:
-        moment = datetime.fromisoformat(stamp)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v is not None}
+    url = kcidb.url_maker(kernel_dir, log_base_url)
+    return kcidb.junit_tests(testcases / JUNIT_FILE, build_id, url, testcases / CONSOLE_LOG)
 
 
 @dataclass
 class KernelOutcome:
-    """The verdict of one kernel's nightly run."""
+    """The verdict of one kernel's nightly run; ``notes``: what passed with a remark (known
+    failures, rates within or inconclusively above their baseline)."""
 
     release: str
     exit: int
     reasons: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -252,6 +159,26 @@ class KernelOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "status": self.status}
+
+
+def judge_campaign(
+    kernel_dir: Path,
+    release: str,
+    *,
+    baselines_dir: Path | None = None,
+    known: list[KnownFailure] | None = None,
+    alpha: float = DEFAULT_ALPHA,
+) -> ScenarioVerdict | None:
+    """The scenario verdict of the kernel's campaign against its baseline and the known
+    failures; None when the campaign left no results (classify reports that as infra)."""
+    try:
+        counts = baseline.run_counts(kernel_dir / CAMPAIGN_DIR)
+    except HarnessError:
+        return None
+    counts = replace(counts, release=release)
+    base = baseline.load(baselines_dir, release, counts.scenario) if baselines_dir else None
+    entry = known_failures.match(known or [], release, counts.scenario, counts.variant)
+    return baseline.judge(counts, base, entry, alpha)
 
 
 def build_kcidb(
@@ -262,66 +189,99 @@ def build_kcidb(
     image: str = "",
     config_name: str = "smoke",
     harness_commit: str = "",
+    verdict: ScenarioVerdict | None = None,
+    log_base_url: str | None = None,
 ) -> dict[str, Any]:
-    """The KCIDB-like document of one kernel from what the two VM runs left in kernel_dir."""
-    checkout_id = f"{ORIGIN}:{stamp}:{release}"
+    """The KCIDB document (latest schema, validated by kcidb-io) of one kernel from what the
+    two VM runs left in kernel_dir. ``verdict``: the campaign's scenario verdict; a known
+    failure becomes an issue with an incident per failing campaign test. ``log_base_url``:
+    where kernel_dir will be published (log URLs are file:// URLs without it). Raises
+    HarnessError (one line) if the document does not validate."""
+    checkout_id = kcidb.object_id(stamp, release)
     build_id = f"{checkout_id}:{config_name}"
-    tests = campaign_tests(kernel_dir, build_id) + testcase_tests(kernel_dir, build_id)
+    tests = campaign_tests(kernel_dir, build_id, log_base_url) + testcase_tests(
+        kernel_dir, build_id, log_base_url
+    )
     run = read_json_object(kernel_dir / CAMPAIGN_DIR / RUN_FILE)
     started = run.get("started_unix")
-    start_time = _iso(float(started)) if isinstance(started, int | float) else None
-    misc = _drop_none(
+    start_time = kcidb.iso(float(started)) if isinstance(started, int | float) else None
+    misc = kcidb.drop_none(
         {
             "kernel_release": release,
             "kernel_image": image or None,
             "srcversion": run.get("srcversion"),
         }
     )
-    checkout = _drop_none(
+    checkout = kcidb.drop_none(
         {
             "id": checkout_id,
-            "origin": ORIGIN,
+            "origin": kcidb.ORIGIN,
             "start_time": start_time,
+            "comment": f"installed kernel {release}",
             "valid": True,
             "misc": {**misc, "harness_commit": harness_commit} if harness_commit else misc,
         }
     )
-    build = _drop_none(
+    build_misc = {**misc, "scenario": verdict.to_dict()} if verdict else misc
+    build = kcidb.drop_none(
         {
             "id": build_id,
             "checkout_id": checkout_id,
-            "origin": ORIGIN,
+            "origin": kcidb.ORIGIN,
             "start_time": start_time,
             "architecture": architecture(release),
             "config_name": config_name,
-            # The kernel is installed, not built here: valid means it booted and ran tests.
-            "valid": bool(tests),
-            "misc": misc,
+            # The kernel is installed, not built here: PASS means it booted and ran tests.
+            "status": kcidb.PASS if tests else kcidb.MISS,
+            "misc": build_misc,
         }
     )
-    return {
-        "version": dict(KCIDB_VERSION),
-        "checkouts": [checkout],
-        "builds": [build],
-        "tests": tests,
-    }
+    issues: list[dict[str, Any]] = []
+    incidents: list[dict[str, Any]] = []
+    if verdict and verdict.known and verdict.judgement == Judgement.KNOWN_FAILURE:
+        known = verdict.known
+        issue = kcidb.issue(known.key, comment=known.reason, report_url=known.link)
+        issues.append(issue)
+        incidents += [
+            kcidb.incident(issue, t["id"])
+            for t in tests
+            if ":campaign:" in t["id"] and t.get("status") == kcidb.FAIL
+        ]
+    return kcidb.document([checkout], [build], tests, issues, incidents)
 
 
 def classify(
-    release: str, kcidb: dict[str, Any], campaign_rc: int | None, testcases_rc: int | None
+    release: str,
+    kcidb_doc: dict[str, Any],
+    campaign_rc: int | None,
+    testcases_rc: int | None,
+    verdict: ScenarioVerdict | None = None,
 ) -> KernelOutcome:
-    """pass / regression / infra for one kernel, with the reasons."""
-    tests: list[dict[str, Any]] = kcidb.get("tests", [])
+    """pass / regression / infra for one kernel, with the reasons.
+
+    Campaign iterations are judged as a scenario when ``verdict`` is given (a failing
+    iteration is no regression by itself: the rate against the baseline or the known
+    failure decides); without it every failing iteration is a regression. A failing
+    testcase is always a regression."""
+    tests: list[dict[str, Any]] = kcidb_doc.get("tests", [])
     counts = {s: sum(1 for t in tests if t.get("status") == s) for s in (PASS, FAIL, ERROR, SKIP)}
     campaign = [t for t in tests if ":campaign:" in str(t.get("id"))]
     testcases = [t for t in tests if ":testcases:" in str(t.get("id"))]
     regression: list[str] = []
     infra: list[str] = []
+    notes: list[str] = []
+    judged = verdict is not None and verdict.night.iterations > 0
     for test in tests:
-        if test.get("status") == FAIL:
+        if test.get("status") == FAIL and not (judged and test in campaign):
             regression.append(f"{test['path']} failed ({test.get('comment', '')})".strip())
         elif test.get("status") == ERROR:
             infra.append(f"{test['path']}: error ({test.get('comment', '')})")
+    if verdict is not None and judged:
+        line = f"{verdict.night.scenario}: {verdict.judgement}: {verdict.reason}"
+        if verdict.judgement == Judgement.REGRESSION:
+            regression.append(line)
+        elif verdict.judgement != Judgement.PASS or verdict.night.failing:
+            notes.append(line)
     for name, rc, mine in (
         ("campaign", campaign_rc, campaign),
         ("testcases", testcases_rc, testcases),
@@ -337,10 +297,10 @@ def classify(
     if testcases and all(t.get("status") == SKIP for t in testcases):
         infra.append(f"all {len(testcases)} testcases were skipped")
     if regression:
-        return KernelOutcome(release, EXIT_REGRESSION, regression + infra, counts)
+        return KernelOutcome(release, EXIT_REGRESSION, regression + infra, counts, notes)
     if infra:
-        return KernelOutcome(release, EXIT_INFRA, infra, counts)
-    return KernelOutcome(release, EXIT_PASS, [], counts)
+        return KernelOutcome(release, EXIT_INFRA, infra, counts, notes)
+    return KernelOutcome(release, EXIT_PASS, [], counts, notes)
 
 
 def write_kernel(
@@ -353,20 +313,43 @@ def write_kernel(
     image: str = "",
     config_name: str = "smoke",
     harness_commit: str = "",
+    baselines_dir: Path | None = None,
+    known: list[KnownFailure] | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    log_base_url: str | None = None,
 ) -> KernelOutcome:
-    """Write kernel_dir/kcidb.json and kernel_dir/status.json; return the outcome."""
+    """Write kernel_dir/kcidb.json (validated), status.json and nightly-junit.xml (the
+    campaign's iterations with known failures and rates within the baseline as skipped);
+    return the outcome. HarnessError (one line) for a bad baseline file or an invalid
+    document."""
     kernel_dir.mkdir(parents=True, exist_ok=True)
-    kcidb = build_kcidb(
+    verdict = judge_campaign(
+        kernel_dir, release, baselines_dir=baselines_dir, known=known, alpha=alpha
+    )
+    doc = build_kcidb(
         kernel_dir,
         release,
         stamp=stamp,
         image=image,
         config_name=config_name,
         harness_commit=harness_commit,
+        verdict=verdict,
+        log_base_url=log_base_url,
     )
-    outcome = classify(release, kcidb, campaign_rc, testcases_rc)
-    write_json_atomic(kernel_dir / KCIDB_FILE, kcidb)
-    status = {**outcome.to_dict(), "campaign_rc": campaign_rc, "testcases_rc": testcases_rc}
+    outcome = classify(release, doc, campaign_rc, testcases_rc, verdict)
+    kcidb.write(kernel_dir / KCIDB_FILE, doc)
+    if verdict is not None:
+        records = list(read_records(kernel_dir / CAMPAIGN_DIR / RESULTS_FILE))
+        suite = f"nightly.{release}.{verdict.night.scenario}"
+        write_junit(
+            kernel_dir / NIGHTLY_JUNIT_FILE, records, suite, waive_reason=verdict.waive_reason
+        )
+    status = {
+        **outcome.to_dict(),
+        "campaign_rc": campaign_rc,
+        "testcases_rc": testcases_rc,
+        "scenario": verdict.to_dict() if verdict else None,
+    }
     write_json_atomic(kernel_dir / STATUS_FILE, status)
     return outcome
 
@@ -394,9 +377,9 @@ def summarize_nightly(nightly_dir: Path, failed_kernels: Iterable[str] = ()) -> 
         else:
             reasons = [str(r) for r in data.get("reasons", [])]
         counts = data.get("counts", {})
-        outcomes.append(
-            KernelOutcome(str(data.get("release", path.parent.name)), exit_code, reasons, counts)
-        )
+        notes = [str(n) for n in data.get("notes", [])]
+        release = str(data.get("release", path.parent.name))
+        outcomes.append(KernelOutcome(release, exit_code, reasons, counts, notes))
     for kernel in failed_kernels:
         outcomes.append(KernelOutcome(kernel, EXIT_INFRA, ["kernel not found or not usable"]))
     lines = [f"{'kernel':<28} {'status':<11} PASS FAIL ERROR SKIP"]
@@ -407,6 +390,7 @@ def summarize_nightly(nightly_dir: Path, failed_kernels: Iterable[str] = ()) -> 
             f"{c.get(ERROR, 0):>5} {c.get(SKIP, 0):>4}"
         )
         lines += [f"    {reason}" for reason in o.reasons[:10]]
+        lines += [f"    note: {note}" for note in o.notes[:10]]
     code = overall_exit(o.exit for o in outcomes)
     lines.append(f"nightly: {STATUS_NAMES[code]} (exit {code}), {len(outcomes)} kernel(s)")
     return code, "\n".join(lines)
@@ -433,6 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--testcases-rc", type=_rc, required=True)
     kc.add_argument("--config-name", default="smoke")
     kc.add_argument("--commit", default="", help="harness git commit")
+    kc.add_argument(
+        "--baselines", type=Path, default=None, help="baselines directory (baseline accept)"
+    )
+    kc.add_argument("--known-failures", type=Path, default=None, help="known-failure list (TOML)")
+    kc.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="regression test level")
+    kc.add_argument(
+        "--log-base-url", default=None, help="where DIR is published (default: file:// URLs)"
+    )
     sm = sub.add_parser("summary", help="print the table, exit 0/1/2")
     sm.add_argument("dir")
     sm.add_argument("--failed-kernel", action="append", default=[])
@@ -456,10 +448,16 @@ def main(argv: list[str] | None = None) -> int:
                 image=args.image,
                 config_name=args.config_name,
                 harness_commit=args.commit,
+                baselines_dir=args.baselines,
+                known=known_failures.load(args.known_failures) if args.known_failures else [],
+                alpha=args.alpha,
+                log_base_url=args.log_base_url,
             )
             print(f"nightly: {args.release}: {outcome.status}", flush=True)
             for reason in outcome.reasons[:10]:
                 print(f"    {reason}", flush=True)
+            for note in outcome.notes[:10]:
+                print(f"    note: {note}", flush=True)
             return outcome.exit
         code, text = summarize_nightly(Path(args.dir), args.failed_kernel)
         print(text, flush=True)

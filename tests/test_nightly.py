@@ -1,4 +1,4 @@
-"""Nightly kernel CI: kernel arguments, KCIDB-like JSON, pass/regression/infra, the script."""
+"""Nightly kernel CI: kernel arguments, the KCIDB document, pass/regression/infra, the script."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
+import kcidb_io
 import pytest
 
 from harness import nightly
@@ -108,16 +110,17 @@ def test_architecture_from_release_flavour() -> None:
 
 def test_kcidb_document_shape_and_ids(tmp_path: Path) -> None:
     doc = kcidb(kernel_dir(tmp_path))
-    assert doc["version"] == {"major": 4, "minor": 3}
+    assert doc["version"] == {"major": 5, "minor": 3}  # kcidb-io's latest
+    assert kcidb_io.schema.LATEST.is_valid(doc)
     (checkout,) = doc["checkouts"]
     (build,) = doc["builds"]
-    assert checkout["id"] == f"nvmf-harness:{STAMP}:{RELEASE}"
+    assert checkout["id"] == f"nvmf_harness:{STAMP}:{RELEASE}"
     assert build["checkout_id"] == checkout["id"]
     assert build["id"] == f"{checkout['id']}:smoke"
-    assert build["origin"] == "nvmf-harness"
+    assert build["origin"] == "nvmf_harness"
     assert build["architecture"] == "x86_64"
     assert build["config_name"] == "smoke"
-    assert build["valid"] is True
+    assert build["status"] == "PASS"
     assert build["misc"]["srcversion"] == "1F49BEBD82E17B252F08608"
     tests = doc["tests"]
     assert len(tests) == 10 + 3
@@ -125,11 +128,10 @@ def test_kcidb_document_shape_and_ids(tmp_path: Path) -> None:
     for test in tests:
         assert set(test) >= {"id", "build_id", "origin", "path", "status", "duration", "log_url"}
         assert test["build_id"] == build["id"]
-        assert test["origin"] == "nvmf-harness"
-        assert not Path(test["log_url"]).is_absolute()
-        assert (tmp_path / STAMP / RELEASE / test["log_url"]).exists() or test["log_url"].endswith(
-            "console.log"
-        )
+        assert test["origin"] == "nvmf_harness"
+        assert test["log_url"].startswith("file:///")
+        log = Path(unquote(urlparse(test["log_url"]).path))
+        assert log.exists() or log.name == "console.log"
     json.dumps(doc)  # serializable as is
 
 
@@ -142,10 +144,11 @@ def test_campaign_tests_follow_the_records(tmp_path: Path) -> None:
     ]
     assert [t["misc"]["iteration"] for t in campaign] == [r["iteration"] for r in records]
     for test, rec in zip(campaign, records, strict=True):
-        assert test["path"] == f"nvmf.multipath.{rec['fault']}"
+        assert test["path"] == f"nvme.multipath.{rec['fault']}"
         assert test["status"] == ("FAIL" if rec["verdict"] == "eio_race" else "PASS")
         assert test["duration"] == rec["cycle_s"]
-        assert test["log_url"] == f"campaign/iterations/{rec['iteration']:04d}/kmsg.txt"
+        kmsg = f"campaign/iterations/{rec['iteration']:04d}/kmsg.txt"
+        assert test["log_url"] == (tmp_path / STAMP / RELEASE / kmsg).resolve().as_uri()
         assert test["misc"]["app_eio"] == rec["app_eio"]
     run = json.loads((DATA / "compare" / "unfixed" / "run.json").read_text())
     first = datetime.fromisoformat(campaign[0]["start_time"]).timestamp()
@@ -157,14 +160,22 @@ def test_testcase_tests_from_junit(tmp_path: Path) -> None:
     doc = kcidb(kernel_dir(tmp_path, third=FAILURE, fourth=SKIPPED))
     cases = [t for t in doc["tests"] if ":testcases:" in t["id"]]
     assert [t["status"] for t in cases] == ["PASS", "FAIL", "SKIP"]
-    assert cases[0]["path"] == "nvmf.testcases.test_001_target_setup.test_both_paths_live"
-    # a dot in a parameter would split the KCIDB path: it is replaced
-    assert cases[1]["path"].endswith("test_fault_is_recorded[port_remove]")
+    assert cases[0]["path"] == "nvme.multipath.testcases.test_001_target_setup.test_both_paths_live"
+    # a parameter is a child node; a dot in it would split the KCIDB path: it is replaced
+    assert cases[1]["path"].endswith(".test_fault_is_recorded.port_remove")
     assert cases[1]["comment"] == "assert 2 == 0: app EIO"
     assert cases[1]["duration"] == 20.0
     assert cases[0]["start_time"] == "2026-11-28T02:10:00+00:00"
     assert cases[1]["start_time"] == "2026-11-28T02:10:10+00:00"  # after the first one's 10.5 s
-    assert cases[0]["log_url"] == "testcases/console.log"
+    assert cases[0]["log_url"].endswith("/testcases/console.log")
+    published = nightly.build_kcidb(
+        tmp_path / STAMP / RELEASE,
+        RELEASE,
+        stamp=STAMP,
+        log_base_url="https://ci.example.org/artifacts/night-1/",
+    )
+    urls = {t["log_url"] for t in published["tests"] if ":testcases:" in t["id"]}
+    assert urls == {"https://ci.example.org/artifacts/night-1/testcases/console.log"}
 
 
 def test_verdict_status_mapping() -> None:
@@ -184,7 +195,7 @@ def test_all_pass(tmp_path: Path) -> None:
     outcome = nightly.write_kernel(directory, RELEASE, stamp=STAMP, campaign_rc=0, testcases_rc=0)
     assert outcome.exit == nightly.EXIT_PASS, outcome.reasons
     assert outcome.counts == {"PASS": 13, "FAIL": 0, "ERROR": 0, "SKIP": 0}
-    assert json.loads((directory / "kcidb.json").read_text())["builds"][0]["valid"] is True
+    assert json.loads((directory / "kcidb.json").read_text())["builds"][0]["status"] == "PASS"
     status = json.loads((directory / "status.json").read_text())
     assert status["status"] == "pass" and status["exit"] == 0
 
@@ -193,7 +204,13 @@ def test_failing_verdicts_are_a_regression(tmp_path: Path) -> None:
     directory = kernel_dir(tmp_path, campaign="unfixed")
     outcome = nightly.write_kernel(directory, RELEASE, stamp=STAMP, campaign_rc=1, testcases_rc=0)
     assert outcome.exit == nightly.EXIT_REGRESSION
-    assert sum("nvmf.multipath.ctrl_delete failed" in r for r in outcome.reasons) == 2
+    # no baseline and no known failure: any failing iteration of the scenario counts
+    assert outcome.reasons == [
+        "race-ctrl-delete-widened: regression: 2/10 failing, no baseline and no known "
+        "failure: any failing iteration counts"
+    ]
+    junit = (directory / nightly.NIGHTLY_JUNIT_FILE).read_text()
+    assert junit.count("<failure ") == 2 and "<skipped" not in junit
 
 
 def test_failing_testcase_is_a_regression(tmp_path: Path) -> None:
@@ -211,8 +228,8 @@ def test_vm_crash_is_infra(tmp_path: Path) -> None:
     doc = kcidb(directory)
     crash = doc["tests"][10]
     assert crash["status"] == "ERROR"
-    assert crash["path"] == "nvmf.multipath.vm"
-    assert crash["log_url"] == "campaign/console.log"
+    assert crash["path"] == "nvme.multipath.vm"
+    assert crash["log_url"].endswith("/campaign/console.log")
     outcome = nightly.classify(RELEASE, doc, campaign_rc=3, testcases_rc=0)
     assert outcome.exit == nightly.EXIT_INFRA
     assert any("exited 3" in r for r in outcome.reasons)
