@@ -54,6 +54,7 @@ from harness.host import MultipathDevice
 from harness.kmsg import KernelLogSummary, KmsgReader, format_record
 from harness.passthru import PassthruReaders, PassthruStats
 from harness.results import (
+    FAILING_VERDICTS,
     RESULTS_FILE,
     RUN_FILE,
     SUMMARY_FILE,
@@ -230,8 +231,10 @@ class Campaign:
         variant: str = "distro",
         on_iteration: ProgressCallback | None = None,
         widener_factory: Callable[[], Any] | None = None,
+        stop_on_failure: bool = False,
     ) -> None:
         self.config = config
+        self.stop_on_failure = stop_on_failure  # end at the first failing verdict (prove-fixed)
         self.outdir = outdir
         self.run_id = new_run_id()
         self.kernel = kernel_info(variant)
@@ -335,6 +338,9 @@ class Campaign:
             return True
         if self.config.campaign.stop_on_first_eio and record.app_eio > 0:
             self.stop_reason = "stop_on_first_eio"
+            return True
+        if self.stop_on_failure and record.verdict in FAILING_VERDICTS:
+            self.stop_reason = f"stop on failure: {record.verdict}"
             return True
         return False
 
