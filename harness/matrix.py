@@ -386,6 +386,7 @@ def matrix_chart(results: Sequence[ReleaseResult]) -> str:
         rows,
         label="Race iterations per release and variant",
         legend=[(VERDICT_COLOURS[v], str(v)) for v in shown],
+        key="matrix",
     )
 
 

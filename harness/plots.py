@@ -32,6 +32,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -247,6 +248,32 @@ def _compact(element: ET.Element, tips: Tips, referenced: set[str]) -> list[ET.E
     return [element]
 
 
+def _styles_to_classes(root: ET.Element, prefix: str) -> None:
+    """A style attribute that several elements share becomes one CSS rule and a class
+    (``<prefix>-s<n>``; the prefix keeps the rules of several charts in one page apart)."""
+    counts = Counter(style for e in root.iter() if (style := e.get("style")) is not None)
+    names = {
+        style: f"{prefix}-s{index}"
+        for index, (style, used) in enumerate(counts.most_common())
+        if used > 1
+    }
+    if not names:
+        return
+    for element in root.iter():
+        style = element.get("style")
+        if style in names:
+            del element.attrib["style"]
+            element.set("class", f"{element.get('class', '')} {names[style]}".strip())
+    defs = root.find(f"{{{SVG_NS}}}defs")
+    if defs is None:
+        defs = ET.Element(f"{{{SVG_NS}}}defs")
+        root.insert(0, defs)
+    sheet = defs.find(f"{{{SVG_NS}}}style")
+    if sheet is None:
+        sheet = ET.SubElement(defs, f"{{{SVG_NS}}}style")
+    sheet.text = (sheet.text or "") + "".join(f".{n}{{{style}}}" for style, n in names.items())
+
+
 def to_svg(fig: Figure, label: str, tips: Tips) -> str:
     """The figure as one inline ``<svg class="chart">`` element with its tooltips.
 
@@ -265,6 +292,7 @@ def to_svg(fig: Figure, label: str, tips: Tips) -> str:
         root.remove(metadata)
     referenced = _referenced_ids(root)
     _compact(root, tips, referenced)
+    _styles_to_classes(root, tips.prefix)
     width_pt, height_pt = (float(v) for v in root.get("viewBox", "0 0 0 0").split()[2:])
     root.set("width", f"{width_pt * PX_PER_INCH / 72:.0f}")
     root.set("height", f"{height_pt * PX_PER_INCH / 72:.0f}")
@@ -590,22 +618,26 @@ def hit_rate_chart(
     rows: Sequence[HitRate],
     label: str = "Race hit rate",
     legend: Sequence[tuple[str, str]] = (),
+    key: str = "rate",
 ) -> str:
     """Race iterations / iterations per row as a bar, with the exact (Clopper-Pearson) 95 %
     interval as a whisker and ``k/n = rate (low-high %)`` at the right.
 
-    ``legend`` is (color, text) pairs for the shades. A row with 0 trials shows no bar.
+    ``legend`` is (color, text) pairs for the shades; ``key`` names the chart's ids and
+    style classes (two charts in one page need two keys). A row with 0 trials shows no bar.
     """
     with _styled():
-        return _hit_rate_chart(rows, label, legend)
+        return _hit_rate_chart(rows, label, legend, key)
 
 
 def _percent(value: float) -> str:
     return f"{value * 100:.0f} %"
 
 
-def _hit_rate_chart(rows: Sequence[HitRate], label: str, legend: Sequence[tuple[str, str]]) -> str:
-    tips = Tips(re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "rate")
+def _hit_rate_chart(
+    rows: Sequence[HitRate], label: str, legend: Sequence[tuple[str, str]], key: str
+) -> str:
+    tips = Tips(key)
     fig = _figure(95 + 26 * max(len(rows), 1))
     ax = fig.subplots()
     text_at = blended_transform_factory(ax.transAxes, ax.transData)
