@@ -25,6 +25,7 @@ functions below (``collect``, ``markdown``), so ``--report-only`` rebuilds them.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -58,7 +59,7 @@ DEFAULT_SCENARIOS: tuple[tuple[str, Path], ...] = (
     ("widened", CONFIGS / "race-ctrl-delete-widened.toml"),
     ("natural", CONFIGS / "race-ctrl-delete-natural.toml"),
 )
-DEFAULT_THROUGHPUT_CONFIG = CONFIGS / "smoke.toml"
+DEFAULT_THROUGHPUT_CONFIG = CONFIGS / "pace.toml"
 TIMING_FILE = "bench-timing.json"
 CONFIG_FILE = "bench-config.toml"
 BENCH_MD = "bench.md"
@@ -72,7 +73,12 @@ FLOOR_OPS_OF_FAULT: dict[str, tuple[str, ...]] = {
     "ctrl_reset": ("ctrl_reset",),
     "port_remove": ("port_unlink", "port_link"),
     "ana_change": ("ana_inaccessible", "ana_optimized"),
+    "ns_remove_path": ("ns_remove_path", "ns_restore_path"),
 }
+# Issue 11's pace goals under TCG on 2 cores, iterations per minute, and the largest cycle
+# that still counts as "at the kernel's pace": a multiple of the floor.
+PACE_GOALS_PER_MINUTE: dict[str, float] = {"ns_remove_path": 40.0, "ctrl_delete": 20.0}
+FLOOR_MULTIPLE_GOAL = 3.0
 
 
 def say(message: str) -> None:
@@ -288,6 +294,9 @@ class FaultRate:
     floor_per_minute: float | None
     overhead_s: float | None  # cycle - floor - configured waits: fio start/stop, checks, ...
     fio_start_stop_s: float | None = None  # of that overhead: mean io_start_s + io_stop_s
+    floor_multiple: float | None = None  # mean cycle / floor
+    goal_per_minute: float | None = None  # PACE_GOALS_PER_MINUTE, where the fault has one
+    previous_per_minute: float | None = None  # the same fault in --previous's bench.json
 
 
 def configured_waits(campaign: dict[str, Any]) -> float:
@@ -297,7 +306,10 @@ def configured_waits(campaign: dict[str, Any]) -> float:
 
 
 def fault_rates(
-    records: Sequence[dict[str, Any]], floor: dict[str, Any], campaign: dict[str, Any]
+    records: Sequence[dict[str, Any]],
+    floor: dict[str, Any],
+    campaign: dict[str, Any],
+    previous: dict[str, float] | None = None,
 ) -> list[FaultRate]:
     """Iterations per minute per fault kind, beside the kernel's floor for that kind."""
     by_op = {f.name: f for f in floor_figures(floor)}
@@ -331,9 +343,24 @@ def fault_rates(
                 fio_start_stop_s=(
                     round(sum(fio_s[fault]) / len(fio_s[fault]), 3) if fio_s.get(fault) else None
                 ),
+                floor_multiple=round(mean_cycle / floor_s, 2) if floor_s else None,
+                goal_per_minute=PACE_GOALS_PER_MINUTE.get(fault),
+                previous_per_minute=(previous or {}).get(fault),
             )
         )
     return rates
+
+
+def previous_rates(path: Path | None) -> dict[str, float]:
+    """{fault: per_minute} of an earlier bench.json (``--previous``); {} when there is none.
+    Raises HarnessError when the file is given but unreadable."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {str(r["fault"]): float(r["per_minute"]) for r in data.get("fault_rates", [])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HarnessError(f"--previous {path}: not a bench.json ({exc})") from exc
 
 
 @dataclass(frozen=True)
@@ -448,7 +475,10 @@ def collect(outdir: Path) -> BenchReport:
     run_info = read_json_object(campaign_dir / RUN_FILE)
     campaign_cfg = (run_info.get("config") or {}).get("campaign") or {}
     if records:
-        report.fault_rates = fault_rates(records, floor_data, campaign_cfg)
+        previous = meta.get("previous")
+        report.fault_rates = fault_rates(
+            records, floor_data, campaign_cfg, previous_rates(Path(previous) if previous else None)
+        )
     if records or summary:
         report.throughput = throughput(
             summary.get("baseline"), records, iteration_p99s(campaign_dir, records)
@@ -486,6 +516,16 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]], digits: int = 1
     return lines
 
 
+def _goal_cell(rate: FaultRate) -> str:
+    """ "40: met" / "40: not met" (rate and floor multiple both), or "-" without a goal."""
+    if rate.goal_per_minute is None:
+        return "-"
+    met = rate.per_minute >= rate.goal_per_minute and (
+        rate.floor_multiple is None or rate.floor_multiple <= FLOOR_MULTIPLE_GOAL
+    )
+    return f"{rate.goal_per_minute:g}: {'met' if met else 'not met'}"
+
+
 def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
     out: list[str] = []
     fm = report.floor_meta
@@ -497,8 +537,9 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
         "median of action + wait until done). *Waits*: warmup + mean jitter + hold + settle "
         "of the config; *overhead*: cycle - floor - waits (fio start and stop, IO-flowing "
         "check, device interlock, kernel-log read, record); *fio start+stop*: the part of "
-        "it from fio's start until IO completes on the paths, plus its stop (records' "
-        "`io_start_s` + `io_stop_s`)."
+        "it spent on fio: with one fio per campaign its status snapshots at the window's "
+        "ends (records' `io_start_s` + `io_stop_s`; a restart shows up here). *x floor*: "
+        "mean cycle / floor. *previous*: the same fault in `--previous`'s bench.json."
     )
     out.append("")
     out += _table(
@@ -513,6 +554,9 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
             "waits s",
             "overhead s",
             "fio start+stop s",
+            "x floor",
+            f"goal per minute (<= {FLOOR_MULTIPLE_GOAL:g}x floor)",
+            "previous per minute",
         ),
         (
             (
@@ -526,6 +570,9 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
                 f.configured_waits_s,
                 f.overhead_s,
                 f.fio_start_stop_s,
+                f.floor_multiple,
+                _goal_cell(f),
+                f.previous_per_minute,
             )
             for f in report.fault_rates
         ),
@@ -735,6 +782,7 @@ class BenchOptions:
     modules: Path | None = None
     skip_eio: bool = False
     skip_throughput: bool = False
+    previous: Path | None = None  # an earlier bench.json, for the "previous" column
 
 
 def _vm_timeout(config: config_mod.CampaignConfig, extra_s: float = 0.0) -> float:
@@ -896,6 +944,7 @@ def run_bench(options: BenchOptions, command: str = "") -> BenchReport:
         "throughput_iterations": options.throughput_iterations,
         "baseline_s": options.baseline_s,
         "floor_repeat": options.floor_repeat,
+        "previous": str(options.previous.resolve()) if options.previous else None,
     }
     write_json_atomic(out / "bench-meta.json", meta)
     if not options.skip_eio:
@@ -964,6 +1013,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--accel", choices=config_mod.ACCELS, default="auto")
     parser.add_argument("--modules", type=Path, help="module build cache (default build/modules)")
+    parser.add_argument(
+        "--previous", type=Path, help="an earlier bench.json: its per-minute figures beside"
+    )
     parser.add_argument("--skip-eio", action="store_true", help="no time-to-EIO runs")
     parser.add_argument("--skip-throughput", action="store_true", help="no floor/throughput VM")
     parser.add_argument(
@@ -992,6 +1044,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         modules=args.modules,
         skip_eio=args.skip_eio,
         skip_throughput=args.skip_throughput,
+        previous=args.previous,
     )
 
 
@@ -1002,6 +1055,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             if not options.out.is_dir():
                 raise HarnessError(f"{options.out} is not a bench directory")
+            if options.previous is not None:  # remembered for later --report-only runs
+                meta_path = options.out / "bench-meta.json"
+                meta = read_json_object(meta_path)
+                meta["previous"] = str(options.previous.resolve())
+                write_json_atomic(meta_path, meta)
             report = collect(options.out.resolve())
         else:
             command = shlex.join(["benchmarks/run", *(argv if argv is not None else sys.argv[1:])])

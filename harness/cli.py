@@ -142,7 +142,7 @@ def cmd_floor(args: argparse.Namespace) -> int:
     if (outdir / floor.FLOOR_FILE).exists():
         raise HarnessError(f"{outdir} already holds {floor.FLOOR_FILE}", hint="choose a new --out")
     variant = _load_variant(args, config)
-    names = args.ops.split(",") if args.ops else list(floor.OP_NAMES)
+    names = args.ops.split(",") if args.ops else list(floor.ops_for_faults(config.campaign.faults))
     say(f"floor: {', '.join(names)} x {args.repeat} on path {args.path}, no fio -> {outdir}")
 
     def show(stats: floor.OpStats) -> None:

@@ -15,6 +15,10 @@ builds the test bed (``Testbed.up``), then times N repetitions of each operation
 | port_link        | configfs link again                       | every path live and optimized |
 | ana_inaccessible | write ``ana_state`` = inaccessible        | the host's path disk says so  |
 | ana_optimized    | write ``ana_state`` = optimized           | every path live and optimized |
+| ns_remove_path   | the config's ns_remove_path mechanism     | that path's per-path disk is  |
+|                  | removes the namespace from the path       | gone (controller still live)  |
+| ns_restore_path  | ...and brings it back                     | every live controller has its |
+|                  |                                           | per-path disk again           |
 
 Per op two figures: ``action_s`` (the write or command alone) and ``total_s`` (until the
 done condition held, which is what a fault iteration waits for). What a repetition needs
@@ -32,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.faults import FaultInjector, all_paths_ready
+from harness.faults import FaultInjector, all_paths_ready, make_path_removal
 from harness.results import write_json_atomic
 from harness.testbed import Testbed
 
@@ -49,6 +53,16 @@ OP_NAMES = (
     "ana_inaccessible",
     "ana_optimized",
 )
+# Timed only for a config whose faults include ns_remove_path (ops_for_config): they use its
+# mechanism (identity_flip on stock nvmet, or our patched nvmet's visibility).
+NS_OP_NAMES = ("ns_remove_path", "ns_restore_path")
+KNOWN_OPS = OP_NAMES + NS_OP_NAMES
+
+
+def ops_for_faults(faults: Sequence[str]) -> tuple[str, ...]:
+    """The ops to time for a campaign of ``faults``: the path ops, and the namespace ops
+    when ``ns_remove_path`` is among them."""
+    return OP_NAMES + (NS_OP_NAMES if "ns_remove_path" in faults else ())
 
 
 def _nothing() -> None:
@@ -255,6 +269,42 @@ def floor_ops(bed: Testbed, path: int = 0, timeout_s: float = DONE_TIMEOUT_S) ->
     ]
 
 
+def ns_floor_ops(bed: Testbed, path: int = 0) -> list[FloorOp]:
+    """NS_OP_NAMES on ``path`` of a test bed that is up, with the config's mechanism."""
+    host = bed.host
+    if host is None:
+        raise HarnessError("the test bed is not up")
+    endpoint = bed.endpoints[path]
+    portid = bed.portid(path)
+
+    def require_ctrl() -> str:
+        device = bed.device()
+        ctrl = device.controller_for(endpoint) if device else None
+        if ctrl is None:
+            raise HarnessError(f"path {path} has no controller")
+        return ctrl.name
+
+    removal = make_path_removal(bed)  # its remove/restore return once the kernel shows it
+
+    def remove_path() -> None:
+        removal.prepare()
+        removal.remove(require_ctrl(), portid)
+
+    def restore_path() -> None:
+        removal.restore(require_ctrl(), portid)
+
+    return [
+        FloorOp(
+            "ns_remove_path",
+            lambda: removal.remove(require_ctrl(), portid),
+            lambda: True,  # remove() returns when the per-path disk is gone
+            prepare=removal.prepare,  # untimed: the identity flip's uuid change
+            cleanup=restore_path,
+        ),
+        FloorOp("ns_restore_path", restore_path, lambda: True, prepare=remove_path),
+    ]
+
+
 @dataclass
 class FloorResult:
     kernel_release: str
@@ -283,9 +333,9 @@ def run_floor(
     """Bring the bed up, time each op, always tear it down."""
     from harness.campaign import kernel_info
 
-    unknown = [name for name in names if name not in OP_NAMES]
+    unknown = [name for name in names if name not in KNOWN_OPS]
     if unknown:
-        raise HarnessError(f"unknown floor op(s): {', '.join(unknown)} (known: {OP_NAMES})")
+        raise HarnessError(f"unknown floor op(s): {', '.join(unknown)} (known: {KNOWN_OPS})")
     started = time.monotonic()
     bed.up()
     setup_s = time.monotonic() - started
@@ -293,6 +343,8 @@ def run_floor(
     errors: list[str] = []
     try:
         ops = {op.name: op for op in floor_ops(bed, path)}
+        if any(name in NS_OP_NAMES for name in names):
+            ops.update((op.name, op) for op in ns_floor_ops(bed, path))
         for name in names:
             stats = measure(ops[name], repeat)
             results.append(stats)

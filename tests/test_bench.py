@@ -431,3 +431,34 @@ def test_vm_timeout_grows_with_iterations() -> None:
     small = bench._vm_timeout(override(CampaignConfig(), "campaign", iterations=1))
     large = bench._vm_timeout(override(CampaignConfig(), "campaign", iterations=10))
     assert 300 < small < large
+
+
+def test_pace_goal_floor_multiple_and_previous_figures(tmp_path: Path) -> None:
+    from harness.bench import _goal_cell, previous_rates
+    from harness.errors import HarnessError
+
+    floor = {
+        "ops": [
+            {"name": "ns_remove_path", "action_s": [0.3], "total_s": [0.3]},
+            {"name": "ns_restore_path", "action_s": [0.2], "total_s": [0.2]},
+            *FLOOR["ops"],
+        ]
+    }
+    previous = tmp_path / "bench.json"
+    rows = [{"fault": "ns_remove_path", "per_minute": 6.4}]
+    previous.write_text(json.dumps({"fault_rates": rows}))
+    records = [record(1, fault="ns_remove_path", cycle_s=1.2), record(2, cycle_s=2.4)]
+    rates = {r.fault: r for r in fault_rates(records, floor, CAMPAIGN, previous_rates(previous))}
+    ns, delete = rates["ns_remove_path"], rates["ctrl_delete"]
+    assert (ns.per_minute, ns.floor_s, ns.floor_multiple) == (50.0, 0.5, 2.4)
+    assert (ns.goal_per_minute, ns.previous_per_minute) == (40.0, 6.4)
+    assert _goal_cell(ns) == "40: met"
+    # ctrl_delete: 25 per minute, but 2.4 s is 2.2x its 1.1 s floor: met; 20 per minute goal
+    assert (delete.floor_s, delete.floor_multiple, delete.previous_per_minute) == (1.1, 2.18, None)
+    assert _goal_cell(delete) == "20: met"
+    slow = fault_rates([record(1, cycle_s=4.0)], floor, CAMPAIGN)[0]
+    assert _goal_cell(slow) == "20: not met"  # 15 per minute, 3.6x the floor
+    assert previous_rates(None) == {}
+    (tmp_path / "broken.json").write_text("[")
+    with pytest.raises(HarnessError, match=r"not a bench\.json"):
+        previous_rates(tmp_path / "broken.json")
