@@ -1033,7 +1033,11 @@ def build_parser() -> argparse.ArgumentParser:
         "prove-fixed",
         help="run a variant until N clean iterations or the first failure (resumable)",
     )
-    prv.add_argument("--config", default=str(DEFAULT_CONFIG), help="campaign TOML file")
+    prv.add_argument(
+        "--config",
+        default=str(DEFAULT_CONFIG.parent / "prove-ns-remove-path.toml"),
+        help="campaign TOML file (default: configs/prove-ns-remove-path.toml)",
+    )
     prv.add_argument("--out", required=True, help="results directory (the same one resumes)")
     prv.add_argument("--iterations", type=int, help="clean iterations to reach (default 1000)")
     prv.add_argument("--seed", type=int, help="override campaign.seed")
