@@ -69,7 +69,7 @@ from harness.results import (
 from harness.testbed import NSID, Testbed, new_run_id
 from harness.workload import FioJob, FioResult, bare_fio
 
-IO_START_TIMEOUT_S = 15.0
+IO_START_TIMEOUT_S = 30.0  # a failure bound, not a wait: IO usually flows within 1-2 s
 # bio_check_eod() prints with pr_info_ratelimited: at most 10 lines per 5 s
 # (DEFAULT_RATELIMIT_INTERVAL, lib/ratelimit.c), counted from the burst's first line, per
 # call site. A fault injected within 5 s of the last such line could fail bios with no line
