@@ -659,12 +659,16 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_vm_pytest(args: argparse.Namespace) -> int:
+    from harness import vm_workers
     from harness.vm import guest_python, run_in_vm
 
+    vm_workers.check_workers(args.workers)
     outdir = Path(args.out).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
     spec = _vm_spec(args, 1500)
     extra = [a for a in args.pytest_args if a != "--"]
+    if args.workers > 1:
+        return _vm_pytest_workers(args, spec, outdir, extra)
     guest = [guest_python(), "-m", "pytest", "testcases/", "-p", "no:cacheprovider"]
     guest += [f"--junitxml={outdir / 'testcases-junit.xml'}", f"--results-dir={outdir}", *extra]
     say(f"booting {spec.kernel} to run pytest testcases/; console: {outdir}/console.log")
@@ -673,6 +677,43 @@ def cmd_vm_pytest(args: argparse.Namespace) -> int:
         say("the VM died or timed out before pytest finished; see console.log")
         return EXIT_INFRA
     return result.exit_status if result.exit_status is not None else EXIT_INFRA
+
+
+def _vm_pytest_workers(args: argparse.Namespace, spec: Any, outdir: Path, extra: list[str]) -> int:
+    """``vm-pytest --workers N``: N child vm-pytest runs at once, one VM and one group of
+    testcases each (harness/vm_workers.py); one JUnit file and exit status for all."""
+    from harness import vm_workers
+
+    note = vm_workers.cores_note(args.workers, spec.cpus, os.cpu_count())
+    if note:
+        say(note)
+    vm_options = ["--kernel", spec.kernel, "--memory", spec.memory, "--cpus", str(spec.cpus)]
+    vm_options += ["--accel", spec.accel, "--timeout", str(spec.timeout_s)]
+    if args.boot_timeout is not None:
+        vm_options += ["--boot-timeout", str(args.boot_timeout)]
+    dirs = [vm_workers.worker_dir(outdir, k) for k in range(1, args.workers + 1)]
+    child = [sys.executable, "-m", "harness.cli", "vm-pytest", *vm_options]
+    argvs = [
+        [*child, "--out", str(d), "--", *extra, *vm_workers.split_args(args.workers, k)]
+        for k, d in enumerate(dirs, start=1)
+    ]
+    say(f"{args.workers} workers, one VM each ({spec.cpus} CPUs, {spec.memory}): {outdir}/worker-*")
+    started = time.monotonic()
+    # A worker's own VM timeout ends it first; this only catches a wedged child.
+    statuses = vm_workers.run_workers(
+        argvs, lambda line: print(line, flush=True), timeout_s=spec.timeout_s + 600
+    )
+    tests = vm_workers.merge_junit(
+        [d / vm_workers.JUNIT_FILE for d in dirs], outdir / vm_workers.JUNIT_FILE
+    )
+    vm_workers.join_consoles([d / vm_workers.CONSOLE_LOG for d in dirs], outdir / "console.log")
+    status = vm_workers.combined_status(statuses, EXIT_INFRA)
+    say(
+        f"{args.workers} workers in {time.monotonic() - started:.0f} s: exit statuses "
+        f"{', '.join('killed' if s is None else str(s) for s in statuses)}; {tests} testcases "
+        f"in {outdir / vm_workers.JUNIT_FILE}; exit {status}"
+    )
+    return status
 
 
 def cmd_selftest_crash(args: argparse.Namespace) -> int:
@@ -791,6 +832,22 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             f"failing ({base.rate:.1%}), {base.date}, harness {base.harness_version}"
         )
     return EXIT_OK
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    """Every fault with what it needs, checked against the kernel under test's modules."""
+    from harness import fault_list, prepared
+
+    release = args.release or prepared.prepared_release()
+    checker = fault_list.modinfo_checker(release) if release or args.running else None
+    infos = fault_list.fault_infos(checker)
+    if args.json:
+        print(fault_list.to_json(infos))
+        return 0
+    which = release or ("the running kernel" if args.running else "no kernel (not checked)")
+    print(f"faults (modules checked in {which}):")
+    print(fault_list.render(infos))
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -1029,6 +1086,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--release", action="append", help="installed kernel release (default: every one)"
     )
     hist.set_defaults(func=cmd_history)
+    flt = sub.add_parser("faults", help="every fault, what it needs, whether this kernel has it")
+    flt.add_argument(
+        "--release", help="kernel release whose modules to check (default: the prepared one)"
+    )
+    flt.add_argument("--running", action="store_true", help="check the running kernel instead")
+    flt.add_argument("--json", action="store_true", help="as JSON")
+    flt.set_defaults(func=cmd_faults)
     prv = sub.add_parser(
         "prove-fixed",
         help="run a variant until N clean iterations or the first failure (resumable)",
@@ -1050,6 +1114,13 @@ def build_parser() -> argparse.ArgumentParser:
     vmp = sub.add_parser("vm-pytest", help="run pytest testcases/ inside the VM")
     vmp.add_argument("--out", required=True)
     _vm_options(vmp)
+    vmp.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="boot N VMs at once, each running one group of the testcases (pytest-split); "
+        "worth it only with the cores for N VMs: on 2 cores under TCG 2 took as long as 1",
+    )
     vmp.add_argument("pytest_args", nargs=argparse.REMAINDER)
     vmp.set_defaults(func=cmd_vm_pytest)
     selftest = sub.add_parser("selftest-crash", help="check the VM runner's crash handling")
