@@ -71,3 +71,26 @@ def test_gitlab_matrix_one_command_per_job_and_a_merge_job() -> None:
     assert merge["needs"] == [{"job": "nightly", "artifacts": True}]
     assert merge["when"] == "always"
     assert any("report --merge" in line for line in merge["script"])
+
+
+def nightly(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REPO / "scripts" / "nightly"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_nightly_scenario_option_names_a_config() -> None:
+    # The tool check comes first; where the VM tools are missing the script says so, exit 2.
+    result = nightly("--scenario", "no-such-scenario", "6.1.0-57-amd64")
+    assert result.returncode == 2
+    assert (
+        "configs/no-such-scenario.toml not found" in result.stderr
+        or "missing tool" in result.stderr
+    )
+    result = nightly("--bogus")
+    assert result.returncode == 2
+    assert "unknown option --bogus" in result.stderr
