@@ -87,16 +87,29 @@ class MergeResult:
         return nightly.STATUS_NAMES[self.exit]
 
 
-def read_job(directory: Path) -> JobResult:
-    """The kernels of one job directory (``<release>/status.json`` one level down)."""
+def read_job(directory: Path, name: str = "") -> JobResult:
+    """The kernels of one job directory (``<release>/status.json`` one level down);
+    ``name``: how the summaries call the job (default: the directory's name)."""
+    name = name or directory.name
     rows = []
     for path in sorted(directory.glob(f"*/{STATUS_FILE}")):
         rows.append(_kernel_row(path, directory))
     if not rows:
         problem = f"no <release>/{STATUS_FILE} in {directory} (the job died before its report?)"
-        return JobResult(directory.name, directory, [], nightly.EXIT_INFRA, problem)
+        return JobResult(name, directory, [], nightly.EXIT_INFRA, problem)
     exit_code = nightly.overall_exit(row.exit for row in rows)
-    return JobResult(directory.name, directory, rows, exit_code)
+    return JobResult(name, directory, rows, exit_code)
+
+
+def job_names(directories: Sequence[Path]) -> list[str]:
+    """Each directory's path below their common parent (``6.1.0-57-amd64-smoke/nightly-7``
+    for ``jobs/*/nightly-7``): the part that tells the jobs apart; a lone one: its name."""
+    if len(directories) < 2:
+        return [d.name for d in directories]
+    resolved = [d.resolve() for d in directories]
+    common = Path(os.path.commonpath(resolved))
+    names = [r.relative_to(common).as_posix() for r in resolved]
+    return [n if n != "." else r.name for n, r in zip(names, resolved, strict=True)]
 
 
 def _kernel_row(path: Path, job_dir: Path) -> KernelRow:
@@ -166,7 +179,7 @@ def merge(directories: Sequence[Path], outdir: Path) -> MergeResult:
                 f"{directory}: no such job directory",
                 hint="give the downloaded artifact directories of the matrix jobs",
             )
-    jobs = [read_job(directory) for directory in directories]
+    jobs = [read_job(d, name) for d, name in zip(directories, job_names(directories), strict=True)]
     documents = [doc for directory in directories for _, doc in read_documents(directory)]
     doc = merge_documents(documents)
     exit_code = nightly.overall_exit(job.exit for job in jobs)

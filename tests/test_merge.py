@@ -139,3 +139,14 @@ def test_cli_report_merge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["report", "--merge", str(good), "--out", str(out)]) == 0
     assert main(["report", "--merge", str(good)]) == 3  # no --out: one line, EXIT_INFRA
     assert "needs --out" in capsys.readouterr().err
+
+
+def test_job_names_tell_the_jobs_apart(tmp_path: Path) -> None:
+    a = tmp_path / "jobs" / "6.1.0-57-amd64-smoke" / "nightly-7"
+    b = tmp_path / "jobs" / "6.1.0-57-amd64-race" / "nightly-7"
+    assert merge.job_names([a, b]) == [
+        "6.1.0-57-amd64-smoke/nightly-7",
+        "6.1.0-57-amd64-race/nightly-7",
+    ]
+    assert merge.job_names([a]) == ["nightly-7"]
+    assert merge.job_names([a, a]) == ["nightly-7", "nightly-7"]
