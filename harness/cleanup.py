@@ -1,8 +1,9 @@
 """Find and remove everything harness runs leave behind, in dependency order.
 
 Order matters: stop fio (it holds the head open), delete our host controllers, remove the
-nvmet entries, unmount the backing tmpfs (nvmet held its file), delete the network, stop
-bpftrace widener processes. Every step is idempotent, so ``clean`` can run any time.
+nvmet entries, unmount the backing tmpfs (nvmet held its file), delete our rxe devices and
+unload the RDMA modules a run loaded (harness/rdma.py), delete the network, stop bpftrace
+widener processes. Every step is idempotent, so ``clean`` can run any time.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import backing, net, target
+from harness import backing, net, rdma, target
 from harness.errors import HarnessError
 from harness.host import CTRL_CLASS, CTRL_RE
 from harness.kernelfs import KernelFs
@@ -60,6 +61,8 @@ def find_all(kfs: KernelFs) -> list[str]:
     found += target.find_leftovers(kfs)
     found += backing.find_leftovers()
     with contextlib.suppress(Exception):
+        found += rdma.find_leftovers()
+    with contextlib.suppress(Exception):
         found += net.find_leftovers()
     return found
 
@@ -79,6 +82,10 @@ def clean_all(kfs: KernelFs) -> CleanReport:
         time.sleep(0.1)
     report.errors += target.remove_leftovers(kfs)
     report.errors += backing.remove_leftovers()
+    try:
+        report.errors += rdma.remove_leftovers()
+    except Exception as exc:
+        report.errors.append(f"rdma cleanup: {exc}")
     try:
         report.errors += net.remove_leftovers()
     except Exception as exc:

@@ -48,6 +48,8 @@ FAULTS_WITH_SURVIVING_PATH = frozenset(
 )
 
 NETWORKS = ("loopback", "netns")
+# "rdma": NVMe/RDMA over soft-RoCE (rdma_rxe; harness/rdma.py), one rxe device per path.
+TRANSPORTS = ("tcp", "rdma")
 BACKINGS = ("file", "dm")
 # "queue-depth" exists from 6.11 on (multipath.c:nvme_queue_depth_path; 6.12.107 has it,
 # 6.1 does not: its sysfs write is refused, a one-line error at test-bed setup).
@@ -96,6 +98,7 @@ class TargetSection:
     # "configfs": the harness makes its entries itself; "nvmetcli": `nvmetcli restore` of
     # the run's nvmetcli JSON (only where nvmet holds nothing else: restore clears all).
     backend: str = "configfs"
+    transport: str = "tcp"
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,12 @@ class HostSection:
     # the KernelFs child (no process per connect); "nvme-cli" runs `nvme connect` as a user
     # would. Same kernel path either way (nvmf_create_ctrl).
     connect_with: str = "fabrics"
+    # nvme_core module parameters (/sys/module/nvme_core/parameters/), set before the paths
+    # connect and restored at teardown; -1 leaves the loaded module's value. io_timeout is
+    # in seconds and applies to controllers created after the write; max_retries (0-255) is
+    # how often a failed command is retried before it completes with its error.
+    io_timeout: int = -1
+    max_retries: int = -1
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "host.iopolicy": IOPOLICIES,
     "host.connect_with": CONNECT_METHODS,
     "target.backend": TARGET_BACKENDS,
+    "target.transport": TRANSPORTS,
     "workload.rw": ("randrw", "randread", "randwrite", "rw", "read", "write"),
     "kernel.variant": VARIANTS,
     "kernel.accel": ACCELS,
@@ -213,6 +223,8 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "host.fast_io_fail_tmo": (-1, 3600),
     "host.keep_alive_tmo": (1, 3600),
     "host.nr_io_queues": (1, 64),
+    "host.io_timeout": (-1, 3600),
+    "host.max_retries": (-1, 255),
     "workload.iodepth": (1, 1024),
     "workload.numjobs": (1, 64),
     "workload.passthru_readers": (0, 16),
@@ -328,7 +340,20 @@ def _check_combinations(config: CampaignConfig) -> None:
             'campaign.faults: backing_stall needs target.backing = "dm" '
             "(a device-mapper device the harness can suspend)"
         )
-    if FaultKind.LINK_DOWN in config.campaign.faults and config.target.network != "netns":
+    if config.target.transport == "rdma" and config.target.network == "netns":
+        raise ConfigError(
+            'target.transport: "rdma" needs target.network = "loopback" (nvmet-rdma listens '
+            "in the initial namespace; every rdma path gets its own veth and rxe device)"
+        )
+    if config.host.io_timeout == 0:
+        raise ConfigError("host.io_timeout: 0 is not a timeout (seconds >= 1, or -1 to leave it)")
+    if config.target.transport == "rdma" and needs_patched_nvmet(config):
+        raise ConfigError(
+            f"ns_remove_path.mechanism: {config.ns_remove_path.mechanism} needs our patched "
+            'nvmet, built with nvmet-tcp only: use "identity_flip" with target.transport = "rdma"'
+        )
+    link_faults_possible = config.target.network == "netns" or config.target.transport == "rdma"
+    if FaultKind.LINK_DOWN in config.campaign.faults and not link_faults_possible:
         raise ConfigError(
             'campaign.faults: link_down needs target.network = "netns" '
             "(on loopback a link fault would hit every path)"

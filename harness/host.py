@@ -1,4 +1,5 @@
-"""The NVMe/TCP host side: connect, disconnect, reset, and find the multipath devices.
+"""The NVMe-oF host side (tcp or rdma): connect, disconnect, reset, find the multipath
+devices, and the nvme_core module parameters.
 
 Connections are made with nvme-cli (argument lists, timeouts); everything else is read from
 and written to sysfs, where the kernel keeps the truth:
@@ -7,6 +8,7 @@ and written to sysfs, where the kernel keeps the truth:
 - /sys/class/nvme/nvmeX/{state,address,transport,subsysnqn,serial,reset_controller,
   delete_controller,ctrl_loss_tmo,reconnect_delay,fast_io_fail_tmo,nvmeXcYnZ}
 - /sys/block/nvmeXcYnZ/ana_state, /sys/block/nvmeXnY/{size,stat}
+- /sys/module/nvme_core/parameters/{io_timeout,max_retries}
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ CTRL_RE = re.compile(r"^nvme\d+$")
 CONNECT_TIMEOUT_S = 30.0
 # Host NQNs the harness makes; clean finds nvmet host entries by this prefix (target.NQN_PREFIX).
 HOST_NQN_PREFIX = "nqn.2026-11.io.nvmf-harness:host-"
+NVME_CORE_PARAMS = "/sys/module/nvme_core/parameters"
+# nvme_core parameters a config may set ([host] io_timeout, max_retries).
+HOST_MODULE_PARAMS = ("io_timeout", "max_retries")
 
 
 @dataclass(frozen=True)
@@ -194,10 +199,12 @@ class NvmeHost:
         keep_alive_tmo: int,
         nr_io_queues: int,
         connect_with: str = "fabrics",
+        transport: str = "tcp",
     ) -> str:
-        """Connect one path; returns the new controller's name (nvmeX)."""
+        """Connect one path over ``transport`` ("tcp" or "rdma"); returns the new
+        controller's name (nvmeX)."""
         options = {
-            "transport": "tcp",
+            "transport": transport,
             "traddr": endpoint.traddr,
             "trsvcid": endpoint.trsvcid,
             "nqn": nqn,
@@ -224,7 +231,7 @@ class NvmeHost:
         if not self.kfs.exists(FABRICS_DEVICE):
             raise ToolError(
                 f"{FABRICS_DEVICE} is missing: nvme-fabrics is not loaded",
-                hint="modprobe nvme-tcp",
+                hint=f"modprobe nvme-{options['transport']}",
             )
         text = ",".join(f"{key}={value}" for key, value in options.items())
         try:
@@ -321,6 +328,58 @@ class NvmeHost:
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.05)
+
+
+def read_module_params(
+    kfs: KernelFs, names: tuple[str, ...] = HOST_MODULE_PARAMS
+) -> dict[str, str]:
+    """The nvme_core parameters ``names`` as the loaded module has them ("" when absent)."""
+    return {name: kfs.read(f"{NVME_CORE_PARAMS}/{name}", default="") for name in names}
+
+
+def set_module_params(kfs: KernelFs, values: dict[str, int]) -> dict[str, str]:
+    """Write nvme_core parameters (``{"io_timeout": 30, "max_retries": 5}``; a value < 0 is
+    skipped) and return what each written one was before, for ``restore_module_params``.
+
+    io_timeout (seconds) reaches controllers created after the write (it is copied into
+    the tag set at connect, core.c:nvme_alloc_io_tag_set); max_retries counts at every
+    completion (core.c:nvme_decide_disposition). Raises HarnessError for an unknown name or
+    a value the kernel refuses.
+    """
+    before: dict[str, str] = {}
+    for name, value in values.items():
+        if name not in HOST_MODULE_PARAMS:
+            raise HarnessError(
+                f"unknown nvme_core parameter {name!r} (known: {', '.join(HOST_MODULE_PARAMS)})"
+            )
+        if value < 0:
+            continue
+        path = f"{NVME_CORE_PARAMS}/{name}"
+        if not kfs.exists(path):
+            raise HarnessError(f"{path} is missing", hint="is nvme_core loaded?")
+        previous = kfs.read(path, default="")
+        try:
+            kfs.write(path, str(value))
+        except KernelFsError as exc:
+            raise HarnessError(
+                f"nvme_core refuses {name}={value}: {exc.message}",
+                hint="io_timeout is seconds >= 1, max_retries 0-255",
+            ) from exc
+        before.setdefault(name, previous)
+    return before
+
+
+def restore_module_params(kfs: KernelFs, before: dict[str, str]) -> list[str]:
+    """Write back what ``set_module_params`` returned; returns errors (one line each)."""
+    errors: list[str] = []
+    for name, value in before.items():
+        if not value:
+            continue
+        try:
+            kfs.write(f"{NVME_CORE_PARAMS}/{name}", value)
+        except HarnessError as exc:
+            errors.append(f"restore nvme_core {name}={value}: {exc}")
+    return errors
 
 
 def _all_live(device: MultipathDevice, endpoints: list[PathEndpoint]) -> bool:

@@ -358,8 +358,17 @@ def _is_harness_host(kfs: KernelFs, hostnqn: str) -> bool:
     return True
 
 
-def load_modules(timeout_s: float = 60.0, sys_module: str = "/sys/module") -> None:
-    """Load nvmet-tcp and nvme-tcp unless they are loaded already, and mount configfs.
+TRANSPORT_MODULES = {
+    "tcp": (("nvmet-tcp", "NVME_TARGET_TCP"), ("nvme-tcp", "NVME_TCP")),
+    "rdma": (("nvmet-rdma", "NVME_TARGET_RDMA"), ("nvme-rdma", "NVME_RDMA")),
+}
+
+
+def load_modules(
+    timeout_s: float = 60.0, sys_module: str = "/sys/module", transport: str = "tcp"
+) -> None:
+    """Load nvmet-tcp and nvme-tcp (``transport = "rdma"``: nvmet-rdma and nvme-rdma) unless
+    they are loaded already, and mount configfs.
 
     A loaded module is kept: it may be an out-of-tree build loaded with insmod (a host
     variant, harness.variants; the patched nvmet, harness.nvmet_variant) that modprobe must
@@ -367,10 +376,12 @@ def load_modules(timeout_s: float = 60.0, sys_module: str = "/sys/module") -> No
     modprobe would pair it with the distribution's nvmet-tcp, built against another
     ``struct nvmet_port``. ``sys_module`` lets unit tests use a fake /sys/module.
     """
-    for module, option in (("nvmet-tcp", "NVME_TARGET_TCP"), ("nvme-tcp", "NVME_TCP")):
+    if transport not in TRANSPORT_MODULES:
+        raise HarnessError(f"unknown transport {transport!r}")
+    for module, option in TRANSPORT_MODULES[transport]:
         if os.path.isdir(f"{sys_module}/{module.replace('-', '_')}"):
             continue  # keep what is loaded (maybe a built variant, insmod'ed)
-        if module == "nvmet-tcp" and os.path.isdir(f"{sys_module}/nvmet"):
+        if module.startswith("nvmet-") and os.path.isdir(f"{sys_module}/nvmet"):
             try:
                 with open(f"{sys_module}/nvmet/taint", encoding="utf-8") as taint:
                     out_of_tree = "O" in taint.read()
@@ -378,7 +389,7 @@ def load_modules(timeout_s: float = 60.0, sys_module: str = "/sys/module") -> No
                 out_of_tree = False
             if out_of_tree:
                 raise HarnessError(
-                    "an out-of-tree nvmet is loaded without its nvmet-tcp",
+                    f"an out-of-tree nvmet is loaded without its {module}",
                     hint="load both: harness.nvmet_variant.load_patched_nvmet(), or rmmod nvmet",
                 )
         result = run(["modprobe", module], timeout_s=timeout_s)

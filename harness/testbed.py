@@ -1,4 +1,5 @@
-"""The two-path (or N-path) NVMe/TCP test bed: backing store, nvmet target, network, host.
+"""The two-path (or N-path) NVMe/TCP or NVMe/RDMA test bed: backing store, nvmet target,
+network, host.
 
 ``Testbed.up()`` builds everything for one run and ``Testbed.down()`` removes it again, in
 reverse order, tolerating partial setups; ``down`` is safe to call twice. Everything is
@@ -15,12 +16,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness import backing as backing_mod
-from harness import nvmetcli_backend
+from harness import nvmetcli_backend, rdma
 from harness.config import CampaignConfig, needs_patched_nvmet
 from harness.errors import HarnessError
-from harness.host import HostIdentity, MultipathDevice, NvmeHost, PathEndpoint
+from harness.host import (
+    HostIdentity,
+    MultipathDevice,
+    NvmeHost,
+    PathEndpoint,
+    read_module_params,
+    restore_module_params,
+    set_module_params,
+)
 from harness.kernelfs import KernelFs
 from harness.net import Network
 from harness.safety import require_harness_device
@@ -58,6 +68,24 @@ class Testbed:
     spec: TargetSpec | None = None
     host: NvmeHost | None = None
     setup_phases: dict[str, float] = field(default_factory=dict)  # seconds per step of up()
+    rdma_modules: list[str] = field(default_factory=list)  # what up() loaded for rdma
+    module_params_before: dict[str, str] = field(default_factory=dict)  # nvme_core, to restore
+    module_params: dict[str, str] = field(default_factory=dict)  # nvme_core after up()
+
+    @property
+    def transport(self) -> str:
+        """ "tcp" or "rdma" (config target.transport): record it per run."""
+        return self.config.target.transport
+
+    def record_fields(self) -> dict[str, Any]:
+        """What a run record should say about this bed: transport, the rxe devices (rdma),
+        the nvme_core io_timeout/max_retries in force, the RDMA modules up() loaded."""
+        return {
+            "transport": self.transport,
+            "rxe_devices": self.network.rxe_devices if self.network else [],
+            "nvme_core_params": dict(self.module_params),
+            "rdma_modules_loaded": list(self.rdma_modules),
+        }
 
     @property
     def nqn(self) -> str:
@@ -86,9 +114,16 @@ class Testbed:
                 from harness import nvmet_variant
 
                 nvmet_variant.load_patched_nvmet()
-            load_modules()
+            if tcfg.transport == "rdma":
+                self.rdma_modules = rdma.load_modules()
+            load_modules(transport=tcfg.transport)
+            hcfg = self.config.host
+            self.module_params_before = set_module_params(
+                self.kfs, {"io_timeout": hcfg.io_timeout, "max_retries": hcfg.max_retries}
+            )
+            self.module_params = read_module_params(self.kfs)
         self.host = NvmeHost(self.kfs, self.identity)
-        self.network = Network(tcfg.network, tcfg.paths, tcfg.first_port)
+        self.network = Network(tcfg.network, tcfg.paths, tcfg.first_port, tcfg.transport)
         with self._phase("network"):
             self.network.setup()
         with self._phase("backing"):
@@ -149,6 +184,7 @@ class Testbed:
                 portid=self.portid(link.index),
                 traddr=link.endpoint.traddr,
                 trsvcid=link.endpoint.trsvcid,
+                trtype=tcfg.transport,
                 subsystems=(self.nqn,),
             )
             for link in self.network.links
@@ -167,6 +203,7 @@ class Testbed:
             keep_alive_tmo=hcfg.keep_alive_tmo,
             nr_io_queues=hcfg.nr_io_queues,
             connect_with=connect_with or hcfg.connect_with,
+            transport=self.config.target.transport,
         )
         if hcfg.fast_io_fail_tmo >= 0:
             self.host.set_fast_io_fail_tmo(name, hcfg.fast_io_fail_tmo)
@@ -206,5 +243,11 @@ class Testbed:
         if self.network is not None:
             errors += self.network.teardown()
             self.network = None
+        if self.module_params_before:
+            errors += restore_module_params(self.kfs, self.module_params_before)
+            self.module_params_before = {}
+        if self.rdma_modules:
+            errors += rdma.unload_modules(list(reversed(self.rdma_modules)))
+            self.rdma_modules = []
         self.kfs.close()  # its child process; a later change would start a new one
         return errors

@@ -219,6 +219,33 @@ def test_override() -> None:
         override(base, "campaign", faults=["link_down"])
 
 
+def test_transport_defaults_to_tcp_and_rdma_excludes_netns() -> None:
+    assert validate({}).target.transport == "tcp"
+    rdma = validate({"target": {"transport": "rdma"}, "campaign": {"faults": ["link_down"]}})
+    assert rdma.target.transport == "rdma"  # link_down: every rdma path has its own veth
+    message = config_error({"target": {"transport": "rdma", "network": "netns"}})
+    assert message.startswith('target.transport: "rdma" needs target.network = "loopback"')
+    message = config_error({"target": {"transport": "udp"}})
+    assert message == "target.transport: expected one of tcp, rdma, got 'udp'"
+
+
+def test_rdma_refuses_the_patched_nvmet_mechanisms() -> None:
+    data = {
+        "target": {"transport": "rdma"},
+        "campaign": {"faults": ["ns_remove_path"]},
+        "ns_remove_path": {"mechanism": "hidden"},
+    }
+    assert config_error(data).startswith("ns_remove_path.mechanism: hidden needs our patched")
+
+
+def test_host_module_params() -> None:
+    config = validate({"host": {"io_timeout": 5, "max_retries": 0}})
+    assert (config.host.io_timeout, config.host.max_retries) == (5, 0)
+    assert (validate({}).host.io_timeout, validate({}).host.max_retries) == (-1, -1)
+    assert config_error({"host": {"io_timeout": 0}}).startswith("host.io_timeout: 0 is not")
+    assert config_error({"host": {"max_retries": 256}}).startswith("host.max_retries: 256")
+
+
 # --- load ---------------------------------------------------------------------------------
 
 
@@ -360,6 +387,12 @@ def valid_data(draw: st.DrawFn, text: st.SearchStrategy[str] = PLAIN_TEXT) -> di
         data.setdefault("target", {})["network"] = "netns"
     if "backing_stall" in data.get("campaign", {}).get("faults", []):
         data.setdefault("target", {})["backing"] = "dm"
+    if data.get("target", {}).get("transport") == "rdma":
+        data["target"]["network"] = "loopback"  # rdma has its own veths (link_down works)
+        if "ns_remove_path" in data.get("campaign", {}).get("faults", []):
+            data.setdefault("ns_remove_path", {})["mechanism"] = "identity_flip"
+    if data.get("host", {}).get("io_timeout") == 0:
+        data["host"]["io_timeout"] = 1
     return data
 
 

@@ -509,3 +509,19 @@ def test_load_modules_completes_a_distro_nvmet(tmp_path: Path, modprobes: list[l
     loaded(tmp_path, "nvme_tcp")
     target.load_modules(sys_module=str(tmp_path))
     assert modprobes == [["modprobe", "nvmet-tcp"]]
+
+
+def test_load_modules_for_rdma(tmp_path: Path, modprobes: list[list[str]]) -> None:
+    loaded(tmp_path, "nvme_tcp")  # what tcp uses is not rdma's business
+    target.load_modules(sys_module=str(tmp_path), transport="rdma")
+    assert modprobes == [["modprobe", "nvmet-rdma"], ["modprobe", "nvme-rdma"]]
+
+
+def test_load_modules_refuses_a_patched_nvmet_without_its_rdma(
+    tmp_path: Path, modprobes: list[list[str]]
+) -> None:
+    loaded(tmp_path, "nvmet", "OE")
+    with pytest.raises(HarnessError, match="out-of-tree nvmet is loaded without its nvmet-rdma"):
+        target.load_modules(sys_module=str(tmp_path), transport="rdma")
+    with pytest.raises(HarnessError, match="unknown transport 'fc'"):
+        target.load_modules(sys_module=str(tmp_path), transport="fc")
