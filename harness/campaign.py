@@ -43,12 +43,10 @@ from harness import config as config_mod
 from harness import nvmet_variant
 from harness.config import (
     DYNAMIC_PATH_CHOICES,
-    FAULTS_WITH_SURVIVING_PATH,
     CampaignConfig,
-    FaultKind,
 )
 from harness.errors import HarnessError
-from harness.faults import FaultAction, FaultInjector
+from harness.faults import FaultAction, FaultInjector, fault_class
 from harness.fio_stream import FioSnapshot, FioStream, FioStreamError, window_result
 from harness.host import MultipathDevice
 from harness.kmsg import KernelLogSummary, KmsgReader, format_record
@@ -118,7 +116,7 @@ def plan(config: CampaignConfig) -> list[FaultAction]:
             path = 0
         else:  # alternate: each fault kind walks over the paths in turn
             path = (index // len(faults)) % paths
-        actions.append(FaultAction(FaultKind(kind), path))
+        actions.append(FaultAction(str(kind), path))
     return actions
 
 
@@ -601,7 +599,7 @@ class Campaign:
 
     def _another_path_live(self, device: MultipathDevice, action: FaultAction) -> bool:
         """Whether a path other than the faulted one is live, for a fault that spares it."""
-        if action.kind not in FAULTS_WITH_SURVIVING_PATH:
+        if not fault_class(str(action.kind)).surviving_path:
             return False
         faulted = self.bed.endpoints[action.path]
         return any(

@@ -242,7 +242,7 @@ def test_scenario_with_no_runs() -> None:
 # --- fault rates against the floor ----------------------------------------------------------------
 
 
-FLOOR = {
+FLOOR: dict[str, Any] = {
     "repeat": 3,
     "ops": [
         {"name": "ctrl_delete", "action_s": [0.1, 0.2, 0.3], "total_s": [0.2, 0.3, 0.4]},
@@ -437,13 +437,11 @@ def test_pace_goal_floor_multiple_and_previous_figures(tmp_path: Path) -> None:
     from harness.bench import _goal_cell, previous_rates
     from harness.errors import HarnessError
 
-    floor = {
-        "ops": [
-            {"name": "ns_remove_path", "action_s": [0.3], "total_s": [0.3]},
-            {"name": "ns_restore_path", "action_s": [0.2], "total_s": [0.2]},
-            *FLOOR["ops"],
-        ]
-    }
+    ops: list[Any] = [
+        {"name": "ns_remove_path", "action_s": [0.3], "total_s": [0.3]},
+        {"name": "ns_restore_path", "action_s": [0.2], "total_s": [0.2]},
+    ]
+    floor = {"ops": ops + list(FLOOR["ops"])}
     previous = tmp_path / "bench.json"
     rows = [{"fault": "ns_remove_path", "per_minute": 6.4}]
     previous.write_text(json.dumps({"fault_rates": rows}))

@@ -1,0 +1,118 @@
+"""What every path fault is, and the registry that finds them.
+
+A fault is one small module in this package with one class that subclasses ``Fault`` and is
+decorated with ``@register``: its ``name`` (what a config's ``campaign.faults`` says), a
+one-line ``inject``/``restore`` summary, what it ``requires`` (checked against a config
+before anything runs, and against the running kernel by ``nvmf-harness faults``), and
+whether another path stays usable while it is in place (``surviving_path``: an application
+EIO then is a multipath bug, not a real loss). Adding a fault means adding one module here
+and its tests; ``fault_classes()`` imports every module of the package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from harness.config import CampaignConfig
+    from harness.testbed import Testbed
+
+_REGISTRY: dict[str, type[Fault]] = {}
+
+
+class Fault:
+    """One kind of path fault on one test bed (see the module docstring).
+
+    Instances live for one campaign (a fault may keep state between inject and restore).
+    ``inject`` returns once the kernel shows the fault (or at once, where nothing can be
+    waited for); ``restore`` undoes it; ``restore_everything`` undoes whatever may be left
+    after an error or Ctrl-C and returns the errors as strings. Raise HarnessError.
+    """
+
+    name: ClassVar[str] = ""
+    inject_summary: ClassVar[str] = ""
+    restore_summary: ClassVar[str] = ""
+    surviving_path: ClassVar[bool] = True
+    # What it needs, for people (``nvmf-harness faults``); ``unmet`` checks it.
+    requires: ClassVar[tuple[str, ...]] = ()
+    # restore_everything runs in this order, lowest first: links and ports before what
+    # needs a live controller (a rescan), the namespace's own state last.
+    restore_order: ClassVar[int] = 50
+
+    def __init__(self, bed: Testbed) -> None:
+        self.bed = bed
+        self.notes: list[str] = []
+
+    @classmethod
+    def unmet(cls, config: CampaignConfig) -> str | None:
+        """Why this fault cannot run with ``config`` (one line), or None."""
+        return None
+
+    @classmethod
+    def unmet_here(cls, module_exists: Callable[[str], bool]) -> str | None:
+        """Why this fault cannot run on this kernel, or None. ``module_exists(name)`` says
+        whether a kernel module can be loaded (modinfo)."""
+        return None
+
+    def prepare(self, path: int) -> None:
+        """Before the warmup (the path may not be chosen yet): nothing by default."""
+
+    def inject(self, path: int) -> None:
+        raise NotImplementedError
+
+    def restore(self, path: int) -> None:
+        raise NotImplementedError
+
+    def restore_everything(self) -> list[str]:
+        return []
+
+    def take_notes(self) -> list[str]:
+        """What the fault noted since the last call (for the iteration's record)."""
+        notes, self.notes = list(self.notes), []
+        return notes
+
+
+def register(cls: type[Fault]) -> type[Fault]:
+    """Class decorator: make ``cls`` known under ``cls.name``."""
+    if not cls.name or (cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls):
+        raise ValueError(f"fault {cls.__name__}: missing or duplicate name {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def fault_classes() -> dict[str, type[Fault]]:
+    """Every fault of the package, by name (imports each module of harness/faults once)."""
+    package = Path(__file__).parent
+    for module in pkgutil.iter_modules([str(package)]):
+        if module.name not in ("base",):
+            importlib.import_module(f"harness.faults.{module.name}")
+    return dict(sorted(_REGISTRY.items()))
+
+
+def fault_class(name: str) -> type[Fault]:
+    """The fault called ``name``; KeyError when there is none."""
+    classes = fault_classes()
+    return classes[name]
+
+
+def controller_of(bed: Testbed, path: int) -> str | None:
+    """The name of the controller (``nvme2``) the host has on ``path``, or None."""
+    device = bed.device()
+    if device is None:
+        return None
+    ctrl = device.controller_for(bed.endpoints[path])
+    return ctrl.name if ctrl else None
+
+
+def require_controller(bed: Testbed, path: int) -> str:
+    """``controller_of``, or HarnessError when the path has none."""
+    from harness.errors import HarnessError
+
+    name = controller_of(bed, path)
+    if name is None:
+        raise HarnessError(f"path {path} has no controller to fault")
+    return name

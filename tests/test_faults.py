@@ -1,0 +1,107 @@
+"""The fault registry: one module per fault, found by name; each fault injected and restored
+on the fake kernel of tests/test_floor.py; what each needs, for configs and for a kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import config as config_mod
+from harness import fault_list
+from harness.config import FaultKind
+from harness.errors import HarnessError
+from harness.faults import FaultAction, FaultInjector, fault_class, fault_classes
+from harness.faults.base import Fault, register
+from tests.test_floor import as_testbed, fake_bed
+
+FAULTS_DIR = Path(__file__).resolve().parent.parent / "harness" / "faults"
+
+
+def test_every_fault_module_registers_one_fault_under_its_file_name() -> None:
+    classes = fault_classes()
+    modules = {p.stem for p in FAULTS_DIR.glob("*.py")} - {"__init__", "base"}
+    assert set(classes) == modules
+    # the config's names are the registry's names
+    assert {str(kind) for kind in FaultKind} <= set(classes)
+    for name, cls in classes.items():
+        assert cls.name == name
+        assert cls.inject_summary and cls.restore_summary, name
+        assert fault_class(name) is cls
+
+
+def test_a_second_fault_with_a_taken_name_is_refused() -> None:
+    class Impostor(Fault):
+        name = "ctrl_delete"
+
+    with pytest.raises(ValueError, match="duplicate name 'ctrl_delete'"):
+        register(Impostor)
+
+
+def test_surviving_path_is_false_only_where_no_path_can_serve() -> None:
+    lost = {name for name, cls in fault_classes().items() if not cls.surviving_path}
+    assert lost == {"ns_disable", "backing_stall"}
+
+
+@pytest.mark.parametrize(
+    ("fault", "inject_log", "restore_log"),
+    [
+        ("ctrl_delete", ["delete nvme1"], ["connect 1"]),
+        ("ctrl_reset", ["reset nvme1"], []),
+        ("port_remove", ["unlink 6001"], ["link 6001"]),
+        ("ns_disable", ["ns 1 off"], ["ns 1 on"]),
+        ("ana_change", ["ana 6001 inaccessible"], ["ana 6001 optimized"]),
+    ],
+)
+def test_inject_and_restore_through_the_registry(
+    fault: str, inject_log: list[str], restore_log: list[str]
+) -> None:
+    bed = fake_bed()
+    injector = FaultInjector(as_testbed(bed))
+    action = FaultAction(fault, 1)
+    injector.prepare(action)
+    injector.inject(action)
+    assert bed.kernel.log == inject_log
+    injector.restore(action)
+    assert bed.kernel.log == inject_log + restore_log
+    assert injector.recover(5.0, lambda: False) is not None
+
+
+def test_unknown_fault_is_one_line() -> None:
+    injector = FaultInjector(as_testbed(fake_bed()))
+    with pytest.raises(HarnessError, match="unknown fault teleport"):
+        injector.inject(FaultAction("teleport", 0))
+
+
+def test_restore_everything_relinks_ports_before_the_rest() -> None:
+    bed = fake_bed()
+    errors = FaultInjector(as_testbed(bed)).restore_everything()
+    assert errors == []
+    log = bed.kernel.log
+    # ports first (a rescan needs a live controller), then ANA, then the namespace
+    assert log[:2] == ["link 6000", "link 6001"]
+    assert log[2:4] == ["ana 6000 optimized", "ana 6001 optimized"]
+    assert log[4:] == ["ns 1 on"]
+
+
+def test_config_level_requirements() -> None:
+    base = config_mod.validate({"campaign": {"faults": ["ctrl_delete"]}})
+    link = fault_class("link_down")
+    assert link.unmet(base) is not None and "netns" in str(link.unmet(base))
+    netns = config_mod.override(base, "target", network="netns")
+    assert link.unmet(netns) is None
+    stall = fault_class("backing_stall")
+    assert stall.unmet(base) is not None
+    assert stall.unmet(config_mod.override(base, "target", backing="dm")) is None
+
+
+def test_fault_list_checks_each_fault_against_the_kernel() -> None:
+    infos = {i.name: i for i in fault_list.fault_infos(lambda module: module != "dm_mod")}
+    assert infos["backing_stall"].available is False
+    assert "dm_mod" in infos["backing_stall"].why_not
+    assert infos["ctrl_delete"].available is True
+    unchecked = fault_list.fault_infos(None)
+    assert all(info.available is None for info in unchecked)
+    text = fault_list.render(list(infos.values()))
+    assert "backing_stall  [NOT available: no dm_mod module in this kernel]" in text
+    assert "ns_disable" in text and "another path stays usable: no" in text
