@@ -183,6 +183,7 @@ def stop(signum, frame):
 
 signal.signal(signal.SIGUSR1, usr1)
 signal.signal(signal.SIGINT, stop)
+open("ready", "w").close()
 while True:
     time.sleep(0.05)
 """
@@ -199,11 +200,19 @@ def fake_fio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "fio"
 
 
+def wait_ready(workdir: Path) -> None:
+    """Until the fake has its signal handlers (before that SIGUSR1 would kill it)."""
+    deadline = time.monotonic() + 20
+    while not (workdir / "ready").exists():
+        assert time.monotonic() < deadline, "the fake fio did not start"
+        time.sleep(0.02)
+
+
 def test_stream_windows_from_sigusr1_status(fake_fio: Path) -> None:
     job = FioJob("/dev/nvme1n1", 64 * MIB)
     stream = FioStream(job, fake_fio)
     try:
-        time.sleep(0.3)  # the fake installs its handler
+        wait_ready(fake_fio)
         first = stream.snapshot(timeout_s=5)
         deadline = time.monotonic() + 10  # the error line printed after the first status
         while not stream.lines and time.monotonic() < deadline:
@@ -229,7 +238,7 @@ def test_stream_that_exits_raises_and_keeps_its_last_document(
     monkeypatch.setenv("FAKE_FIO_MODE", "die")
     stream = FioStream(FioJob("/dev/nvme1n1", 64 * MIB), fake_fio)
     try:
-        time.sleep(0.3)
+        wait_ready(fake_fio)
         last = stream.snapshot(timeout_s=5)  # it answers, then exits with status 3
         stream.proc.wait(timeout=5)
         with pytest.raises(FioStreamError, match="exited with status 3"):
@@ -245,7 +254,7 @@ def test_stream_that_does_not_answer_is_a_clear_error(
     monkeypatch.setenv("FAKE_FIO_MODE", "mute")
     stream = FioStream(FioJob("/dev/nvme1n1", 64 * MIB), fake_fio)
     try:
-        time.sleep(0.3)
+        wait_ready(fake_fio)
         with pytest.raises(FioStreamError, match=r"no status within 0\.3 s"):
             stream.snapshot(timeout_s=0.3)
     finally:
