@@ -396,7 +396,7 @@ def valid_data(draw: st.DrawFn, text: st.SearchStrategy[str] = PLAIN_TEXT) -> di
     return data
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # a round trip, not a timing test
 @given(valid_data())
 def test_to_toml_load_round_trip(tmp_path_factory: pytest.TempPathFactory, data: Any) -> None:
     config = validate(data)

@@ -105,3 +105,28 @@ def test_fault_list_checks_each_fault_against_the_kernel() -> None:
     text = fault_list.render(list(infos.values()))
     assert "backing_stall  [NOT available: no dm_mod module in this kernel]" in text
     assert "ns_disable" in text and "another path stays usable: no" in text
+
+
+def test_a_new_fault_module_is_a_config_name_without_touching_config() -> None:
+    """What "adding a fault is one file" means: a registered class is a valid config name,
+    and its own requirements are checked when a config lists it."""
+    from harness.faults import base
+
+    class Pause(Fault):
+        name = "test_pause"
+        inject_summary = restore_summary = "nothing"
+
+        @classmethod
+        def unmet(cls, config: config_mod.CampaignConfig) -> str | None:
+            return None if config.target.paths >= 3 else "test_pause needs 3 paths"
+
+    register(Pause)
+    try:
+        with pytest.raises(config_mod.ConfigError, match=r"campaign\.faults: test_pause needs 3"):
+            config_mod.validate({"campaign": {"faults": ["test_pause"]}})
+        config = config_mod.validate(
+            {"campaign": {"faults": ["test_pause"]}, "target": {"paths": 3}}
+        )
+        assert config.campaign.faults == ("test_pause",)
+    finally:
+        base._REGISTRY.pop("test_pause")

@@ -26,7 +26,10 @@ class BackingStall(Fault):
     @classmethod
     def unmet(cls, config: CampaignConfig) -> str | None:
         if config.target.backing != "dm":
-            return 'backing_stall needs target.backing = "dm" (a device-mapper backing)'
+            return (
+                'backing_stall needs target.backing = "dm" '
+                "(a device-mapper device the harness can suspend)"
+            )
         return None
 
     @classmethod

@@ -11,6 +11,7 @@ and its tests; ``fault_classes()`` imports every module of the package.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -84,12 +85,18 @@ def register(cls: type[Fault]) -> type[Fault]:
     return cls
 
 
-def fault_classes() -> dict[str, type[Fault]]:
-    """Every fault of the package, by name (imports each module of harness/faults once)."""
+@functools.cache
+def _import_fault_modules() -> None:
+    """Import every module of harness/faults (each registers its fault), once."""
     package = Path(__file__).parent
     for module in pkgutil.iter_modules([str(package)]):
-        if module.name not in ("base",):
+        if module.name != "base":
             importlib.import_module(f"harness.faults.{module.name}")
+
+
+def fault_classes() -> dict[str, type[Fault]]:
+    """Every fault of the package, by name."""
+    _import_fault_modules()
     return dict(sorted(_REGISTRY.items()))
 
 

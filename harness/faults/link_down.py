@@ -25,8 +25,8 @@ class LinkDown(Fault):
         if config.target.network == "netns" or transport == "rdma":
             return None
         return (
-            'link_down needs target.network = "netns" (one veth per path) or '
-            'target.transport = "rdma"'
+            'link_down needs target.network = "netns" '
+            "(on loopback a link fault would hit every path)"
         )
 
     def inject(self, path: int) -> None:
