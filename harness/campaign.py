@@ -689,6 +689,7 @@ class Campaign:
             passthru_max_s=round(passthru.max_command_s, 3) if passthru else 0.0,
             kmsg_lost=kernel.lost,
             fio_run=self.fio_starts,
+            kernel_classes=dict(sorted(kernel.classes.items())),
         )
         record.verdict = verdict(record)
         return record
@@ -718,6 +719,7 @@ class Campaign:
             ],
             "iopolicy": self.bed.host.iopolicy(device),
             "nvmet": nvmet_variant.loaded_nvmet(self.bed.kfs).describe(),
+            **self.bed.record_fields(),  # transport, rxe devices, nvme_core io_timeout...
             "setup_s": round(setup_s, 3),
             "setup_phases_s": {name: round(sec, 3) for name, sec in self.bed.setup_phases.items()},
             "ready_s": round(ready_s, 3),

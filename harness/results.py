@@ -109,6 +109,9 @@ class IterationRecord:
     # which fio run of the campaign served this window (1: the first; more: fio was started
     # again because it exited or its head was replaced); 0 in records from before
     fio_run: int = 0
+    # kernel log records of the iteration per class (harness/kmsg.py kernel_class: "no
+    # usable path - requeuing I/O", "identifiers changed", controller state changes...)
+    kernel_classes: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
