@@ -198,7 +198,8 @@ def prove(
         before = state.clean + state.infra_errors + state.other
         part = next_part(outdir)
         missing = target - state.clean
-        say(f"{part.name}: {missing} iterations on {variant} ({describe(state)})")
+        so_far = f" ({describe(state)})" if state.parts else ""
+        say(f"{part.name}: up to {missing} iterations of {config} on {variant}{so_far}")
         run_part(part, missing)
         state = read_state(outdir, config, variant, target)
         progressed = state.clean + state.infra_errors + state.other > before
