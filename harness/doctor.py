@@ -151,7 +151,7 @@ def run_checks(release: str | None = None) -> list[Check]:
         )
     )
     checks.append(_fio_version(checks))
-    for package in ("pyroute2", "pyudev", "paramiko", "rich"):
+    for package in ("pyroute2", "paramiko", "rich"):
         found = importlib.util.find_spec(package) is not None
         checks.append(
             Check(

@@ -10,7 +10,7 @@ import pytest
 from harness import config as config_mod
 from harness import fault_list
 from harness.config import FaultKind
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 from harness.faults import FaultAction, FaultInjector, fault_class, fault_classes
 from harness.faults.base import Fault, register
 from tests.test_floor import as_testbed, fake_bed
@@ -122,7 +122,7 @@ def test_a_new_fault_module_is_a_config_name_without_touching_config() -> None:
 
     register(Pause)
     try:
-        with pytest.raises(config_mod.ConfigError, match=r"campaign\.faults: test_pause needs 3"):
+        with pytest.raises(ConfigError, match=r"campaign\.faults: test_pause needs 3"):
             config_mod.validate({"campaign": {"faults": ["test_pause"]}})
         config = config_mod.validate(
             {"campaign": {"faults": ["test_pause"]}, "target": {"paths": 3}}
