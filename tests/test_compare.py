@@ -421,6 +421,10 @@ def fake_vm(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def compare_cli(out: Path, *extra: str) -> int:
+    # --kernel must name an existing file; a fake image beside out, not /boot's (a fresh
+    # machine has another release there, or none).
+    image = out.parent / "vmlinuz-6.1.0-56-amd64"
+    image.write_bytes(b"")
     return cli.main(
         [
             "compare",
@@ -429,7 +433,7 @@ def compare_cli(out: Path, *extra: str) -> int:
             "--out",
             str(out),
             "--kernel",
-            "/boot/vmlinuz-6.1.0-56-amd64",
+            str(image),
             "--accel",
             "tcg",
             *extra,
