@@ -198,6 +198,20 @@ ProgressCallback = Callable[[IterationRecord, int], None]
 
 
 @dataclass
+class PhaseClock:
+    """Seconds spent in each phase of an iteration, in order: ``mark(name)`` closes the
+    phase that ran since the previous mark (or ``start``, a time.monotonic() instant)."""
+
+    last: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self.last, 3)
+        self.last = now
+
+
+@dataclass
 class IoSession:
     """The campaign's running IO: one fio (and the passthrough readers) on one head.
 
@@ -351,6 +365,7 @@ class Campaign:
         workdir = self.outdir / "iterations" / f"{index + 1:04d}"
         workdir.mkdir(parents=True, exist_ok=True)
         iteration_start = time.monotonic()
+        phases = PhaseClock(iteration_start)
         lost_before = kmsg.lost
         kernel = KernelLogSummary()
         kernel_lines: list[str] = []
@@ -374,11 +389,14 @@ class Campaign:
             preparing = time.monotonic()
             io = self._ensure_io(device)
             io_start_s = time.monotonic() - preparing
+            phases.mark("window_open")
             flowing = time.monotonic()
             self.faults.prepare(action)
+            phases.mark("prepare")
             ios_before = self._path_ios()
             time.sleep(ccfg.warmup_s + jitter)
             ios_after = self._path_ios()
+            phases.mark("warmup")
             path_ios = [max(0, a - b) for a, b in zip(ios_after, ios_before, strict=True)]
             chosen, current_path = resolve_path(
                 ccfg.path if ccfg.path in DYNAMIC_PATH_CHOICES else "current",
@@ -390,16 +408,22 @@ class Campaign:
             another_path_live = self._another_path_live(device, action)
             pre_fault_iops = monitor.rate(flowing, time.monotonic())
             self._wait_for_eod_ratelimit()
+            phases.mark("eod_ratelimit")
             inject_at = time.monotonic() - iteration_start
             self.faults.inject(action)
+            phases.mark("inject")
             inject_s = time.monotonic() - iteration_start - inject_at
             _sleep_unless(ccfg.hold_s, lambda: monitor.hang)
+            phases.mark("hold")
             restore_at = time.monotonic() - iteration_start
             self.faults.restore(action)
+            phases.mark("restore")
             restore_s = time.monotonic() - iteration_start - restore_at
             recover_s = self.faults.recover(ccfg.recover_timeout_s, lambda: monitor.hang)
+            phases.mark("recover")
             recovered = recover_s is not None
             _sleep_unless(ccfg.settle_s, lambda: monitor.hang)
+            phases.mark("settle")
         except HarnessError as exc:
             error = str(exc)
         finally:
@@ -410,6 +434,7 @@ class Campaign:
                 closing = time.monotonic()
                 fio_result, error = self._close_window(io, error, hang=monitor.hang)
                 io_stop_s = time.monotonic() - closing
+                phases.mark("window_close")
                 if io.readers is not None:
                     passthru = io.readers.take_window()
             if error:
@@ -421,6 +446,7 @@ class Campaign:
             kernel_lines.append(format_record(record))
         (workdir / "kmsg.txt").write_text("\n".join(kernel_lines) + "\n")
         kernel.lost = kmsg.lost - lost_before
+        phases.mark("kernel_log")
         if kernel.last_eod_ts_s is not None:
             self.last_eod_line_at = kernel.last_eod_ts_s
         return self._record(
@@ -440,6 +466,7 @@ class Campaign:
             io_times=(io_start_s, io_stop_s),
             current=(current_path, path_ios),
             passthru=passthru,
+            phases=phases.seconds,
         )
 
     # --- the campaign's IO ---------------------------------------------------------------------
@@ -627,6 +654,7 @@ class Campaign:
         io_times: tuple[float, float],
         current: tuple[int | None, list[int]] = (None, []),
         passthru: PassthruStats | None = None,
+        phases: dict[str, float] | None = None,
     ) -> IterationRecord:
         fio = fio_result
         hang = bool(monitor and monitor.hang) or bool(fio and fio.killed)
@@ -690,6 +718,7 @@ class Campaign:
             kmsg_lost=kernel.lost,
             fio_run=self.fio_starts,
             kernel_classes=dict(sorted(kernel.classes.items())),
+            phases_s=dict(phases or {}),
         )
         record.verdict = verdict(record)
         return record

@@ -112,6 +112,10 @@ class IterationRecord:
     # kernel log records of the iteration per class (harness/kmsg.py kernel_class: "no
     # usable path - requeuing I/O", "identifiers changed", controller state changes...)
     kernel_classes: dict[str, int] = field(default_factory=dict)
+    # seconds per phase of the iteration, in order (window_open, prepare, warmup,
+    # eod_ratelimit, inject, hold, restore, recover, settle, window_close, kernel_log): where
+    # a cycle's time goes
+    phases_s: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
