@@ -245,13 +245,15 @@ KERNEL_CLASSES: tuple[KernelClass, ...] = (
 )
 
 
-def kernel_class(record: KmsgRecord) -> KernelClass:
+def kernel_class(record: KmsgRecord, kind: LineKind | None = None) -> KernelClass:
     """The fine class of a record (one of KERNEL_CLASSES; "other" when no rule matches).
 
     EOD, kernel-bug and hung-task records keep their LineKind names; any other record of an
-    nvme controller that no rule names is "path_event".
+    nvme controller that no rule names is "path_event". ``kind``: the record's
+    ``classify`` kind when the caller has it already (a fault floods thousands of lines).
     """
-    kind, _disk = classify(record)
+    if kind is None:
+        kind, _disk = classify(record)
     if kind in (LineKind.EOD_RACE, LineKind.EOD_OTHER, LineKind.KERNEL_BUG, LineKind.HUNG_TASK):
         return str(kind)
     text = record.text
@@ -304,7 +306,7 @@ class KernelLogSummary:
 
     def add(self, record: KmsgRecord) -> LineKind:
         kind, disk = classify(record)
-        fine = kernel_class(record)
+        fine = kernel_class(record, kind)
         self.classes[fine] = self.classes.get(fine, 0) + 1
         notable = True
         if kind is LineKind.EOD_RACE:
