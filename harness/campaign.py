@@ -390,12 +390,11 @@ class Campaign:
             io = self._ensure_io(device)
             io_start_s = time.monotonic() - preparing
             phases.mark("window_open")
-            flowing = time.monotonic()
             self.faults.prepare(action)
             phases.mark("prepare")
-            ios_before = self._path_ios()
+            ios_before, counted_from = self._path_ios(), time.monotonic()
             time.sleep(ccfg.warmup_s + jitter)
-            ios_after = self._path_ios()
+            ios_after, counted_to = self._path_ios(), time.monotonic()
             phases.mark("warmup")
             path_ios = [max(0, a - b) for a, b in zip(ios_after, ios_before, strict=True)]
             chosen, current_path = resolve_path(
@@ -406,7 +405,9 @@ class Campaign:
             if ccfg.path in DYNAMIC_PATH_CHOICES:
                 action = FaultAction(action.kind, chosen)
             another_path_live = self._another_path_live(device, action)
-            pre_fault_iops = monitor.rate(flowing, time.monotonic())
+            # IO the paths completed over the warmup: outside any fault window, exact
+            # (the per-path disks' completed counters, read at both ends)
+            pre_fault_iops = sum(path_ios) / max(counted_to - counted_from, 1e-6)
             self._wait_for_eod_ratelimit()
             phases.mark("eod_ratelimit")
             inject_at = time.monotonic() - iteration_start
