@@ -23,8 +23,10 @@ document (fio prints one at exit) still closes the window.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -47,6 +49,7 @@ from harness.workload import (
     kill_group,
 )
 
+READ_CHUNK_BYTES = 1 << 16
 SNAPSHOT_TIMEOUT_S = 30.0  # fio answers once each job is between IOs: slow mid-fault
 EILSEQ = 84  # fio's errno for a verify failure
 EIO = 5
@@ -123,12 +126,13 @@ class JsonDocuments:
         self._decoder = json.JSONDecoder()
 
     def feed(self, text: str) -> list[dict[str, Any]]:
-        """Add text (whole lines); return the documents completed by it (in order). A
-        document is only parsed once a line that is just ``}`` arrived (fio's documents end
-        so), not at every line of its ~80 KB."""
+        """Add text (any chunk of the stream); return the documents completed by it (in
+        order). A document is only parsed once a line that starts with ``}`` arrived (fio's
+        documents end so), not at every chunk of its ~80 KB."""
+        tail = self._buffer[-1:]
         self._buffer += text
         found: list[dict[str, Any]] = []
-        if not any(line.rstrip("\r") == "}" for line in text.split("\n")):
+        if "\n}" not in tail + text and not self._buffer.startswith("}"):
             return found
         while True:
             start = self._document_start()
@@ -269,11 +273,13 @@ class FioStream:
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
         documents = JsonDocuments()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        fd = self.proc.stdout.fileno()
         while True:
-            text = self.proc.stdout.readline()
-            if not text:
+            chunk = os.read(fd, READ_CHUNK_BYTES)  # a document is ~80 KB: few reads, not lines
+            if not chunk:
                 break
-            for document in documents.feed(text):
+            for document in documents.feed(decoder.decode(chunk)):
                 snapshot = snapshot_of(document, time.monotonic())
                 with self._cond:
                     self.last_document = document

@@ -259,3 +259,15 @@ def test_stream_that_does_not_answer_is_a_clear_error(
             stream.snapshot(timeout_s=0.3)
     finally:
         stream.stop(timeout_s=5)
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 100_000])
+def test_documents_from_chunks_of_any_size(size: int) -> None:
+    stream = "fio: note\n" + "".join(
+        json.dumps(document((n, n)), indent=1) + "\n" for n in range(1, 4)
+    )
+    splitter = JsonDocuments()
+    found = []
+    for start in range(0, len(stream), size):
+        found += splitter.feed(stream[start : start + size])
+    assert [d["jobs"][0]["read"]["total_ios"] for d in found] == [1, 2, 3]
