@@ -204,9 +204,10 @@ class PhaseClock:
 
     last: float
     seconds: dict[str, float] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     def mark(self, name: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self.last, 3)
         self.last = now
 
