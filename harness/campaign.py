@@ -324,13 +324,19 @@ class Campaign:
         ]
 
     def _baseline(self, device: MultipathDevice) -> None:
-        """Bare fio with no faults, same job, same head: the reference for harness overhead."""
+        """Bare fio with no faults, same job, same head (with the passthrough readers when the
+        config has them: they are part of the workload): the reference for harness overhead."""
         seconds = self.config.campaign.baseline_s
         if seconds <= 0:
             return
         workdir = self.outdir / "baseline"
         workdir.mkdir(exist_ok=True)
-        result = bare_fio(self._fio_job(device), workdir, seconds)
+        readers = self._start_passthru(device)
+        try:
+            result = bare_fio(self._fio_job(device), workdir, seconds)
+        finally:
+            if readers is not None:
+                readers.stop()
         self.baseline = {
             "seconds": seconds,
             "iops": round(result.iops, 1),
