@@ -73,7 +73,7 @@ IO_START_TIMEOUT_S = 30.0  # a failure bound, not a wait: IO usually flows withi
 # call site. A fault injected within 5 s of the last such line could fail bios with no line
 # at all (an eio verdict for an eio_race); the campaign waits that out, plus a margin.
 EOD_RATELIMIT_S = 5.5
-MONITOR_PERIOD_S = 0.2
+MONITOR_PERIOD_S = 0.5  # hang detection's resolution; each sample reads every path's stat
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,7 @@ class ProgressMonitor:
 
     read_stat: Callable[[], tuple[int, int]]
     hang_timeout_s: float
+    period_s: float = MONITOR_PERIOD_S
     max_stall_s: float = 0.0
     hang: bool = False
     stuck: list[str] = field(default_factory=list)  # D-state tasks when the hang was seen
@@ -162,7 +163,7 @@ class ProgressMonitor:
     def _loop(self) -> None:
         last_count, _ = self.read_stat()
         last_change = time.monotonic()
-        while not self._stop.wait(MONITOR_PERIOD_S):
+        while not self._stop.wait(self.period_s):
             count, _inflight = self.read_stat()
             now = time.monotonic()
             self.samples.append((now, count))
@@ -399,9 +400,9 @@ class Campaign:
             phases.mark("window_open")
             self.faults.prepare(action)
             phases.mark("prepare")
-            ios_before, counted_from = self._path_ios(), time.monotonic()
+            ios_before, counted_from = self._path_ios(device), time.monotonic()
             time.sleep(ccfg.warmup_s + jitter)
-            ios_after, counted_to = self._path_ios(), time.monotonic()
+            ios_after, counted_to = self._path_ios(device), time.monotonic()
             phases.mark("warmup")
             path_ios = [max(0, a - b) for a, b in zip(ios_after, ios_before, strict=True)]
             chosen, current_path = resolve_path(
@@ -581,10 +582,10 @@ class Campaign:
         readers.start()
         return readers
 
-    def _path_ios(self) -> list[int]:
-        """IOs completed so far on each path's per-path disks, in path order (0 for a path
+    def _path_ios(self, device: MultipathDevice | None) -> list[int]:
+        """IOs completed so far on each path's per-path disks of ``device`` (the topology
+        read at the window's start: the warmup changes none), in path order (0 for a path
         with no controller or no disk)."""
-        device = self.bed.device()
         assert self.bed.host is not None
         counts = []
         for endpoint in self.bed.endpoints:

@@ -215,7 +215,7 @@ class FakeStat:
 
 def test_monitor_sees_progress_and_no_hang() -> None:
     stat = FakeStat()
-    monitor = ProgressMonitor(stat, hang_timeout_s=0.5)
+    monitor = ProgressMonitor(stat, hang_timeout_s=0.5, period_s=0.2)
     monitor.start()
     time.sleep(1.0)
     monitor.stop()
@@ -229,7 +229,7 @@ def test_monitor_sees_progress_and_no_hang() -> None:
 
 def test_monitor_detects_a_hang() -> None:
     stat = FakeStat()
-    monitor = ProgressMonitor(stat, hang_timeout_s=0.5)
+    monitor = ProgressMonitor(stat, hang_timeout_s=0.5, period_s=0.2)
     monitor.start()
     time.sleep(0.3)
     with stat.lock:
@@ -248,7 +248,7 @@ def test_monitor_detects_a_hang() -> None:
 def test_monitor_hang_is_not_cleared_when_io_resumes() -> None:
     stat = FakeStat()
     stat.moving = False
-    monitor = ProgressMonitor(stat, hang_timeout_s=0.5)
+    monitor = ProgressMonitor(stat, hang_timeout_s=0.5, period_s=0.2)
     monitor.start()
     deadline = time.monotonic() + 5
     while not monitor.hang and time.monotonic() < deadline:
