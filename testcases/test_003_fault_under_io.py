@@ -16,9 +16,13 @@ from harness.results import RESULTS_FILE, Verdict, read_records
 LOOPBACK_FAULTS = [k for k in FaultKind if k not in (FaultKind.LINK_DOWN, FaultKind.BACKING_STALL)]
 
 
-def _campaign(config: CampaignConfig, fault: FaultKind, iterations: int) -> CampaignConfig:
+# Faults on one path's veth: the netns network, held past keep-alive detection (5 s).
+NETWORK_FAULTS = (FaultKind.LINK_DOWN, "path_stall")
+
+
+def _campaign(config: CampaignConfig, fault: str, iterations: int) -> CampaignConfig:
     hold_s = 1.5
-    if fault is FaultKind.LINK_DOWN:  # one veth per path; hold past keep-alive detection
+    if fault in NETWORK_FAULTS:  # one veth per path; hold past keep-alive detection
         config = config_mod.override(config, "target", network="netns")
         hold_s = 7.0
     return config_mod.override(
@@ -26,10 +30,10 @@ def _campaign(config: CampaignConfig, fault: FaultKind, iterations: int) -> Camp
     )
 
 
-@pytest.mark.parametrize("fault", [*LOOPBACK_FAULTS, FaultKind.LINK_DOWN], ids=str)
+@pytest.mark.parametrize("fault", [*LOOPBACK_FAULTS, *NETWORK_FAULTS], ids=str)
 def test_fault_is_recorded(
     smoke_config: CampaignConfig,
-    fault: FaultKind,
+    fault: str,
     iterations: int,
     kernel_variant: str,
     results_dir: Path,

@@ -130,3 +130,47 @@ def test_a_new_fault_module_is_a_config_name_without_touching_config() -> None:
         assert config.campaign.faults == ("test_pause",)
     finally:
         base._REGISTRY.pop("test_pause")
+
+
+class RecordingNetwork:
+    """The part of harness.net.Network a link fault uses, recording each call."""
+
+    netns = "nvmfh-test"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.netem: dict[int, object] = {}
+
+    def set_netem(self, path: int, spec: object) -> None:
+        self.calls.append(f"netem {path} {spec}")
+        self.netem[path] = spec
+
+    def clear_netem(self, path: int) -> None:
+        self.calls.append(f"clear {path}")
+        self.netem.pop(path, None)
+
+    def set_link(self, path: int, up: bool) -> None:
+        self.calls.append(f"link {path} {'up' if up else 'down'}")
+
+
+def test_path_stall_is_one_new_module() -> None:
+    """The fault added as one file (harness/faults/path_stall.py): registered, its config
+    requirement checked, inject/restore through the injector, undone by restore_everything."""
+    from harness.net import NetemSpec
+
+    cls = fault_class("path_stall")
+    base = config_mod.validate({"campaign": {"faults": ["ctrl_delete"]}})
+    assert "netns" in str(cls.unmet(base))
+    assert cls.unmet(config_mod.override(base, "target", network="netns")) is None
+    with pytest.raises(ConfigError, match="path_stall needs"):
+        config_mod.validate({"campaign": {"faults": ["path_stall"]}})
+    bed = fake_bed()
+    network = RecordingNetwork()
+    bed.network = network  # type: ignore[assignment]
+    injector = FaultInjector(as_testbed(bed))
+    injector.inject(FaultAction("path_stall", 1))
+    assert network.calls == [f"netem 1 {NetemSpec.stall()}"]
+    assert injector.restore_everything() == []
+    assert network.calls[-1] == "clear 1" and not network.netem
+    missing = cls.unmet_here(lambda module: module != "sch_netem")
+    assert missing == "no sch_netem module in this kernel"
