@@ -392,6 +392,8 @@ def run_in_vm(
             f"{last.accel.upper()}: VM ended ({hint}; console: {rwdir / 'console.log'})"
         )
     status = guest_status(rwdir)
+    if status is None and last.guest_up_s is None and not last.boot_timed_out:
+        _raise_if_vng_failed(last.tail, rwdir)
     result = VmResult(
         exit_status=status,
         boot_s=None if last.boot_s is None else last.boot_s + (last.started - started),
@@ -408,6 +410,19 @@ def run_in_vm(
     )
     _append_vm_record(rwdir, spec, origin, result, boots)
     return result
+
+
+def _raise_if_vng_failed(tail: list[str], rwdir: Path) -> None:
+    """A Python traceback on the console before the guest said a word is vng/virtme-run
+    failing on the host (a missing tool such as ``file``), not a kernel crash: ToolError
+    with the traceback's last line instead of a kernel_crash record."""
+    if not any(line.startswith("Traceback (most recent call last)") for line in tail):
+        return
+    last_line = next((line.strip() for line in reversed(tail) if line.strip()), "")
+    raise ToolError(
+        f"vng failed before the guest started: {last_line}",
+        hint=f"see {rwdir / 'console.log'}; nvmf-harness doctor checks the host's tools",
+    )
 
 
 def _kernel_origin(image: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness import prepared, vm
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ToolError
 from harness.results import RESULTS_FILE, SUMMARY_FILE, JsonlWriter, read_records
 from harness.vm import (
     GUEST_EXIT_FILE,
@@ -47,6 +47,11 @@ with open(os.path.join(rwdir, "fake-vng.json"), "w") as f:
     json.dump({{"argv": args, "pid": os.getpid()}}, f)
 with open(os.path.join(rwdir, "fake-vng-boots.txt"), "a") as f:
     f.write(("kvm" if kvm else "tcg") + "\\n")
+if mode == "vng-broken":  # virtme-run fails on the host before qemu starts
+    print("Traceback (most recent call last):", flush=True)
+    print('  File "/usr/lib/python3/dist-packages/virtme/commands/run.py", line 1', flush=True)
+    print("FileNotFoundError: [Errno 2] No such file or directory: 'file'", flush=True)
+    sys.exit(1)
 if mode == "mute" or (mode == "mute-kvm" and kvm):  # qemu runs, the guest never says a word
     time.sleep(30)
     sys.exit(0)
@@ -298,6 +303,17 @@ def test_run_in_vm_notices_a_guest_that_died(
     assert result.exit_status is None
     assert result.boot_s is None
     assert result.console_tail[-1].endswith("Kernel panic - not syncing: Fatal exception")
+
+
+def test_vng_that_fails_before_the_guest_is_one_line_not_a_kernel_crash(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """virtme-run's traceback (a fresh Debian without `file`) is a tool error, not a
+    kernel_crash verdict that compare would count as an inconclusive run."""
+    monkeypatch.setenv("FAKE_VNG_MODE", "vng-broken")
+    out = tmp_path / "out"
+    with pytest.raises(ToolError, match="vng failed before the guest started: FileNotFoundError"):
+        run_in_vm(VmSpec(kernel=KERNEL, accel="tcg", timeout_s=60), out, GUEST_OK)
 
 
 def test_run_in_vm_times_out_a_guest_that_keeps_printing(
