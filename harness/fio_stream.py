@@ -46,7 +46,7 @@ from harness.workload import (
     FioJob,
     FioResult,
     StampedLine,
-    kill_group,
+    interrupt_then_kill,
 )
 
 READ_CHUNK_BYTES = 1 << 16
@@ -342,18 +342,7 @@ class FioStream:
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> tuple[int | None, bool]:
         """SIGINT fio (it prints its final document), SIGKILL it if it does not stop in time.
         Returns (exit status, killed). The final document is ``self.snapshots[-1]``."""
-        killed = False
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                killed = True
-                kill_group(self.proc)
-                # A process stuck in D state ignores SIGKILL until the IO completes.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=timeout_s)
+        killed = interrupt_then_kill(self.proc, timeout_s)
         for reader in self._readers:
             reader.join(timeout=5)
         self._stderr_file.close()

@@ -152,24 +152,31 @@ class FioRun:
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> FioResult:
         """SIGINT fio (it writes its JSON), SIGKILL it if it does not stop in time."""
-        killed = False
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                killed = True
-                kill_group(self.proc)
-                # A process stuck in D state ignores SIGKILL until the IO completes.
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(timeout=timeout_s)
+        killed = interrupt_then_kill(self.proc, timeout_s)
         self._reader.join(timeout=5)
         self._stderr_file.close()
         return parse_result(self.output, self.lines, self.proc.returncode, killed)
 
     def kill(self) -> None:
         kill_group(self.proc)
+
+
+def interrupt_then_kill(proc: subprocess.Popen[Any], timeout_s: float) -> bool:
+    """SIGINT a running fio (it reports and exits), SIGKILL its process group when it has
+    not exited after ``timeout_s``; returns whether it had to be killed."""
+    if proc.poll() is not None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        # A process stuck in D state ignores SIGKILL until the IO completes.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout_s)
+        return True
+    return False
 
 
 def kill_group(proc: subprocess.Popen[Any]) -> None:
