@@ -923,6 +923,14 @@ def run_bench(options: BenchOptions, command: str = "") -> BenchReport:
     for variant in {options.variant, options.throughput_variant} - {"distro"}:
         build = kbuild.build_variant(variant, release=release, cache_dir=options.modules)
         say(f"{variant} modules: nvme_core {build.srcversion.get('nvme-core', '?')}")
+    from harness import nvmet_variant
+
+    configs = [] if options.skip_eio else [config_mod.load(p) for _, p in options.scenarios]
+    if not options.skip_throughput:
+        configs.append(config_mod.load(options.throughput_config))
+    nvmet = nvmet_variant.build_for_configs(kernel, configs)
+    if nvmet is not None:
+        say(f"patched nvmet (ns visibility): srcversion {nvmet.srcversion}")
     meta = {
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "host": platform.node(),

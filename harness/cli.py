@@ -317,27 +317,15 @@ def _print_run_table(outdir: Path) -> None:
 
 
 def _build_target_modules(kernel: str, runs: list[PlannedCampaign]) -> None:
-    """Before a boot: build (or find cached) our patched nvmet for ``kernel``'s release when
-    a campaign needs it (``ns_remove_path`` with a ``hidden*`` mechanism)."""
-    if not any(config_mod.needs_patched_nvmet(run.config) for run in runs):
-        return
-    from harness import nvmet_variant, releases
-    from harness.vm import kernel_release
+    """Before a boot: the patched nvmet for ``kernel`` when a campaign needs it."""
+    from harness import nvmet_variant
 
-    release = kernel_release(kernel) or None
-    own = None
-    if release is not None:  # the release's own source when fetched (matrix), else /usr/src's
-        try:
-            own = releases.cached_source(releases.lookup(release))
-        except HarnessError:
-            own = None
-    build = nvmet_variant.build_nvmet(
-        release=release, source_tarball=own.tarball if own is not None else None
-    )
-    say(
-        f"patched nvmet (ns visibility) for {build.release} from {build.source_tarball}: "
-        f"srcversion {build.srcversion}"
-    )
+    build = nvmet_variant.build_for_configs(kernel, [run.config for run in runs])
+    if build is not None:
+        say(
+            f"patched nvmet (ns visibility) for {build.release} from {build.source_tarball}: "
+            f"srcversion {build.srcversion}"
+        )
 
 
 def _campaign_in_vm(args: argparse.Namespace, run: PlannedCampaign) -> int:

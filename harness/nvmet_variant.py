@@ -33,11 +33,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness import kbuild
 from harness.errors import HarnessError, SafetyError, ToolError
 from harness.kernelfs import KernelFs
 from harness.procs import run
+
+if TYPE_CHECKING:
+    from harness.config import CampaignConfig
 
 VARIANT = "nvmet-ns-visibility"
 PATCH_DIR = "nvmet-ns-visibility"
@@ -294,6 +298,28 @@ def load_record(cache_dir: Path, release: str) -> NvmetBuild | None:
     if not path.is_file():
         return None
     return NvmetBuild.from_json(path.read_text(), cached=True)
+
+
+def build_for_configs(kernel: str, configs: Sequence[CampaignConfig]) -> NvmetBuild | None:
+    """Before a VM boot of ``kernel`` (a /boot image path): build (or find cached) the patched
+    nvmet for its release when one of ``configs`` needs it (``ns_remove_path`` with a
+    ``hidden*`` mechanism, config.needs_patched_nvmet), from the release's own fetched source
+    when there is one (matrix), else /usr/src's tarball. None when no config needs it. Raises
+    like ``build_nvmet``."""
+    from harness import releases
+    from harness.config import needs_patched_nvmet
+    from harness.vm import kernel_release
+
+    if not any(needs_patched_nvmet(config) for config in configs):
+        return None
+    release = kernel_release(kernel) or None
+    own = None
+    if release is not None:
+        try:
+            own = releases.cached_source(releases.lookup(release))
+        except HarnessError:
+            own = None
+    return build_nvmet(release=release, source_tarball=own.tarball if own is not None else None)
 
 
 def build_nvmet(
