@@ -170,8 +170,37 @@ class KernelSection:
     cpus: int = 2
 
 
+# What a step may wait for on its paths' controllers after its action: a controller state
+# (/sys/class/nvme/nvmeX/state: nvme_ctrl_state_names in core.c) or "gone" (the host has no
+# controller on the path any more); "ana:<state>" waits for the per-path disk's ANA state.
+STEP_ACTIONS = ("inject", "restore")
+STEP_CTRL_STATES = ("live", "connecting", "resetting", "deleting", "gone")
+ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
+STEP_WAITS = ("", *STEP_CTRL_STATES, *(f"ana:{state}" for state in ANA_STATES))
+# Paths of a step: indices, or one of these words. "chosen": the iteration's path
+# (campaign.path), "others": every path but the chosen one, "all": every path.
+STEP_PATH_WORDS = ("chosen", "others", "all")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a fault sequence (``[[steps]]`` in a config): ``action`` the fault on
+    ``paths``, then wait up to ``wait_timeout_s`` seconds until every one of those paths shows
+    ``wait_for`` (nothing when ""), then hold ``hold_s`` seconds. Faults a sequence injected
+    and did not restore are restored after its last step (harness/steps.py)."""
+
+    fault: str
+    action: str = "inject"
+    paths: tuple[int | str, ...] = ("chosen",)
+    args: tuple[tuple[str, Any], ...] = ()
+    wait_for: str = ""
+    wait_timeout_s: float = 30.0
+    hold_s: float = 0.0
+
+
 @dataclass(frozen=True)
 class CampaignConfig:
+    steps: tuple[Step, ...] = ()
     campaign: CampaignSection = field(default_factory=CampaignSection)
     target: TargetSection = field(default_factory=TargetSection)
     host: HostSection = field(default_factory=HostSection)
@@ -322,6 +351,9 @@ def validate(data: Any) -> CampaignConfig:
         raise ConfigError("config: expected a table of sections")
     sections: dict[str, Any] = {}
     for name, table in data.items():
+        if name == "steps":
+            sections["steps"] = _steps(table)
+            continue
         if name not in SECTIONS:
             raise ConfigError(
                 f"config: unknown section {_short(name)} (known: {', '.join(SECTIONS)})"
@@ -344,13 +376,101 @@ def validate(data: Any) -> CampaignConfig:
     return config
 
 
+def _steps(value: Any) -> tuple[Step, ...]:
+    """``[[steps]]`` as Step records; ConfigError naming ``steps[i].field``."""
+    from harness.faults.base import fault_class
+
+    if not isinstance(value, list) or not value:
+        raise ConfigError("steps: expected an array of tables ([[steps]]) with at least one step")
+    steps = []
+    hints = _field_types(Step)
+    for index, table in enumerate(value):
+        where = f"steps[{index}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table, got {_short(table)}")
+        for key in table:
+            if key not in hints:
+                raise ConfigError(
+                    f"{where}: unknown field {_short(key)} (known: {', '.join(hints)})"
+                )
+        if "fault" not in table:
+            raise ConfigError(f"{where}.fault: missing (one of {', '.join(fault_names())})")
+        fault = table["fault"]
+        if not isinstance(fault, str) or fault not in fault_names():
+            raise ConfigError(
+                f"{where}.fault: expected one of {', '.join(fault_names())}, got {_short(fault)}"
+            )
+        action = _choice(f"{where}.action", table.get("action", "inject"), STEP_ACTIONS)
+        wait_for = _choice(f"{where}.wait_for", table.get("wait_for", ""), STEP_WAITS)
+        raw_args = table.get("args", {})
+        if not isinstance(raw_args, dict):
+            raise ConfigError(
+                f"{where}.args: expected a table of parameters, got {_short(raw_args)}"
+            )
+        args = fault_class(fault).check_args(raw_args, f"{where}.args")
+        steps.append(
+            Step(
+                fault=FaultKind(fault) if fault in FaultKind._value2member_map_ else fault,
+                action=action,
+                paths=_step_paths(f"{where}.paths", table.get("paths", "chosen")),
+                args=tuple(sorted((k, v) for k, v in args.items() if k in raw_args)),
+                wait_for=wait_for,
+                wait_timeout_s=_step_seconds(
+                    f"{where}.wait_timeout_s", table.get("wait_timeout_s", 30.0), 0.1
+                ),
+                hold_s=_step_seconds(f"{where}.hold_s", table.get("hold_s", 0.0), 0.0),
+            )
+        )
+    return tuple(steps)
+
+
+def _choice(where: str, value: Any, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        shown = ", ".join(repr(c) if c == "" else c for c in choices)
+        raise ConfigError(f"{where}: expected one of {shown}, got {_short(value)}")
+    return value
+
+
+def _step_paths(where: str, value: Any) -> tuple[int | str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"{where}: expected path indices or one of {', '.join(STEP_PATH_WORDS)}")
+    paths: list[int | str] = []
+    for item in items:
+        word = isinstance(item, str) and item in STEP_PATH_WORDS
+        index = isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 8
+        if word or index:
+            paths.append(item)
+        else:
+            raise ConfigError(
+                f"{where}: expected path indices (0-7) or one of {', '.join(STEP_PATH_WORDS)}, "
+                f"got {_short(item)}"
+            )
+    return tuple(paths)
+
+
+def _step_seconds(where: str, value: Any, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ConfigError(f"{where}: expected a number of seconds, got {_short(value)}")
+    if not minimum <= value <= 3600:
+        raise ConfigError(f"{where}: {value} is out of range [{minimum}, 3600]")
+    return float(value)
+
+
 def _check_combinations(config: CampaignConfig) -> None:
     from harness.faults.base import fault_class
 
-    for name in dict.fromkeys(config.campaign.faults):  # what each fault needs of the config
+    for name in dict.fromkeys(fault_kinds(config)):  # what each fault needs of the config
         reason = fault_class(str(name)).unmet(config)
         if reason:
-            raise ConfigError(f"campaign.faults: {reason}")
+            raise ConfigError(f"{'steps' if config.steps else 'campaign.faults'}: {reason}")
+    for index, step in enumerate(config.steps):
+        for path in step.paths:
+            if isinstance(path, int) and path >= config.target.paths:
+                raise ConfigError(
+                    f"steps[{index}].paths: path {path} does not exist "
+                    f"(target.paths = {config.target.paths}: 0-{config.target.paths - 1})"
+                )
     if config.target.transport == "rdma" and config.target.network == "netns":
         raise ConfigError(
             'target.transport: "rdma" needs target.network = "loopback" (nvmet-rdma listens '
@@ -365,11 +485,19 @@ def _check_combinations(config: CampaignConfig) -> None:
         )
 
 
+def fault_kinds(config: CampaignConfig) -> tuple[str, ...]:
+    """The faults a campaign uses: its steps' when it has ``[[steps]]``, else
+    ``campaign.faults``."""
+    if config.steps:
+        return tuple(dict.fromkeys(str(step.fault) for step in config.steps))
+    return tuple(str(kind) for kind in config.campaign.faults)
+
+
 def needs_patched_nvmet(config: CampaignConfig) -> bool:
     """Whether the campaign needs our nvmet test patch (patches/nvmet-ns-visibility/): an
     ``ns_remove_path`` fault with one of the ``hidden*`` mechanisms."""
     return (
-        FaultKind.NS_REMOVE_PATH in config.campaign.faults
+        FaultKind.NS_REMOVE_PATH in fault_kinds(config)
         and config.ns_remove_path.mechanism != "identity_flip"
     )
 
@@ -399,13 +527,34 @@ def to_dict(config: CampaignConfig) -> dict[str, Any]:
             if isinstance(value, tuple):
                 section[key] = [str(item) for item in value]
         out[name] = section
+    if config.steps:
+        out["steps"] = [_step_dict(step) for step in config.steps]
     return out
+
+
+def _step_dict(step: Step) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "fault": str(step.fault),
+        "action": step.action,
+        "paths": list(step.paths),
+    }
+    if step.args:
+        data["args"] = dict(step.args)
+    data.update(wait_for=step.wait_for, wait_timeout_s=step.wait_timeout_s, hold_s=step.hold_s)
+    return data
 
 
 def to_toml(config: CampaignConfig) -> str:
     """Render a config as TOML that ``load`` reads back to the same config."""
     lines: list[str] = []
     for name, section in to_dict(config).items():
+        if name == "steps":
+            for step in section:
+                lines.append("[[steps]]")
+                for key, value in step.items():
+                    lines.append(f"{key} = {_toml_value(value)}")
+                lines.append("")
+            continue
         lines.append(f"[{name}]")
         for key, value in section.items():
             lines.append(f"{key} = {_toml_value(value)}")
@@ -420,6 +569,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     out = []
     for char in str(value):
         if char in '"\\':
@@ -449,12 +600,78 @@ def json_schema() -> dict[str, Any]:
             where = f"{name}.{key}"
             fields[key] = _json_type(where, hint, getattr(defaults, key))
         properties[name] = {"type": "object", "additionalProperties": False, "properties": fields}
+    properties["steps"] = _steps_schema()
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "nvmf-harness campaign",
         "type": "object",
         "additionalProperties": False,
         "properties": properties,
+    }
+
+
+def _steps_schema() -> dict[str, Any]:
+    """``[[steps]]`` as JSON Schema: each step's fields, and per fault its ``args``."""
+    from harness.faults.base import fault_classes
+
+    types = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    path_item = {
+        "oneOf": [{"type": "integer", "minimum": 0, "maximum": 7}, {"enum": list(STEP_PATH_WORDS)}]
+    }
+    per_fault = []
+    for name, cls in fault_classes().items():
+        args: dict[str, Any] = {}
+        for pname, param in cls.params.items():
+            spec: dict[str, Any] = {"type": types[param.kind], "default": param.default}
+            spec["description"] = param.help
+            if param.choices:
+                spec["enum"] = list(param.choices)
+            if param.minimum is not None:
+                spec["minimum"] = param.minimum
+            if param.maximum is not None:
+                spec["maximum"] = param.maximum
+            args[pname] = spec
+        per_fault.append(
+            {
+                "if": {"properties": {"fault": {"const": name}}},
+                "then": {
+                    "properties": {
+                        "args": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": args,
+                        }
+                    }
+                },
+            }
+        )
+    return {
+        "type": "array",
+        "minItems": 1,
+        "description": "a fault sequence run as each iteration (harness/steps.py)",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["fault"],
+            "properties": {
+                "fault": {"enum": fault_names()},
+                "action": {"enum": list(STEP_ACTIONS), "default": "inject"},
+                "paths": {
+                    "oneOf": [path_item, {"type": "array", "minItems": 1, "items": path_item}],
+                    "default": "chosen",
+                },
+                "args": {"type": "object"},
+                "wait_for": {"enum": list(STEP_WAITS), "default": ""},
+                "wait_timeout_s": {
+                    "type": "number",
+                    "minimum": 0.1,
+                    "maximum": 3600,
+                    "default": 30.0,
+                },
+                "hold_s": {"type": "number", "minimum": 0, "maximum": 3600, "default": 0.0},
+            },
+            "allOf": per_fault,
+        },
     }
 
 

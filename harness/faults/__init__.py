@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from harness.errors import HarnessError
 from harness.faults.base import Fault, fault_class, fault_classes
@@ -43,10 +44,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class FaultAction:
-    """One fault (its registry name) on one path (index into the bed's endpoints)."""
+    """One fault (its registry name) on one path (index into the bed's endpoints), with the
+    fault's parameters (``Fault.params``; ``()`` for the defaults) as sorted (name, value)
+    pairs."""
 
     kind: str
     path: int
+    args: tuple[tuple[str, Any], ...] = ()
 
 
 class FaultInjector:
@@ -88,11 +92,16 @@ class FaultInjector:
 
     def inject(self, action: FaultAction) -> None:
         self._require_bed()
-        self.fault(action.kind).inject(action.path)
+        self._with_args(action).inject(action.path)
 
     def restore(self, action: FaultAction) -> None:
         self._require_bed()
-        self.fault(action.kind).restore(action.path)
+        self._with_args(action).restore(action.path)
+
+    def _with_args(self, action: FaultAction) -> Fault:
+        fault = self.fault(action.kind)
+        fault.args = fault.check_args(dict(action.args), f"{action.kind}.args")
+        return fault
 
     def restore_everything(self) -> list[str]:
         """Undo any fault that may be in place (used after errors and on Ctrl-C): every

@@ -14,15 +14,47 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from harness.config import CampaignConfig
     from harness.testbed import Testbed
 
 _REGISTRY: dict[str, type[Fault]] = {}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter a fault takes from a config step (``[[steps]]`` ``args``): its type
+    (str, int, float or bool), default, one-line help, and the allowed strings or bounds."""
+
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def check(self, where: str, value: Any) -> Any:
+        """``value`` in this parameter's type, or ConfigError naming ``where``."""
+        from harness.errors import ConfigError
+
+        kind = self.kind
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}"[:200])
+        if self.choices and value not in self.choices:
+            raise ConfigError(f"{where}: expected one of {', '.join(self.choices)}, got {value!r}")
+        if (self.minimum is not None and value < self.minimum) or (
+            self.maximum is not None and value > self.maximum
+        ):
+            raise ConfigError(f"{where}: {value} is out of range [{self.minimum}, {self.maximum}]")
+        return value
 
 
 class Fault:
@@ -43,10 +75,31 @@ class Fault:
     # restore_everything runs in this order, lowest first: links and ports before what
     # needs a live controller (a rescan), the namespace's own state last.
     restore_order: ClassVar[int] = 50
+    # Parameters a config step may give (``args``); ``self.args`` holds the values of the
+    # current inject/restore (the defaults outside steps), set by FaultInjector.
+    params: ClassVar[dict[str, Param]] = {}
 
     def __init__(self, bed: Testbed) -> None:
         self.bed = bed
         self.notes: list[str] = []
+        self.args: dict[str, Any] = self.check_args({})
+
+    @classmethod
+    def check_args(cls, raw: Mapping[str, Any], where: str = "args") -> dict[str, Any]:
+        """Every parameter's value: ``raw``'s, checked, else the default. ConfigError (one
+        line naming ``where.<param>``) for an unknown name or a bad value."""
+        from harness.errors import ConfigError
+
+        for name in raw:
+            if name not in cls.params:
+                known = ", ".join(cls.params) or "none"
+                raise ConfigError(
+                    f"{where}: {cls.name} has no parameter {name!r} (parameters: {known})"
+                )
+        return {
+            name: param.check(f"{where}.{name}", raw[name]) if name in raw else param.default
+            for name, param in cls.params.items()
+        }
 
     @classmethod
     def unmet(cls, config: CampaignConfig) -> str | None:
