@@ -11,7 +11,6 @@ import pytest
 
 from harness.config import (
     CampaignConfig,
-    ConfigError,
     Step,
     fault_kinds,
     json_schema,
@@ -19,6 +18,7 @@ from harness.config import (
     to_toml,
     validate,
 )
+from harness.errors import ConfigError
 
 DELETE_WHILE_RECONNECTING = """
 [campaign]
