@@ -64,6 +64,7 @@ from harness.results import (
     summarize,
     write_json_atomic,
 )
+from harness.steps import SequenceRun, SequenceRunner, sequence_name
 from harness.testbed import NSID, Testbed, new_run_id
 from harness.workload import FioJob, FioResult, bare_fio
 
@@ -97,7 +98,8 @@ def plan(config: CampaignConfig) -> list[FaultAction]:
     choices "current" and "other" the path is decided at fault time (``resolve_path``); the
     plan holds path 0 for them."""
     rng = random.Random(config.campaign.seed)
-    faults = config.campaign.faults
+    # a [[steps]] campaign is one "fault" (its sequence) per iteration
+    faults = (sequence_name(config.steps),) if config.steps else config.campaign.faults
     paths = config.target.paths
     actions = []
     for index in range(config.campaign.iterations):
@@ -256,6 +258,9 @@ class Campaign:
         self.widener_factory = widener_factory
         self.bed = Testbed(config, self.run_id)
         self.faults = FaultInjector(self.bed)
+        self.sequence = (
+            SequenceRunner(self.bed, self.faults, config.steps) if config.steps else None
+        )
         self.started = time.monotonic()
         self.stop_reason = ""
         self.baseline: dict[str, Any] | None = None
@@ -385,6 +390,7 @@ class Campaign:
         io_start_s = io_stop_s = 0.0
         current_path: int | None = None
         path_ios: list[int] = []
+        steps: list[dict[str, Any]] = []
         passthru = PassthruStats()
         monitor = self.monitor
         assert monitor is not None
@@ -398,7 +404,7 @@ class Campaign:
             io = self._ensure_io(device)
             io_start_s = time.monotonic() - preparing
             phases.mark("window_open")
-            self.faults.prepare(action)
+            self._prepare(action)
             phases.mark("prepare")
             ios_before, counted_from = self._path_ios(device), time.monotonic()
             time.sleep(ccfg.warmup_s + jitter)
@@ -412,22 +418,30 @@ class Campaign:
             )
             if ccfg.path in DYNAMIC_PATH_CHOICES:
                 action = FaultAction(action.kind, chosen)
-            another_path_live = self._another_path_live(device, action)
+            if self.sequence is None:
+                another_path_live = self._another_path_live(device, action)
             # IO the paths completed over the warmup: outside any fault window, exact
             # (the per-path disks' completed counters, read at both ends)
             pre_fault_iops = sum(path_ios) / max(counted_to - counted_from, 1e-6)
             self._wait_for_eod_ratelimit()
             phases.mark("eod_ratelimit")
-            inject_at = time.monotonic() - iteration_start
-            self.faults.inject(action)
-            phases.mark("inject")
-            inject_s = time.monotonic() - iteration_start - inject_at
-            _sleep_unless(ccfg.hold_s, lambda: monitor.hang)
-            phases.mark("hold")
-            restore_at = time.monotonic() - iteration_start
-            self.faults.restore(action)
-            phases.mark("restore")
-            restore_s = time.monotonic() - iteration_start - restore_at
+            if self.sequence is not None:
+                sequence = self.sequence.run(action.path, iteration_start, lambda: monitor.hang)
+                phases.mark("steps")
+                another_path_live = sequence.spared_live
+                steps = sequence.to_dicts()
+                inject_at, restore_at, inject_s, restore_s = sequence_times(sequence)
+            else:
+                inject_at = time.monotonic() - iteration_start
+                self.faults.inject(action)
+                phases.mark("inject")
+                inject_s = time.monotonic() - iteration_start - inject_at
+                _sleep_unless(ccfg.hold_s, lambda: monitor.hang)
+                phases.mark("hold")
+                restore_at = time.monotonic() - iteration_start
+                self.faults.restore(action)
+                phases.mark("restore")
+                restore_s = time.monotonic() - iteration_start - restore_at
             recover_s = self.faults.recover(ccfg.recover_timeout_s, lambda: monitor.hang)
             phases.mark("recover")
             recovered = recover_s is not None
@@ -435,6 +449,8 @@ class Campaign:
             phases.mark("settle")
         except HarnessError as exc:
             error = str(exc)
+            if self.sequence is not None and self.sequence.last is not None:
+                steps = self.sequence.last.to_dicts()
         finally:
             if monitor.hang:
                 stuck = monitor.stuck or stuck_tasks()
@@ -476,6 +492,7 @@ class Campaign:
             current=(current_path, path_ios),
             passthru=passthru,
             phases=phases.seconds,
+            steps=steps,
         )
 
     # --- the campaign's IO ---------------------------------------------------------------------
@@ -633,6 +650,15 @@ class Campaign:
             time.sleep(0.02)
         raise HarnessError(f"no IO on the head {IO_START_TIMEOUT_S:g} s after fio started")
 
+    def _prepare(self, action: FaultAction) -> None:
+        """Before the warmup: the fault's ``prepare``; for a sequence, that of every fault
+        it injects (on the planned path: the identity flip's uuid change is per run)."""
+        if self.sequence is None:
+            self.faults.prepare(action)
+            return
+        for fault in dict.fromkeys(str(s.fault) for s in self.config.steps if s.action == "inject"):
+            self.faults.prepare(FaultAction(fault, action.path))
+
     def _another_path_live(self, device: MultipathDevice, action: FaultAction) -> bool:
         """Whether a path other than the faulted one is live, for a fault that spares it."""
         if not fault_class(str(action.kind)).surviving_path:
@@ -664,6 +690,7 @@ class Campaign:
         current: tuple[int | None, list[int]] = (None, []),
         passthru: PassthruStats | None = None,
         phases: dict[str, float] | None = None,
+        steps: list[dict[str, Any]] | None = None,
     ) -> IterationRecord:
         fio = fio_result
         hang = bool(monitor and monitor.hang) or bool(fio and fio.killed)
@@ -728,6 +755,7 @@ class Campaign:
             fio_run=self.fio_starts,
             kernel_classes=dict(sorted(kernel.classes.items())),
             phases_s=dict(phases or {}),
+            steps=list(steps or []),
         )
         record.verdict = verdict(record)
         return record
@@ -806,6 +834,20 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return json.loads(json.dumps(value, default=str))
+
+
+def sequence_times(sequence: SequenceRun) -> tuple[float, float, float, float]:
+    """(inject_at, restore_at, inject_s, restore_s) of a sequence for the iteration record:
+    its first inject and last restore (seconds from the iteration's start), and the seconds
+    its inject and restore actions took in all."""
+    inject_s = sum(r.action_s for r in sequence.records if r.action == "inject")
+    restore_s = sum(r.action_s for r in sequence.records if r.action == "restore")
+    return (
+        sequence.first_inject_at_s or 0.0,
+        sequence.last_restore_at_s or 0.0,
+        inject_s,
+        restore_s,
+    )
 
 
 def verdict(record: IterationRecord) -> str:

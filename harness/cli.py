@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     say(
         f"campaign {config.campaign.name}: {config.campaign.iterations} iterations of "
-        f"{', '.join(config.campaign.faults)} on {campaign.kernel.release} "
+        f"{_faults_said(config)} on {campaign.kernel.release} "
         f"({variant}, nvme_core {campaign.kernel.srcversion or '?'}) -> {outdir}"
     )
     try:
@@ -142,7 +142,11 @@ def cmd_floor(args: argparse.Namespace) -> int:
     if (outdir / floor.FLOOR_FILE).exists():
         raise HarnessError(f"{outdir} already holds {floor.FLOOR_FILE}", hint="choose a new --out")
     variant = _load_variant(args, config)
-    names = args.ops.split(",") if args.ops else list(floor.ops_for_faults(config.campaign.faults))
+    names = (
+        args.ops.split(",")
+        if args.ops
+        else list(floor.ops_for_faults(config_mod.fault_kinds(config)))
+    )
     say(f"floor: {', '.join(names)} x {args.repeat} on path {args.path}, no fio -> {outdir}")
 
     def show(stats: floor.OpStats) -> None:
@@ -314,6 +318,15 @@ def _print_run_table(outdir: Path) -> None:
     records = list(read_records(outdir / RESULTS_FILE))
     if records:
         print(render_table(summarize(r for r in records if is_iteration(r))), flush=True)
+
+
+def _faults_said(config: config_mod.CampaignConfig) -> str:
+    """``ctrl_delete, ctrl_reset``, or for a [[steps]] campaign ``the sequence
+    port_remove inject [0] -> ctrl_delete inject [0]``."""
+    if not config.steps:
+        return ", ".join(config.campaign.faults)
+    said = [f"{step.fault} {step.action} {list(step.paths)}" for step in config.steps]
+    return "the sequence " + " -> ".join(said)
 
 
 def _build_target_modules(kernel: str, runs: list[PlannedCampaign]) -> None:

@@ -116,6 +116,9 @@ class IterationRecord:
     # eod_ratelimit, inject, hold, restore, recover, settle, window_close, kernel_log): where
     # a cycle's time goes
     phases_s: dict[str, float] = field(default_factory=dict)
+    # a [[steps]] campaign: what each step did and when (harness/steps.py StepRecord), then
+    # the automatic restores (step -1); empty for a one-fault campaign
+    steps: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
