@@ -6,11 +6,50 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from harness.faults import fault_classes
+from harness.faults.base import Param
 from harness.procs import run
 
 MODINFO_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter a config step may give the fault (``args``; faults/base.py Param):
+    its type name (str, int, float, bool), default, allowed strings and bounds."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @classmethod
+    def of(cls, name: str, param: Param) -> ParamInfo:
+        return cls(
+            name=name,
+            type=param.kind.__name__,
+            default=param.default,
+            help=param.help,
+            choices=param.choices,
+            minimum=param.minimum,
+            maximum=param.maximum,
+        )
+
+    def render(self) -> str:
+        """``count (int, default 5, 1..100): help`` / ``state (str, default 'x', one of a, b)``."""
+        facts = [self.type, f"default {self.default!r}"]
+        if self.choices:
+            facts.append("one of " + ", ".join(self.choices))
+        if self.minimum is not None or self.maximum is not None:
+            low = "" if self.minimum is None else f"{self.minimum:g}"
+            high = "" if self.maximum is None else f"{self.maximum:g}"
+            facts.append(f"{low}..{high}")
+        return f"{self.name} ({', '.join(facts)}): {self.help}"
 
 
 @dataclass(frozen=True)
@@ -24,6 +63,7 @@ class FaultInfo:
     requires: tuple[str, ...]
     available: bool | None
     why_not: str
+    params: tuple[ParamInfo, ...] = ()
 
 
 def modinfo_checker(release: str | None) -> Callable[[str], bool]:
@@ -53,6 +93,7 @@ def fault_infos(module_exists: Callable[[str], bool] | None) -> list[FaultInfo]:
                 requires=cls.requires,
                 available=None if module_exists is None else why is None,
                 why_not=why or "",
+                params=tuple(ParamInfo.of(key, param) for key, param in cls.params.items()),
             )
         )
     return infos
@@ -72,6 +113,8 @@ def render(infos: list[FaultInfo]) -> str:
         )
         for need in info.requires:
             lines.append(f"    needs:   {need}")
+        for param in info.params:
+            lines.append(f"    param:   {param.render()}")
     return "\n".join(lines)
 
 
