@@ -100,6 +100,9 @@ class TargetSection:
     # the run's nvmetcli JSON (only where nvmet holds nothing else: restore clears all).
     backend: str = "configfs"
     transport: str = "tcp"
+    # Namespaces of the subsystem (NSIDs 1..namespaces), each with its own backing of
+    # size_mib; fio runs on namespace 1's head, the others are there to be remapped/resized.
+    namespaces: int = 1
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "campaign.baseline_s": (0, 600),
     "target.paths": (2, 8),
     "target.size_mib": (16, 65536),
+    "target.namespaces": (1, 8),
     "target.first_port": (1024, 65000),
     "host.ctrl_loss_tmo": (-1, 3600),
     "host.reconnect_delay": (1, 3600),

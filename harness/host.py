@@ -34,6 +34,8 @@ HOST_NQN_PREFIX = "nqn.2026-11.io.nvmf-harness:host-"
 NVME_CORE_PARAMS = "/sys/module/nvme_core/parameters"
 # nvme_core parameters a config may set ([host] io_timeout, max_retries).
 HOST_MODULE_PARAMS = ("io_timeout", "max_retries")
+# The namespace the workload uses (testbed.NSID); the others exist to be faulted.
+IO_NSID = 1
 
 
 @dataclass(frozen=True)
@@ -76,12 +78,30 @@ class MultipathDevice:
     nqn: str
     heads: tuple[str, ...]  # nvme0n1, ...
     controllers: tuple[ControllerInfo, ...]
+    # The NSID of each head, in the order of ``heads`` (/sys/block/<head>/nsid; 0 where it
+    # could not be read); () when not read.
+    head_nsids: tuple[int, ...] = ()
 
     @property
     def head(self) -> str:
+        """The head IO goes to: namespace IO_NSID's when the NSIDs are known (several
+        namespaces), else the first. HarnessError when there is none, or when the NSIDs are
+        known and IO_NSID's head is missing (never another namespace's head instead)."""
         if not self.heads:
             raise HarnessError(f"subsystem {self.nqn} has no namespace head yet")
-        return self.heads[0]
+        if not any(self.head_nsids):
+            return self.heads[0]
+        head = self.head_for(IO_NSID)
+        if head is None:
+            raise HarnessError(f"subsystem {self.nqn} has no head for namespace {IO_NSID}")
+        return head
+
+    def head_for(self, nsid: int) -> str | None:
+        """The head (nvmeXnY) of namespace ``nsid``, or None."""
+        for head, head_nsid in zip(self.heads, self.head_nsids, strict=False):
+            if head_nsid == nsid:
+                return head
+        return None
 
     @property
     def head_dev(self) -> str:
@@ -157,8 +177,28 @@ class NvmeHost:
                 nqn=nqn,
                 heads=heads,
                 controllers=tuple(ctrl for ctrl in ctrls if ctrl is not None),
+                head_nsids=tuple(self.nsid(head) for head in heads),
             )
         return None
+
+    def nsid(self, disk: str) -> int:
+        """The NSID of a head or per-path disk (/sys/block/<disk>/nsid, core.c:nsid_show);
+        0 when it cannot be read (the disk is going away)."""
+        text = self.kfs.read(f"/sys/block/{disk}/nsid", default="")
+        return int(text) if text.isdigit() else 0
+
+    def disk_uuid(self, disk: str) -> str:
+        """The namespace UUID of a head or per-path disk as the host identified it
+        (/sys/block/<disk>/uuid, core.c:uuid_show: the NGUID when the UUID is null);
+        "" when gone."""
+        return self.kfs.read(f"/sys/block/{disk}/uuid", default="")
+
+    def disk_sectors(self, disk: str) -> int:
+        """The capacity of a head or per-path disk in 512-byte sectors (/sys/block/<disk>/
+        size, set by core.c:nvme_update_disk_info via set_capacity_and_notify); -1 when
+        gone."""
+        text = self.kfs.read(f"/sys/block/{disk}/size", default="")
+        return int(text) if text.isdigit() else -1
 
     def iopolicy(self, device: MultipathDevice) -> str:
         return self.kfs.read(f"{SUBSYS_CLASS}/{device.subsystem}/iopolicy", default="")
@@ -317,13 +357,19 @@ class NvmeHost:
         return errors
 
     def wait_paths(
-        self, nqn: str, endpoints: list[PathEndpoint], timeout_s: float
+        self, nqn: str, endpoints: list[PathEndpoint], timeout_s: float, namespaces: int = 1
     ) -> MultipathDevice | None:
-        """Wait until every endpoint has a live controller and the head exists."""
+        """Wait until every endpoint has a live controller with ``namespaces`` per-path disks
+        and that many heads exist."""
         deadline = time.monotonic() + timeout_s
         while True:
             device = self.find(nqn)
-            if device is not None and device.heads and _all_live(device, endpoints):
+            if (
+                device is not None
+                and len(device.heads) >= namespaces
+                and device.heads
+                and _all_live(device, endpoints, namespaces)
+            ):
                 return device
             if time.monotonic() > deadline:
                 return None
@@ -382,10 +428,10 @@ def restore_module_params(kfs: KernelFs, before: dict[str, str]) -> list[str]:
     return errors
 
 
-def _all_live(device: MultipathDevice, endpoints: list[PathEndpoint]) -> bool:
+def _all_live(device: MultipathDevice, endpoints: list[PathEndpoint], namespaces: int = 1) -> bool:
     for endpoint in endpoints:
         ctrl = device.controller_for(endpoint)
-        if ctrl is None or ctrl.state != "live" or not ctrl.path_disks:
+        if ctrl is None or ctrl.state != "live" or len(ctrl.path_disks) < max(namespaces, 1):
             return False
     return True
 

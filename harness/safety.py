@@ -48,3 +48,14 @@ def require_harness_device(
             )
         return
     raise SafetyError(f"refusing IO to {dev_path}: no NVMe subsystem owns {name}")
+
+
+def require_harness_devices(
+    dev_paths: list[str], expected_nqn: str, expected_serial: str, kfs: KernelFs
+) -> None:
+    """``require_harness_device`` for each of ``dev_paths`` (every head of a run with several
+    namespaces); SafetyError for the first that is not this run's, and for an empty list."""
+    if not dev_paths:
+        raise SafetyError(f"refusing IO: {expected_nqn} has no head to check")
+    for dev_path in dev_paths:
+        require_harness_device(dev_path, expected_nqn, expected_serial, kfs)

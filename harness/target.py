@@ -39,6 +39,15 @@ class NamespaceSpec:
 
 
 @dataclass(frozen=True)
+class NamespaceIdentity:
+    """A namespace's identifiers and backing as nvmet's configfs shows them ("" = leave)."""
+
+    device_uuid: str = ""
+    device_nguid: str = ""
+    device_path: str = ""
+
+
+@dataclass(frozen=True)
 class SubsystemSpec:
     nqn: str
     namespaces: tuple[NamespaceSpec, ...] = ()
@@ -202,6 +211,47 @@ class NvmetTarget:
             self.kfs.write(f"{base}/device_uuid", device_uuid)
         finally:
             self.set_namespace_enabled(nqn, nsid, True)
+
+    def revalidate_size(self, nqn: str, nsid: int) -> None:
+        """Make nvmet re-read an enabled namespace's backing size (configfs.c:
+        nvmet_ns_revalidate_size_store -> core.c:nvmet_ns_revalidate); when it changed, every
+        controller gets a Namespace Attribute Changed AEN (core.c:nvmet_ns_changed) and the
+        host rescans. The kernel refuses (EINVAL) while the namespace is disabled."""
+        self.kfs.write(f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}/revalidate_size", "1")
+
+    def namespace_identity(self, nqn: str, nsid: int) -> NamespaceIdentity:
+        """What a remap swaps: the namespace's device_uuid, device_nguid and device_path."""
+        base = f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}"
+        return NamespaceIdentity(
+            device_uuid=self.kfs.read(f"{base}/device_uuid", default=""),
+            device_nguid=self.kfs.read(f"{base}/device_nguid", default=""),
+            device_path=self.kfs.read(f"{base}/device_path", default=""),
+        )
+
+    def set_namespace_identities(self, nqn: str, changes: dict[int, NamespaceIdentity]) -> None:
+        """Give namespaces new identities at once: disable all of ``changes``' NSIDs, write
+        each one's non-empty fields, enable them all again (even when a write failed).
+        nvmet refuses these writes while a namespace is enabled (configfs.c:
+        nvmet_ns_device_uuid_store and friends: EBUSY). Each disable and enable sends the
+        Namespace Attribute Changed AEN (core.c:nvmet_ns_changed). Raises HarnessError."""
+        for nsid in changes:
+            self.set_namespace_enabled(nqn, nsid, False)
+        try:
+            for nsid, identity in changes.items():
+                base = f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}"
+                for attr in ("device_path", "device_uuid", "device_nguid"):
+                    value = getattr(identity, attr)
+                    if value:
+                        self.kfs.write(f"{base}/{attr}", value)
+        finally:
+            errors: list[str] = []
+            for nsid in changes:
+                try:
+                    self.set_namespace_enabled(nqn, nsid, True)
+                except HarnessError as exc:
+                    errors.append(str(exc))
+            if errors:
+                raise HarnessError(errors[0])
 
     def namespace_uuid(self, nqn: str, nsid: int) -> str:
         return self.kfs.read(f"{NVMET}/subsystems/{nqn}/namespaces/{nsid}/device_uuid", default="")

@@ -33,7 +33,7 @@ from harness.host import (
 )
 from harness.kernelfs import KernelFs
 from harness.net import Network
-from harness.safety import require_harness_device
+from harness.safety import require_harness_device, require_harness_devices
 from harness.target import (
     NQN_PREFIX,
     PORT_ID_BASE,
@@ -64,7 +64,8 @@ class Testbed:
     serial: str = field(default_factory=lambda: secrets.token_hex(10))
     network: Network | None = None
     target: NvmetTarget | None = None
-    backing: backing_mod.Backing | None = None
+    backing: backing_mod.Backing | None = None  # namespace 1's (NSID)
+    more_backings: list[backing_mod.Backing] = field(default_factory=list)  # NSIDs 2, 3, ...
     spec: TargetSpec | None = None
     host: NvmeHost | None = None
     setup_phases: dict[str, float] = field(default_factory=dict)  # seconds per step of up()
@@ -127,10 +128,7 @@ class Testbed:
         with self._phase("network"):
             self.network.setup()
         with self._phase("backing"):
-            if tcfg.backing == "dm":
-                self.backing = backing_mod.create_dm_backing(self.run_id, tcfg.size_mib)
-            else:
-                self.backing = backing_mod.create_file_backing(self.run_id, tcfg.size_mib)
+            self._create_backings()
         self.spec = self.target_spec()
         self.target = NvmetTarget(self.kfs, netns=self.network.netns)
         with self._phase("target"):
@@ -143,15 +141,49 @@ class Testbed:
             for endpoint in self.endpoints:
                 self.connect(endpoint)
         with self._phase("paths_live"):
-            device = self.host.wait_paths(self.nqn, self.endpoints, timeout_s=SETUP_TIMEOUT_S)
+            device = self.host.wait_paths(
+                self.nqn, self.endpoints, timeout_s=SETUP_TIMEOUT_S, namespaces=len(self.nsids)
+            )
         if device is None:
             raise HarnessError(
-                f"paths to {self.nqn} did not all come up in {SETUP_TIMEOUT_S:g} s",
+                f"paths to {self.nqn} (with {len(self.nsids)} namespace(s) each) did not all "
+                f"come up in {SETUP_TIMEOUT_S:g} s",
                 hint="see dmesg",
             )
         with self._phase("iopolicy"):
             self.host.set_iopolicy(device, self.config.host.iopolicy)
             return self.checked_device()
+
+    def _create_backings(self) -> None:
+        """One backing per namespace (target.namespaces), namespace 1's owning the tmpfs."""
+        tcfg = self.config.target
+        count = tcfg.namespaces
+        if tcfg.backing == "dm":
+            self.backing = backing_mod.create_dm_backing(self.run_id, tcfg.size_mib, count)
+        else:
+            self.backing = backing_mod.create_file_backing(self.run_id, tcfg.size_mib, count)
+        for nsid in range(NSID + 1, NSID + count):
+            if tcfg.backing == "dm":
+                more = backing_mod.create_dm_backing(
+                    self.run_id, tcfg.size_mib, count, nsid=nsid, on=self.backing
+                )
+            else:
+                more = backing_mod.add_file_backing(self.backing, nsid, tcfg.size_mib)
+            self.more_backings.append(more)
+
+    def backing_of(self, nsid: int) -> backing_mod.Backing:
+        """The backing of namespace ``nsid``; HarnessError when the bed has none."""
+        backings = [self.backing, *self.more_backings] if self.backing else []
+        if not NSID <= nsid < NSID + len(backings):
+            raise HarnessError(f"the test bed has no namespace {nsid}")
+        found = backings[nsid - NSID]
+        assert found is not None
+        return found
+
+    @property
+    def nsids(self) -> tuple[int, ...]:
+        """The NSIDs of this run's namespaces (1 .. target.namespaces)."""
+        return tuple(range(NSID, NSID + self.config.target.namespaces))
 
     @contextlib.contextmanager
     def _phase(self, name: str) -> Iterator[None]:
@@ -164,16 +196,21 @@ class Testbed:
     def target_spec(self) -> TargetSpec:
         assert self.network is not None and self.backing is not None
         tcfg = self.config.target
-        namespace = NamespaceSpec(
-            nsid=NSID,
-            device_path=self.backing.device_path,
-            device_uuid=str(uuid.uuid4()),
-            buffered_io=self.backing.buffered_io,
+        namespaces = tuple(
+            NamespaceSpec(
+                nsid=nsid,
+                device_path=self.backing_of(nsid).device_path,
+                device_uuid=str(uuid.uuid4()),
+                # several namespaces: an NGUID too, so a remap changes both (ns_remap)
+                device_nguid=str(uuid.uuid4()) if tcfg.namespaces > 1 else "",
+                buffered_io=self.backing_of(nsid).buffered_io,
+            )
+            for nsid in self.nsids
         )
         hosts = () if tcfg.allow_any_host else (self.identity.hostnqn,)
         subsystem = SubsystemSpec(
             nqn=self.nqn,
-            namespaces=(namespace,),
+            namespaces=namespaces,
             allowed_hosts=hosts,
             allow_any_host=tcfg.allow_any_host,
             serial=self.serial,
@@ -217,11 +254,16 @@ class Testbed:
         """The multipath device of this run, after the device interlock.
 
         fio is only ever pointed at a head whose subsystem NQN and serial are the ones this
-        run created; anything else (a real disk, another subsystem) is refused.
+        run created; anything else (a real disk, another subsystem) is refused. Every head
+        the run has (one per namespace) passes the same check; fio uses namespace 1's
+        (``MultipathDevice.head``).
         """
         device = self.device()
         if device is None or not device.heads:
             raise HarnessError(f"no multipath head for {self.nqn}")
+        require_harness_devices(
+            [f"/dev/{head}" for head in device.heads], self.nqn, self.serial, self.kfs
+        )
         require_harness_device(device.head_dev, self.nqn, self.serial, self.kfs)
         return device
 
@@ -236,6 +278,8 @@ class Testbed:
         if self.target is not None:
             errors += self.target.teardown()
             self.target = None
+        while self.more_backings:  # on namespace 1's tmpfs: before it
+            errors += backing_mod.remove_backing(self.more_backings.pop())
         if self.backing is not None:
             errors += backing_mod.remove_backing(self.backing)
             self.backing = None

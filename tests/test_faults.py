@@ -40,7 +40,7 @@ def test_a_second_fault_with_a_taken_name_is_refused() -> None:
 
 def test_surviving_path_is_false_only_where_no_path_can_serve() -> None:
     lost = {name for name, cls in fault_classes().items() if not cls.surviving_path}
-    assert lost == {"ns_disable", "backing_stall"}
+    assert lost == {"ns_disable", "backing_stall", "ns_remap"}
 
 
 @pytest.mark.parametrize(

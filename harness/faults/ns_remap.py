@@ -1,0 +1,228 @@
+"""``ns_remap``: two namespaces of the subsystem swap their identifiers (uuid and nguid),
+their backing (device_path) or both on the target (disable both, write, enable both), as a
+storage array remapping volumes; restore swaps back.
+
+What the host does (6.1): the disable and the enable each send a Namespace Attribute Changed
+AEN (nvmet core.c:nvmet_ns_changed) and the host rescans (core.c:nvme_scan_work). A scan that
+runs while a namespace is disabled removes it from that controller (not in the active list:
+nvme_remove_invalid_namespaces); one that finds it enabled with other identifiers logs
+"identifiers changed for nsid N" and removes it (nvme_validate_ns, nvme_ns_ids_equal); the
+head goes with its last path (nvme_ns_remove). A later scan adds it back under its new
+identity, as a new head (nvme_alloc_ns -> nvme_init_ns_head). Controllers scan
+independently: a new namespace whose identifiers another head still holds is refused
+("duplicate IDs", "IDs don't match for shared namespace") until that head is gone, the race
+blktests nvme/058 exercises. ``inject`` waits until every live controller shows both
+namespaces with their new uuid; when the host has not got there in half ``timeout_s`` it
+rescans every controller once (noted in the record) and waits for the rest.
+
+Swapping ``device_path`` alone keeps the identifiers: the host cannot notice, the data under
+the namespace changes (fio verify fails; that is the point of that variant).
+
+``surviving_path`` is False: the remapped namespaces lose every path at once. With the
+default pair (1, 2) that includes fio's namespace 1, so its EIO is a real loss; a pair that
+leaves namespace 1 out (e.g. 2 and 3) is the neighbour test, and the record's note says so:
+an EIO on namespace 1 then is a multipath bug, whatever the verdict's class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from harness.errors import HarnessError
+from harness.faults.base import Fault, Param, register
+from harness.target import NamespaceIdentity
+from harness.testbed import NSID
+
+if TYPE_CHECKING:
+    from harness.config import CampaignConfig
+    from harness.testbed import Testbed
+
+POLL_S = 0.05
+SWAPS = ("ids", "device_path", "both")
+
+
+def swapped(a: NamespaceIdentity, b: NamespaceIdentity, what: str) -> NamespaceIdentity:
+    """What namespace a gets from b: b's uuid and nguid (``ids``), its device_path
+    (``device_path``) or all three (``both``); the rest stays a's (empty = unchanged)."""
+    ids = what in ("ids", "both")
+    data = what in ("device_path", "both")
+    return NamespaceIdentity(
+        device_uuid=b.device_uuid if ids else "",
+        device_nguid=b.device_nguid if ids else "",
+        device_path=b.device_path if data else "",
+    )
+
+
+def host_uuids(bed: Testbed, nsids: tuple[int, ...]) -> dict[str, dict[int, str]]:
+    """For every live controller of the bed, the uuid the host shows for each of ``nsids``
+    on that controller's per-path disks ("" where the controller has no disk for it)."""
+    assert bed.host is not None
+    device = bed.device()
+    found: dict[str, dict[int, str]] = {}
+    for ctrl in device.controllers if device else ():
+        if ctrl.state != "live":
+            continue
+        shown = dict.fromkeys(nsids, "")
+        for disk in ctrl.path_disks:
+            nsid = bed.host.nsid(disk)
+            if nsid in shown:
+                shown[nsid] = bed.host.disk_uuid(disk).lower()
+        found[ctrl.name] = shown
+    return found
+
+
+def missing(bed: Testbed, expected: dict[int, str]) -> list[str]:
+    """What the host does not show yet: "nvme2: nsid 1" for a live controller without that
+    namespace or with another uuid, "no live controller" when it has none."""
+    shown = host_uuids(bed, tuple(expected))
+    if len(shown) < len(bed.endpoints):
+        return [f"{len(bed.endpoints) - len(shown)} path(s) without a live controller"]
+    return [
+        f"{ctrl}: nsid {nsid}"
+        for ctrl, uuids in sorted(shown.items())
+        for nsid, uuid in expected.items()
+        if uuids[nsid] != uuid.lower()
+    ]
+
+
+@register
+class NsRemap(Fault):
+    name = "ns_remap"
+    restore_order = 85
+    inject_summary = "two namespaces swap uuid/nguid (or device_path) on the target"
+    restore_summary = "they swap back"
+    surviving_path = False  # the remapped namespaces leave every path at once
+    requires = ("target.namespaces >= 2",)
+    params = {
+        "first": Param(int, NSID, "one namespace of the pair (1 = fio's)", minimum=1, maximum=8),
+        "second": Param(int, NSID + 1, "the other namespace", minimum=1, maximum=8),
+        "swap": Param(str, "ids", "what they swap", choices=SWAPS),
+        "timeout_s": Param(
+            float, 20.0, "seconds the host may take to show the new ids", minimum=0.1
+        ),
+    }
+
+    def __init__(self, bed: Testbed) -> None:
+        super().__init__(bed)
+        # nsid -> identity before the first inject (what restore puts back)
+        self._original: dict[int, NamespaceIdentity] = {}
+
+    @classmethod
+    def unmet(cls, config: CampaignConfig) -> str | None:
+        count = config.target.namespaces
+        if count < 2:
+            return f"ns_remap needs target.namespaces >= 2 (it is {count})"
+        for index, step in enumerate(config.steps):
+            if step.fault != cls.name:
+                continue
+            args = cls.check_args(dict(step.args), f"steps[{index}].args")
+            pair = (args["first"], args["second"])
+            if pair[0] == pair[1] or max(pair) > count:
+                return (
+                    f"steps[{index}].args: ns_remap of namespaces {pair[0]} and {pair[1]} needs "
+                    f"two different NSIDs of 1-{count} (target.namespaces)"
+                )
+        return None
+
+    def _pair(self) -> tuple[int, int]:
+        first, second = int(self.args["first"]), int(self.args["second"])
+        if first == second:
+            raise HarnessError(f"ns_remap: namespaces {first} and {second} are one namespace")
+        return first, second
+
+    def inject(self, path: int) -> None:
+        assert self.bed.target is not None
+        first, second = self._pair()
+        target, nqn = self.bed.target, self.bed.nqn
+        now = {nsid: target.namespace_identity(nqn, nsid) for nsid in (first, second)}
+        for nsid, identity in now.items():
+            self._original.setdefault(nsid, identity)
+        what = str(self.args["swap"])
+        changes = {
+            first: swapped(now[first], now[second], what),
+            second: swapped(now[second], now[first], what),
+        }
+        self._apply(changes, now, f"swapped {what} of namespaces {first} and {second}")
+
+    def restore(self, path: int) -> None:
+        """Put back every namespace an inject changed (whatever pair this step names: a
+        half-restored pair would leave two namespaces with one uuid)."""
+        assert self.bed.target is not None
+        target, nqn = self.bed.target, self.bed.nqn
+        back = dict(self._original)
+        if not back:
+            return
+        now = {nsid: target.namespace_identity(nqn, nsid) for nsid in back}
+        if now == back:
+            return
+        self._apply(back, now, f"namespaces {' and '.join(map(str, back))} back as they were")
+        for nsid in back:
+            del self._original[nsid]
+
+    def _apply(
+        self,
+        changes: dict[int, NamespaceIdentity],
+        before: dict[int, NamespaceIdentity],
+        what: str,
+    ) -> None:
+        """Write ``changes`` on the target, then wait for the host to show the resulting
+        uuids (HarnessError when it does not within timeout_s, with one rescan halfway)."""
+        assert self.bed.target is not None and self.bed.host is not None
+        self.bed.target.set_namespace_identities(self.bed.nqn, changes)
+        expected = {
+            nsid: (changes[nsid].device_uuid or before[nsid].device_uuid) for nsid in changes
+        }
+        timeout_s = float(self.args["timeout_s"])
+        start = time.monotonic()
+        rescanned = False
+        while left := missing(self.bed, expected):
+            elapsed = time.monotonic() - start
+            if elapsed > timeout_s:
+                raise HarnessError(
+                    f"ns_remap: {what}, but after {timeout_s:g} s"
+                    f"{' and a rescan' if rescanned else ''} the host still lacks "
+                    + ", ".join(left)
+                )
+            if not rescanned and elapsed > timeout_s / 2:
+                rescanned = True
+                self._rescan_all()
+                self.notes.append(
+                    f"ns_remap: {what}: after {elapsed:.1f} s the host still lacked "
+                    f"{', '.join(left)}; rescanned every controller"
+                )
+            time.sleep(POLL_S)
+        took = time.monotonic() - start
+        fio_ns = NSID in changes
+        self.notes.append(
+            f"ns_remap: {what}; every live controller showed the new uuids after {took:.2f} s"
+            + (
+                f" (fio's namespace {NSID} among them: its EIO is a real loss)"
+                if fio_ns
+                else f" (fio's namespace {NSID} untouched: an EIO on it is a multipath bug)"
+            )
+        )
+
+    def _rescan_all(self) -> None:
+        assert self.bed.host is not None
+        device = self.bed.device()
+        for ctrl in device.controllers if device else ():
+            if ctrl.state == "live":
+                # one that went away meanwhile: the wait names what is missing
+                with contextlib.suppress(HarnessError):
+                    self.bed.host.rescan_controller(ctrl.name)
+
+    def restore_everything(self) -> list[str]:
+        if self.bed.target is None or not self._original:
+            return []
+        target, nqn = self.bed.target, self.bed.nqn
+        back = dict(self._original)
+        try:
+            now = {nsid: target.namespace_identity(nqn, nsid) for nsid in back}
+            if now != back:
+                target.set_namespace_identities(nqn, back)
+        except HarnessError as exc:
+            return [f"ns_remap restore: {exc}"]
+        self._original.clear()
+        return []
