@@ -31,7 +31,7 @@ race: no other path was there to fail over to.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,3 +173,15 @@ def eio_verdict(app_eio: int, eod_race_lines: int, another_path_live: bool) -> s
     if eod_race_lines:
         return Verdict.EIO_RACE
     return Verdict.EIO
+
+
+def tally(records: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Iterations per SEEN_* outcome over results.jsonl records (iterations only: records
+    without ``kernel_classes`` are skipped), every outcome a key: what a run's summary would
+    say about queue-or-fail."""
+    counts = dict.fromkeys((SEEN_QUEUED, SEEN_FAILED, SEEN_QUEUED_THEN_FAILED, SEEN_NEITHER), 0)
+    for record in records:
+        classes = record.get("kernel_classes")
+        if isinstance(classes, Mapping):
+            counts[observed(classes)] += 1
+    return counts

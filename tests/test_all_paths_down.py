@@ -4,6 +4,7 @@ what an iteration's kernel classes say the head did, and the EIO verdict with no
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,3 +176,19 @@ def test_each_scenario_takes_every_path_down_and_its_knobs_give_its_outcome(
         )
         assert config.workload.verify
     assert config.campaign.hang_timeout_s > down_s + 10
+
+
+def test_tally_counts_iterations_per_outcome_and_skips_other_records() -> None:
+    records: list[dict[str, Any]] = [
+        {"kernel_classes": classes_of(REQUEUE)},
+        {"kernel_classes": classes_of(REQUEUE, FAILFAST, FAILING)},
+        {"kernel_classes": classes_of(REQUEUE)},
+        {"kernel_classes": {}},
+        {"kind": "kernel_crash"},  # the VM runner's record, not an iteration
+    ]
+    assert apd.tally(records) == {
+        apd.SEEN_QUEUED: 2,
+        apd.SEEN_FAILED: 0,
+        apd.SEEN_QUEUED_THEN_FAILED: 1,
+        apd.SEEN_NEITHER: 1,
+    }
