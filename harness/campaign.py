@@ -64,6 +64,7 @@ from harness.results import (
     summarize,
     write_json_atomic,
 )
+from harness.stale_write import BLOCK_BYTES, StaleWriteChecker, StaleWriteStats, tail_region
 from harness.steps import SequenceRun, SequenceRunner, sequence_name
 from harness.testbed import NSID, Testbed, new_run_id
 from harness.workload import FioJob, FioResult, bare_fio
@@ -229,11 +230,14 @@ class IoSession:
     last: FioSnapshot
     number: int
     start_s: float  # starting fio until IO flowed on the paths, seconds
+    stale: StaleWriteChecker | None = None  # workload.stale_write_check
 
     def stop(self) -> tuple[int | None, bool]:
         """Stop the readers and fio; (fio's exit status, killed)."""
         if self.readers is not None:
             self.readers.stop()
+        if self.stale is not None:
+            self.stale.stop()  # bounded: a worker wedged in an IO is left to end with it
         return self.fio.stop()
 
 
@@ -392,6 +396,7 @@ class Campaign:
         path_ios: list[int] = []
         steps: list[dict[str, Any]] = []
         passthru = PassthruStats()
+        stale = StaleWriteStats()
         monitor = self.monitor
         assert monitor is not None
         monitor.begin_window()
@@ -462,6 +467,8 @@ class Campaign:
                 phases.mark("window_close")
                 if io.readers is not None:
                     passthru = io.readers.take_window()
+                if io.stale is not None:
+                    stale = io.stale.take_window()
             if error:
                 self.faults.restore_everything()
                 with contextlib.suppress(HarnessError):
@@ -493,6 +500,7 @@ class Campaign:
             passthru=passthru,
             phases=phases.seconds,
             steps=steps,
+            stale=stale,
         )
 
     # --- the campaign's IO ---------------------------------------------------------------------
@@ -526,6 +534,7 @@ class Campaign:
         try:
             self._wait_io_flowing(stream)
             readers = self._start_passthru(device)
+            stale = self._start_stale_write(device)
             first = stream.snapshot()
         except BaseException:
             stream.stop()
@@ -537,6 +546,7 @@ class Campaign:
             last=first,
             number=self.fio_starts,
             start_s=time.monotonic() - started,
+            stale=stale,
         )
         return self.io
 
@@ -599,6 +609,40 @@ class Campaign:
         readers.start()
         return readers
 
+    def _stale_write_region(self, device: MultipathDevice) -> tuple[int, int] | None:
+        """(offset in bytes, logical block size) of the stale-write check's region, the
+        head's last whole MiBs (harness/stale_write.py tail_region); None when it is off."""
+        wcfg = self.config.workload
+        if not wcfg.stale_write_check:
+            return None
+        head = f"/sys/block/{device.head}"
+        lba_bytes = int(self.bed.kfs.read(f"{head}/queue/logical_block_size", default="0"))
+        sectors = int(self.bed.kfs.read(f"{head}/size", default="0"))
+        if lba_bytes <= 0 or sectors <= 0:
+            raise HarnessError(f"{device.head_dev}: no block size or capacity in sysfs")
+        block = max(BLOCK_BYTES, lba_bytes)
+        try:
+            offset, _ = tail_region(sectors * 512, wcfg.stale_write_blocks, block)
+        except ValueError as exc:
+            raise HarnessError(str(exc), hint="lower workload.stale_write_blocks") from None
+        return offset, lba_bytes
+
+    def _start_stale_write(self, device: MultipathDevice) -> StaleWriteChecker | None:
+        """Start the stale-write check on the (interlock-checked) head, if configured."""
+        region = self._stale_write_region(device)
+        if region is None:
+            return None
+        checker = StaleWriteChecker(
+            path=device.head_dev,
+            offset=region[0],
+            blocks=self.config.workload.stale_write_blocks,
+            run_id=self.run_id,
+            lba_bytes=region[1],
+            block_bytes=max(BLOCK_BYTES, region[1]),
+        )
+        checker.start()
+        return checker
+
     def _path_ios(self, device: MultipathDevice | None) -> list[int]:
         """IOs completed so far on each path's per-path disks of ``device`` (the topology
         read at the window's start: the warmup changes none), in path order (0 for a path
@@ -629,9 +673,10 @@ class Campaign:
         sectors = int(self.bed.kfs.read(f"/sys/block/{device.head}/size", default="0"))
         if sectors <= 0:
             raise HarnessError(f"{device.head_dev} has no capacity")
+        stale_region = self._stale_write_region(device)  # fio stays below it
         return FioJob(
             filename=device.head_dev,
-            size_bytes=sectors * 512,
+            size_bytes=stale_region[0] if stale_region else sectors * 512,
             rw=wcfg.rw,
             bs=wcfg.bs,
             iodepth=wcfg.iodepth,
@@ -691,6 +736,7 @@ class Campaign:
         passthru: PassthruStats | None = None,
         phases: dict[str, float] | None = None,
         steps: list[dict[str, Any]] | None = None,
+        stale: StaleWriteStats | None = None,
     ) -> IterationRecord:
         fio = fio_result
         hang = bool(monitor and monitor.hang) or bool(fio and fio.killed)
@@ -751,6 +797,12 @@ class Campaign:
             passthru_commands=passthru.commands if passthru else 0,
             passthru_errors=passthru.errors if passthru else 0,
             passthru_max_s=round(passthru.max_command_s, 3) if passthru else 0.0,
+            stale_writes=stale.stale if stale else 0,
+            stale_write_mismatches=stale.mismatches if stale else 0,
+            stale_write_ios=stale.ios if stale else 0,
+            stale_write_errors=stale.errors if stale else 0,
+            stale_write_max_io_s=round(stale.max_io_s, 3) if stale else 0.0,
+            stale_write_examples=list(stale.examples) if stale else [],
             kmsg_lost=kernel.lost,
             fio_run=self.fio_starts,
             kernel_classes=dict(sorted(kernel.classes.items())),
@@ -858,6 +910,8 @@ def verdict(record: IterationRecord) -> str:
         return Verdict.KERNEL_BUG
     if record.hang or record.hung_task_lines:  # no IO progress, or the kernel saw a hung task
         return Verdict.HANG
+    if record.stale_writes or record.stale_write_mismatches:  # acknowledged data lost
+        return Verdict.STALE_WRITE
     if record.app_eio:
         if record.eod_race_lines:
             return Verdict.EIO_RACE

@@ -138,6 +138,12 @@ class WorkloadSection:
     # with it the race window, lasts as long as one such command. 0: none.
     passthru_readers: int = 0
     passthru_kib: int = 64
+    # The stale-write check beside fio (harness/stale_write.py): threads overwrite
+    # stale_write_blocks blocks of 4 KiB at the head's end (fio's size shrinks by as many
+    # whole MiBs) in a known order, generation N then N+1, and read each back: an older
+    # generation read is the verdict stale_write.
+    stale_write_check: bool = False
+    stale_write_blocks: int = 256
 
 
 @dataclass(frozen=True)
@@ -263,6 +269,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "workload.numjobs": (1, 64),
     "workload.passthru_readers": (0, 16),
     "workload.passthru_kib": (4, 1024),
+    "workload.stale_write_blocks": (1, 65536),
     "widener.delay_us": (1, 5000),
     "widener.sample_every": (1, 1_000_000),
     "kernel.cpus": (1, 64),

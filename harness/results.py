@@ -31,6 +31,9 @@ class Verdict:
     # Namespace with DNR) while another path was live: IO failed that another path could serve.
     APP_ERROR = "app_error"
     VERIFY_FAIL = "verify_fail"  # fio data verification failed
+    # The stale-write check (workload.stale_write_check) read an older generation of a block
+    # than the last acknowledged write, or no valid block of its own: data integrity lost.
+    STALE_WRITE = "stale_write"
     HANG = "hang"  # no IO progress for hang_timeout_s
     KERNEL_BUG = "kernel_bug"  # WARN/BUG/oops in the kernel log
     NOT_RECOVERED = "not_recovered"  # paths did not come back in recover_timeout_s
@@ -43,6 +46,7 @@ FAILING_VERDICTS = frozenset(
         Verdict.EIO,
         Verdict.APP_ERROR,
         Verdict.VERIFY_FAIL,
+        Verdict.STALE_WRITE,
         Verdict.HANG,
         Verdict.KERNEL_BUG,
         Verdict.NOT_RECOVERED,
@@ -105,6 +109,16 @@ class IterationRecord:
     passthru_commands: int = 0
     passthru_errors: int = 0
     passthru_max_s: float = 0.0
+    # The stale-write check (workload.stale_write_check, harness/stale_write.py): reads that
+    # showed an older generation than the last acknowledged write, reads that showed no valid
+    # block of ours (mismatch), IOs completed, IOs failed, the longest IO (s; one in flight
+    # counts with its age), a few examples ("LBA n: read generation g, wrote h").
+    stale_writes: int = 0
+    stale_write_mismatches: int = 0
+    stale_write_ios: int = 0
+    stale_write_errors: int = 0
+    stale_write_max_io_s: float = 0.0
+    stale_write_examples: list[str] = field(default_factory=list)
     kmsg_lost: int = 0  # kernel log records overwritten before the harness read them
     # which fio run of the campaign served this window (1: the first; more: fio was started
     # again because it exited or its head was replaced); 0 in records from before
@@ -229,6 +243,7 @@ class FaultSummary:
     eod_race_lines: int = 0
     race_iterations: int = 0  # app EIO with another path live (the bug's signature)
     verify_failures: int = 0
+    stale_writes: int = 0  # stale and mismatched reads of the stale-write check
     hangs: int = 0
     kernel_bugs: int = 0
     not_recovered: int = 0
@@ -252,6 +267,9 @@ class FaultSummary:
                 self.first_eio_at_s = float(at)
         self.eod_race_lines += int(record.get("eod_race_lines", 0))
         self.verify_failures += int(record.get("verify_failures", 0))
+        self.stale_writes += int(record.get("stale_writes", 0)) + int(
+            record.get("stale_write_mismatches", 0)
+        )
         self.hangs += int(bool(record.get("hang")))
         self.kernel_bugs += int(record.get("kernel_bug_lines", 0) > 0)
         self.not_recovered += int(not record.get("recovered", True))

@@ -45,11 +45,16 @@ class FioJob:
     ioengine: str = "libaio"
     runtime_s: int = 3600  # stopped with SIGINT long before this
 
+    def region_bytes(self) -> int:
+        """Bytes each job writes (whole MiBs); job i covers [i * region, (i + 1) * region),
+        so fio never touches bytes at or beyond ``numjobs * region_bytes()``."""
+        region = self.size_bytes // self.numjobs
+        return region - region % (1024 * 1024)
+
     def argv(self, output: Path | None, output_format: str = "json") -> list[str]:
         """fio's argument list; results as ``output_format`` into ``output`` (stdout when
         None). Every IO error is one stderr line (``error_dump``), also the non-fatal ones."""
-        region = self.size_bytes // self.numjobs
-        region -= region % (1024 * 1024)
+        region = self.region_bytes()
         if region <= 0:  # fio reads --size=0 as "the whole device": jobs would overlap
             raise HarnessError(
                 f"{self.filename}: {self.size_bytes} bytes cannot hold {self.numjobs} fio jobs "

@@ -191,6 +191,7 @@ def test_every_verdict_is_reachable() -> None:
         {"verify_failures": 1},
         {"recovered": False},
         {"app_other_errors": 1, "another_path_live": True},
+        {"stale_writes": 1},
     ]
     assert {judged(**case) for case in cases} == names
 
