@@ -5,6 +5,7 @@ iopolicy takes numa and round-robin only (EINVAL otherwise), rescan_controller i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -220,6 +221,7 @@ def test_connect_storm_cycles_the_chosen_path_only(tmp_path: Path) -> None:
     assert fake.ctrl(0) == other  # the other path is never touched
     (note,) = injector.take_notes()
     assert note.startswith("connect_storm path 1: 3 cycles in ")
+    assert re.search(r"delete_s \d+\.\d\d/\d+\.\d\d/\d+\.\d\d, connect_s \d+\.\d\d/", note)
     assert note.endswith("controllers nvme2 nvme3 nvme4")
     injector.restore(FaultAction("connect_storm", 1))
     assert fake.fs.log[-1] == ("connect", "nvme4")  # connected already: restore adds none
