@@ -409,6 +409,18 @@ def test_ns_remap_rescans_once_when_the_host_lags(
     assert "rescanned every controller" in notes[0] and "nsid 1" in notes[0]
 
 
+def test_ns_remap_without_rescan_leaves_a_lagging_host_as_it_is(
+    fake: FakeNsBed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = react(monkeypatch, fake, on="rescan")
+    injector = FaultInjector(fake.bed)
+    action = FaultAction("ns_remap", 0, (("timeout_s", 0.3), ("rescan", False)))
+    with pytest.raises(HarnessError, match=r"after 0.3 s the host still lacks nvme\d+: nsid 1"):
+        injector.inject(action)
+    assert log == ["identities [1, 2]"]  # no rescan
+    assert injector.restore_everything() == []
+
+
 def test_ns_remap_fails_in_one_line_when_the_host_never_follows(
     fake: FakeNsBed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
