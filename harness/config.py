@@ -100,6 +100,9 @@ class TargetSection:
     # the run's nvmetcli JSON (only where nvmet holds nothing else: restore clears all).
     backend: str = "configfs"
     transport: str = "tcp"
+    # ANA groups 1..ana_groups on every port, each optimized at setup; namespace 1 is in
+    # group 1. ana_change and ana_swap act on every group of a port unless told one.
+    ana_groups: int = 1
     # Namespaces of the subsystem (NSIDs 1..namespaces), each with its own backing of
     # size_mib; fio runs on namespace 1's head, the others are there to be remapped/resized.
     namespaces: int = 1
@@ -255,6 +258,7 @@ BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "campaign.hang_timeout_s": (1, 3600),
     "campaign.baseline_s": (0, 600),
     "target.paths": (2, 8),
+    "target.ana_groups": (1, 128),  # NVMET_MAX_ANAGRPS (drivers/nvme/target/nvmet.h)
     "target.size_mib": (16, 65536),
     "target.namespaces": (1, 8),
     "target.first_port": (1024, 65000),

@@ -25,6 +25,7 @@ PORT_ID_BASE = 6000
 PORT_ID_COUNT = 64
 ANA_STATES = ("optimized", "non-optimized", "inaccessible", "persistent-loss", "change")
 DEFAULT_ANA_GROUP = 1
+MAX_ANA_GROUPS = 128  # NVMET_MAX_ANAGRPS (drivers/nvme/target/nvmet.h)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,26 @@ class TargetSpec:
             if port.portid == portid:
                 return port
         raise HarnessError(f"target has no port {portid}")
+
+
+def port_ana_groups(spec: TargetSpec | None, portid: int) -> tuple[int, ...]:
+    """The ANA group ids (1-128) port ``portid`` has in ``spec``, in spec order; the default
+    group alone when there is no spec (none applied yet, or torn down) or no such port:
+    nvmet gives every port group 1 (configfs.c:nvmet_ports_make)."""
+    if spec is not None:
+        for port in spec.ports:
+            if port.portid == portid:
+                return tuple(group.grpid for group in port.ana_groups)
+    return (DEFAULT_ANA_GROUP,)
+
+
+def ana_groups_spec(count: int) -> tuple[AnaGroupSpec, ...]:
+    """Groups 1..``count``, all optimized: what every port of a bed with ``target.ana_groups
+    = count`` has. A group nvmet has not been told about is inaccessible on a port
+    (configfs.c:nvmet_ports_make), so each one is created and set (``_create_port``)."""
+    if not 1 <= count <= MAX_ANA_GROUPS:
+        raise HarnessError(f"ANA groups: {count} is out of range [1, {MAX_ANA_GROUPS}]")
+    return tuple(AnaGroupSpec(grpid) for grpid in range(1, count + 1))
 
 
 def is_harness_port(portid: int) -> bool:

@@ -42,6 +42,7 @@ from harness.target import (
     PortSpec,
     SubsystemSpec,
     TargetSpec,
+    ana_groups_spec,
     load_modules,
 )
 
@@ -223,6 +224,7 @@ class Testbed:
                 trsvcid=link.endpoint.trsvcid,
                 trtype=tcfg.transport,
                 subsystems=(self.nqn,),
+                ana_groups=ana_groups_spec(tcfg.ana_groups),
             )
             for link in self.network.links
         )
