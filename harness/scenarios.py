@@ -3,11 +3,13 @@
 ``nvmf-harness scenarios`` runs each config in a VM on one module variant (normally
 ``unfixed``) and tabulates, from the results alone: iterations, race iterations (app EIO with
 the EOD-race line while another path was live), hit rate, time from campaign start to the
-first EIO, mean cycle time, and the expected time to a first hit (cycle / hit rate).
+first EIO, mean cycle time, the expected time to a first hit (cycle / hit rate), and every
+verdict counted (what a scenario that is not about the race found: hangs, expected EIOs...).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,16 @@ class ScenarioResult:
     mean_cycle_s: float
     expected_s_to_first_hit: float | None
     widener_mean_delay_us: float | None
+    # every iteration's verdict, counted ("pass 4, expected_eio 1"): what the scenario found
+    verdicts: str = ""
+
+
+def verdict_counts(records: list[dict[str, Any]]) -> str:
+    """``pass 4, expected_eio 1``: the records' verdicts with their counts, most first."""
+    counts = Counter(str(r.get("verdict", "?")) for r in records)
+    return ", ".join(
+        f"{name} {n}" for name, n in sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+    )
 
 
 def scenario_result(name: str, results_dir: Path) -> ScenarioResult:
@@ -65,6 +77,7 @@ def scenario_result(name: str, results_dir: Path) -> ScenarioResult:
         mean_cycle_s=round(cycle, 2),
         expected_s_to_first_hit=round(cycle / rate, 1) if rate else None,
         widener_mean_delay_us=delay,
+        verdicts=verdict_counts(records),
     )
 
 
@@ -80,6 +93,7 @@ COLUMNS = (
     ("cycle s", "mean_cycle_s"),
     ("E[s to hit]", "expected_s_to_first_hit"),
     ("widen us", "widener_mean_delay_us"),
+    ("verdicts", "verdicts"),
 )
 
 

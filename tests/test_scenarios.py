@@ -65,3 +65,14 @@ def test_markdown_and_files(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0].startswith("| scenario |") and lines[2].startswith("| s | unfixed | yes |")
     assert json.loads((tmp_path / "scenarios.json").read_text())[0]["hit_rate"] == 1.0
+
+
+def test_every_verdict_is_counted_most_first(tmp_path: Path) -> None:
+    records = [_record(i, 0, 0) for i in range(1, 6)]
+    for record, verdict in zip(
+        records, ["pass", "hang", "pass", "expected_eio", "pass"], strict=True
+    ):
+        record["verdict"] = verdict
+    result = scenario_result("s", _results(tmp_path, records))
+    assert result.verdicts == "pass 3, expected_eio 1, hang 1"
+    assert markdown([result]).splitlines()[2].endswith("| pass 3, expected_eio 1, hang 1 |")
