@@ -12,6 +12,7 @@ from typing import cast
 import pytest
 
 from harness import config as config_mod
+from harness import testbed as testbed_mod
 from harness.backing import Backing
 from harness.campaign import Campaign, plan, resolve_path
 from harness.config import CampaignConfig
@@ -20,7 +21,6 @@ from harness.faults import FaultAction, FaultInjector, all_paths_ready
 from harness.host import HostIdentity, NvmeHost
 from harness.net import Network
 from harness.target import NvmetTarget, find_leftovers
-from harness.testbed import Testbed
 from tests.fakes import FakeNvmetFs, FakeSysfs
 from tests.test_floor import FakeBed, FakeKernel, FakePath, as_testbed
 
@@ -42,9 +42,10 @@ def test_more_than_eight_or_fewer_than_two_ports_is_one_line(paths: int) -> None
         n_port_config(paths)
 
 
-def bed_with_network(tmp_path: Path, paths: int, network: str = "loopback") -> Testbed:
+def bed_with_network(tmp_path: Path, paths: int, network: str = "loopback") -> testbed_mod.Testbed:
     """A Testbed whose network is planned (not set up) and whose backing is a plain file."""
-    bed = Testbed(n_port_config(paths, network), RUN_ID, kfs=FakeNvmetFs.create(tmp_path))
+    kfs = FakeNvmetFs.create(tmp_path)
+    bed = testbed_mod.Testbed(n_port_config(paths, network), RUN_ID, kfs=kfs)
     bed.network = Network(network, paths, first_port=4421)
     bed.backing = Backing(device_path=str(tmp_path / "ns1.img"), buffered_io=True)
     return bed
@@ -80,10 +81,10 @@ def test_n_ports_are_created_linked_unlinked_and_all_torn_down(tmp_path: Path, p
     assert find_leftovers(kfs) == []
 
 
-def sysfs_bed(tmp_path: Path, paths: int) -> tuple[Testbed, FakeSysfs, list[str]]:
+def sysfs_bed(tmp_path: Path, paths: int) -> tuple[testbed_mod.Testbed, FakeSysfs, list[str]]:
     """A Testbed over a fake /sys with one live, optimized controller per path."""
     sysfs = FakeSysfs(tmp_path / "sys-root")
-    bed = Testbed(n_port_config(paths), RUN_ID, kfs=sysfs.kfs)
+    bed = testbed_mod.Testbed(n_port_config(paths), RUN_ID, kfs=sysfs.kfs)
     bed.network = Network("loopback", paths, first_port=4421)
     bed.host = NvmeHost(sysfs.kfs, HostIdentity.generate())
     ports = tuple(e.trsvcid for e in bed.endpoints)
