@@ -398,15 +398,39 @@ def test_ns_remap_of_device_paths_keeps_the_ids(
     assert _identity(fake, 1) == one
 
 
-def test_ns_remap_rescans_once_when_the_host_lags(
+def test_ns_remap_rescans_the_lagging_controllers_when_the_host_lags(
     fake: FakeNsBed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = react(monkeypatch, fake, on="rescan")
     injector = FaultInjector(fake.bed)
     injector.inject(FaultAction("ns_remap", 0, (("timeout_s", 0.4),)))
-    assert log == ["identities [1, 2]", *(f"rescan {ctrl}" for ctrl in fake.ctrls)]
+    assert log == ["identities [1, 2]", *(f"rescan {ctrl}" for ctrl in sorted(fake.ctrls))]
     notes = injector.take_notes()
-    assert "rescanned every controller" in notes[0] and "nsid 1" in notes[0]
+    assert "rescanning those controllers" in notes[0] and "nsid 1" in notes[0]
+    assert "after" in notes[1] and "and 1 rescan(s)" in notes[1]
+
+
+def test_ns_remap_rescans_again_until_the_host_follows(
+    fake: FakeNsBed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rescan refused again (another controller still held the old head) is repeated
+    every RESCAN_EVERY_S; the note counts them."""
+    from harness.faults import ns_remap
+
+    monkeypatch.setattr(ns_remap, "RESCAN_EVERY_S", 0.05)
+    log = react(monkeypatch, fake, on="nothing")
+    host_rescan: Any = NvmeHost.rescan_controller
+
+    def second_round_follows(self: NvmeHost, ctrl: str) -> None:
+        host_rescan(self, ctrl)
+        if log.count(f"rescan {fake.ctrls[0]}") >= 2:
+            fake.host_follows()
+
+    monkeypatch.setattr(NvmeHost, "rescan_controller", second_round_follows)
+    injector = FaultInjector(fake.bed)
+    injector.inject(FaultAction("ns_remap", 0, (("timeout_s", 2.0),)))
+    assert log.count(f"rescan {fake.ctrls[0]}") == 2
+    assert "and 2 rescan(s)" in injector.take_notes()[-1]
 
 
 def test_ns_remap_without_rescan_leaves_a_lagging_host_as_it_is(
@@ -415,7 +439,9 @@ def test_ns_remap_without_rescan_leaves_a_lagging_host_as_it_is(
     log = react(monkeypatch, fake, on="rescan")
     injector = FaultInjector(fake.bed)
     action = FaultAction("ns_remap", 0, (("timeout_s", 0.3), ("rescan", False)))
-    with pytest.raises(HarnessError, match=r"after 0.3 s the host still lacks nvme\d+: nsid 1"):
+    with pytest.raises(
+        HarnessError, match=r"after 0.3 s and 0 rescan\(s\) the host still lacks nvme\d+: nsid 1"
+    ):
         injector.inject(action)
     assert log == ["identities [1, 2]"]  # no rescan
     assert injector.restore_everything() == []
@@ -426,7 +452,9 @@ def test_ns_remap_fails_in_one_line_when_the_host_never_follows(
 ) -> None:
     react(monkeypatch, fake, on="nothing")
     injector = FaultInjector(fake.bed)
-    with pytest.raises(HarnessError, match=r"and a rescan the host still lacks nvme\d+: nsid 1"):
+    with pytest.raises(
+        HarnessError, match=r"and 1 rescan\(s\) the host still lacks nvme\d+: nsid 1"
+    ):
         injector.inject(FaultAction("ns_remap", 0, (("timeout_s", 0.2),)))
     # the target side is put back by restore_everything
     assert injector.restore_everything() == []

@@ -13,10 +13,11 @@ independently: a new namespace whose identifiers another head still holds is ref
 ("duplicate IDs", "IDs don't match for shared namespace") until that head is gone, the race
 blktests nvme/058 exercises. ``inject`` waits until every live controller shows both
 namespaces with their new uuid; when the host has not got there in half ``timeout_s`` it
-rescans every controller once (noted in the record; ``rescan = false``: never) and waits
-for the rest. Measured on 6.1.192 under TCG (testcases/test_034): after 4 of 6 id swaps
-one controller kept lacking both namespaces ("duplicate IDs in subsystem for nsid 1",
-"IDs don't match for shared namespace 2") until that rescan: the host retries nothing
+rescans the controllers that still lack them, again every RESCAN_EVERY_S (noted in the
+record with the count; ``rescan = false``: never) and waits for the rest. Measured on
+6.1.192 under TCG (testcases/test_034, 2 paths): after 4 of 6 id swaps one controller kept
+lacking both namespaces ("duplicate IDs in subsystem for nsid 1", "IDs don't match for
+shared namespace 2") until rescanned: the host retries nothing
 (core.c:nvme_validate_ns "TODO: we should probably schedule a delayed retry here").
 
 Swapping ``device_path`` alone keeps the identifiers: the host cannot notice, the data under
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from harness.testbed import Testbed
 
 POLL_S = 0.05
+RESCAN_EVERY_S = 2.0  # between rescans of controllers that still lack the new identity
 SWAPS = ("ids", "device_path", "both")
 
 
@@ -109,9 +112,7 @@ class NsRemap(Fault):
         # 6.1's host does not retry a namespace it failed to add ("duplicate IDs in
         # subsystem", "IDs don't match for shared namespace": core.c:nvme_init_ns_head)
         # until the next AEN; False leaves it so (the wait then fails: the finding).
-        "rescan": Param(
-            bool, True, "rescan every controller once when the host lags half of timeout_s"
-        ),
+        "rescan": Param(bool, True, "rescan lagging controllers from half of timeout_s on"),
     }
 
     def __init__(self, bed: Testbed) -> None:
@@ -167,46 +168,58 @@ class NsRemap(Fault):
         now = {nsid: target.namespace_identity(nqn, nsid) for nsid in back}
         if now == back:
             return
-        self._apply(back, now, f"namespaces {' and '.join(map(str, back))} back as they were")
-        for nsid in back:
-            del self._original[nsid]
+        # the target is as it was once written, whether or not the host follows
+        self._apply(
+            back,
+            now,
+            f"namespaces {' and '.join(map(str, back))} back as they were",
+            written=self._original.clear,
+        )
 
     def _apply(
         self,
         changes: dict[int, NamespaceIdentity],
         before: dict[int, NamespaceIdentity],
         what: str,
+        written: Callable[[], None] = lambda: None,
     ) -> None:
-        """Write ``changes`` on the target, then wait for the host to show the resulting
-        uuids (HarnessError when it does not within timeout_s, with one rescan halfway)."""
+        """Write ``changes`` on the target (then call ``written``), and wait for the host to
+        show the resulting uuids on every live controller. With ``rescan``, controllers that
+        still lack them are rescanned at half of timeout_s and again every RESCAN_EVERY_S
+        (a rescan that runs while another controller still holds the old head is refused
+        again: "IDs don't match for shared namespace"). HarnessError after timeout_s."""
         assert self.bed.target is not None and self.bed.host is not None
         self.bed.target.set_namespace_identities(self.bed.nqn, changes)
+        written()
         expected = {
             nsid: (changes[nsid].device_uuid or before[nsid].device_uuid) for nsid in changes
         }
         timeout_s = float(self.args["timeout_s"])
         start = time.monotonic()
-        rescanned = False
+        next_rescan = timeout_s / 2
+        rescans = 0
         while left := missing(self.bed, expected):
             elapsed = time.monotonic() - start
             if elapsed > timeout_s:
                 raise HarnessError(
-                    f"ns_remap: {what}, but after {timeout_s:g} s"
-                    f"{' and a rescan' if rescanned else ''} the host still lacks "
-                    + ", ".join(left)
+                    f"ns_remap: {what}, but after {timeout_s:g} s and {rescans} rescan(s) the "
+                    "host still lacks " + ", ".join(left)
                 )
-            if not rescanned and self.args["rescan"] and elapsed > timeout_s / 2:
-                rescanned = True
-                self._rescan_all()
-                self.notes.append(
-                    f"ns_remap: {what}: after {elapsed:.1f} s the host still lacked "
-                    f"{', '.join(left)}; rescanned every controller"
-                )
+            if self.args["rescan"] and elapsed > next_rescan:
+                if not rescans:
+                    self.notes.append(
+                        f"ns_remap: {what}: after {elapsed:.1f} s the host still lacked "
+                        f"{', '.join(left)}; rescanning those controllers"
+                    )
+                rescans += 1
+                next_rescan = elapsed + RESCAN_EVERY_S
+                self._rescan(sorted({item.split(":")[0] for item in left}))
             time.sleep(POLL_S)
         took = time.monotonic() - start
         fio_ns = NSID in changes
         self.notes.append(
             f"ns_remap: {what}; every live controller showed the new uuids after {took:.2f} s"
+            + (f" and {rescans} rescan(s)" if rescans else " without a rescan")
             + (
                 f" (fio's namespace {NSID} among them: its EIO is a real loss)"
                 if fio_ns
@@ -214,14 +227,15 @@ class NsRemap(Fault):
             )
         )
 
-    def _rescan_all(self) -> None:
+    def _rescan(self, ctrls: list[str]) -> None:
+        """Queue a namespace scan on each of ``ctrls`` (controller names; a path without a
+        live controller is left to recover)."""
         assert self.bed.host is not None
-        device = self.bed.device()
-        for ctrl in device.controllers if device else ():
-            if ctrl.state == "live":
+        for ctrl in ctrls:
+            if ctrl.startswith("nvme"):
                 # one that went away meanwhile: the wait names what is missing
                 with contextlib.suppress(HarnessError):
-                    self.bed.host.rescan_controller(ctrl.name)
+                    self.bed.host.rescan_controller(ctrl)
 
     def restore_everything(self) -> list[str]:
         if self.bed.target is None or not self._original:
