@@ -291,3 +291,35 @@ def test_a_region_too_large_for_the_head_is_one_line(tmp_path: Path) -> None:
     )
     with pytest.raises(HarnessError, match=r"lower workload\.stale_write_blocks"):
         campaign._fio_job(device)
+
+
+def test_threads_flag_lost_writes_on_a_shared_device() -> None:
+    """Workers on one shared device that acknowledges every 25th write without landing it:
+    each lost write leaves the older generation, and the workers count it as stale."""
+    shared = MemoryIo()
+    lock = threading.Lock()
+
+    class Lossy:
+        def write(self, offset: int, data: bytes) -> None:
+            with lock:
+                shared.writes += 1
+                if shared.writes % 25:
+                    shared.blocks[offset] = data
+
+        def read(self, offset: int, length: int) -> bytes:
+            with lock:
+                return shared.read(offset, length)
+
+        def close(self) -> None:
+            pass
+
+    check = checker(blocks=16, threads=4, open_io=Lossy)
+    check.start()
+    time.sleep(0.3)
+    assert check.stop(timeout_s=5) == 0
+    stats = check.take_window()
+    lost = shared.writes // 25
+    assert lost >= 4 and stats.errors == 0
+    # a lost generation N+1 leaves N: one stale read; a lost N is overwritten by N+1 before
+    # any read
+    assert 0 < stats.stale <= lost and stats.mismatches == 0, (stats, lost)
