@@ -100,8 +100,9 @@ class TargetSection:
     # the run's nvmetcli JSON (only where nvmet holds nothing else: restore clears all).
     backend: str = "configfs"
     transport: str = "tcp"
-    # ANA groups 1..ana_groups on every port, each optimized at setup; namespace 1 is in
-    # group 1. ana_change and ana_swap act on every group of a port unless told one.
+    # ANA groups 1..ana_groups on every port, each optimized at setup; namespace n is in
+    # group (n - 1) % ana_groups + 1 (namespace 1 in group 1). ana_change and ana_swap act
+    # on every group of a port unless told one (args.group).
     ana_groups: int = 1
     # Namespaces of the subsystem (NSIDs 1..namespaces), each with its own backing of
     # size_mib; fio runs on namespace 1's head, the others are there to be remapped/resized.

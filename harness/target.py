@@ -108,6 +108,14 @@ def ana_groups_spec(count: int) -> tuple[AnaGroupSpec, ...]:
     return tuple(AnaGroupSpec(grpid) for grpid in range(1, count + 1))
 
 
+def namespace_ana_group(nsid: int, groups: int) -> int:
+    """The ANA group of namespace ``nsid`` (1-based) on a bed with ``groups`` ANA groups:
+    round robin, (nsid - 1) % groups + 1, so namespace 1 is always in group 1 and with as
+    many groups as namespaces each namespace has its own group (written to the namespace's
+    ana_grpid before it is enabled: configfs.c:nvmet_ns_ana_grpid_store)."""
+    return (nsid - 1) % max(groups, 1) + 1
+
+
 def is_harness_port(portid: int) -> bool:
     return PORT_ID_BASE <= portid < PORT_ID_BASE + PORT_ID_COUNT
 

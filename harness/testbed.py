@@ -44,6 +44,7 @@ from harness.target import (
     TargetSpec,
     ana_groups_spec,
     load_modules,
+    namespace_ana_group,
 )
 
 NSID = 1
@@ -205,6 +206,7 @@ class Testbed:
                 # several namespaces: an NGUID too, so a remap changes both (ns_remap)
                 device_nguid=str(uuid.uuid4()) if tcfg.namespaces > 1 else "",
                 buffered_io=self.backing_of(nsid).buffered_io,
+                ana_grpid=namespace_ana_group(nsid, tcfg.ana_groups),
             )
             for nsid in self.nsids
         )

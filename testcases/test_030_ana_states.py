@@ -28,27 +28,29 @@ WINDOW_S = 3.0  # IO counted over this long; a TCG guest completes thousands of 
 STATE_TIMEOUT_S = 20.0  # < 2 x ANATT (20 s): "change" resets the controller after that
 
 
-def _ana(bed: Testbed, path: int) -> str:
-    """The ANA state of ``path``'s per-path disk ("" without a controller or disk)."""
+def _ana(bed: Testbed, path: int, nsid: int = 1) -> str:
+    """The ANA state of ``path``'s per-path disk of namespace ``nsid`` ("" without a
+    controller or such a disk)."""
     device = bed.device()
     ctrl = device.controller_for(bed.endpoints[path]) if device else None
-    if ctrl is None or not ctrl.path_disks:
-        return ""
     assert bed.host is not None
-    return bed.host.ana_state(ctrl.path_disks[0])
+    for disk in ctrl.path_disks if ctrl else ():
+        if bed.host.nsid(disk) == nsid:
+            return bed.host.ana_state(disk)
+    return ""
 
 
-def _wait_ana(bed: Testbed, expected: list[str]) -> None:
-    """Wait until path i's per-path disk shows expected[i]; AssertionError after
-    STATE_TIMEOUT_S with what each path showed."""
+def _wait_ana(bed: Testbed, expected: list[str], nsid: int = 1) -> None:
+    """Wait until path i's per-path disk of namespace ``nsid`` shows expected[i];
+    AssertionError after STATE_TIMEOUT_S with what each path showed."""
     deadline = time.monotonic() + STATE_TIMEOUT_S
     seen: list[str] = []
     while time.monotonic() < deadline:
-        seen = [_ana(bed, path) for path in range(len(expected))]
+        seen = [_ana(bed, path, nsid) for path in range(len(expected))]
         if seen == expected:
             return
         time.sleep(0.05)
-    raise AssertionError(f"per-path ANA states {seen}, expected {expected}")
+    raise AssertionError(f"namespace {nsid}: per-path ANA states {seen}, expected {expected}")
 
 
 def _ios(bed: Testbed) -> list[int]:
@@ -102,10 +104,11 @@ def _act(faults: FaultInjector, how: str, kind: str, path: int, **args: Any) -> 
 
 @pytest.fixture
 def ana_bed(smoke_config: CampaignConfig, request: pytest.FixtureRequest) -> Iterator[Testbed]:
-    """A round-robin two-path bed; target.ana_groups is the indirect parameter (1 without)."""
+    """A round-robin two-path bed; the indirect parameter is target.ana_groups and
+    target.namespaces (1 each without)."""
     groups = int(getattr(request, "param", 1))
     config = config_mod.override(smoke_config, "host", iopolicy="round-robin")
-    config = config_mod.override(config, "target", ana_groups=groups)
+    config = config_mod.override(config, "target", ana_groups=groups, namespaces=groups)
     bed = Testbed(config, new_run_id())
     bed.up()
     try:
@@ -172,8 +175,10 @@ def test_ana_swap_moves_io_to_the_other_path(ana_bed: Testbed, results_dir: Path
     assert all(restored), windows
 
 
-@pytest.mark.parametrize("ana_bed", [2], indirect=True, ids=["ana_groups=2"])
-def test_a_second_ana_group_leaves_namespace_1_alone(ana_bed: Testbed, results_dir: Path) -> None:
+@pytest.mark.parametrize("ana_bed", [2], indirect=True, ids=["2 groups, 2 namespaces"])
+def test_each_ana_group_carries_its_namespace(ana_bed: Testbed, results_dir: Path) -> None:
+    """Namespace 1 in group 1, namespace 2 in group 2 (namespace_ana_group); fio on
+    namespace 1's head."""
     bed = ana_bed
     assert bed.target is not None
     assert bed.target.ana_state(bed.portid(1), 2) == "optimized"
@@ -183,19 +188,19 @@ def test_a_second_ana_group_leaves_namespace_1_alone(ana_bed: Testbed, results_d
     try:
         _wait_io_on_all(bed, run)
         _act(faults, "inject", "ana_change", 0, group=2)
-        assert bed.target.ana_state(bed.portid(0), 2) == "inaccessible"
-        time.sleep(1.0)  # the AEN and the host's ANA log read
-        _wait_ana(bed, ["optimized", "optimized"])
+        _wait_ana(bed, ["inaccessible", "optimized"], nsid=2)
+        _wait_ana(bed, ["optimized", "optimized"], nsid=1)
         windows["group 2 inaccessible on port 0"] = _window(bed)
-        _act(faults, "inject", "ana_change", 0, group=1)
-        _wait_ana(bed, ["inaccessible", "optimized"])
-        windows["group 1 inaccessible on port 0"] = _window(bed)
+        _act(faults, "inject", "ana_change", 0, group=1, state="non-optimized")
+        _wait_ana(bed, ["non-optimized", "optimized"], nsid=1)
+        _wait_ana(bed, ["inaccessible", "optimized"], nsid=2)
+        windows["group 1 non-optimized on port 0"] = _window(bed)
         _act(faults, "restore", "ana_change", 0)  # every group of port 0
-        _wait_ana(bed, ["optimized", "optimized"])
-        assert bed.target.ana_state(bed.portid(0), 2) == "optimized"
+        _wait_ana(bed, ["optimized", "optimized"], nsid=1)
+        _wait_ana(bed, ["optimized", "optimized"], nsid=2)
     finally:
         result = run.stop()
-    print(f"IOs per path over {WINDOW_S:g} s: {windows}")
+    print(f"IOs per path over {WINDOW_S:g} s (namespace 1's head): {windows}")
     assert result.total_errors == 0, result.error_lines
     other_group, own_group = windows.values()
     assert all(other_group), windows

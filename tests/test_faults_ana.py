@@ -26,6 +26,7 @@ from harness.target import (
     SubsystemSpec,
     TargetSpec,
     ana_groups_spec,
+    namespace_ana_group,
     port_ana_groups,
 )
 from tests.fakes import FakeNvmetFs
@@ -48,13 +49,24 @@ class AnaBed:
         return PORT_ID_BASE + path
 
 
-def make_bed(tmp_path: Path, paths: int = 2, groups: int = 1) -> tuple[AnaBed, FakeNvmetFs]:
+def make_bed(
+    tmp_path: Path, paths: int = 2, groups: int = 1, namespaces: int = 1
+) -> tuple[AnaBed, FakeNvmetFs]:
+    """A bed like Testbed.target_spec makes: ``paths`` ports with ANA groups 1..``groups``,
+    namespaces 1..``namespaces`` spread over the groups (namespace_ana_group)."""
     kfs = FakeNvmetFs.create(tmp_path / "root")
     spec = TargetSpec(
         subsystems=(
             SubsystemSpec(
                 nqn=NQN,
-                namespaces=(NamespaceSpec(1, "/var/tmp/nvmf-harness/ns1.img"),),
+                namespaces=tuple(
+                    NamespaceSpec(
+                        nsid,
+                        f"/var/tmp/nvmf-harness/ns{nsid}.img",
+                        ana_grpid=namespace_ana_group(nsid, groups),
+                    )
+                    for nsid in range(1, namespaces + 1)
+                ),
                 allow_any_host=True,
             ),
         ),
@@ -300,3 +312,12 @@ def test_every_port_gets_the_groups_optimized_and_teardown_removes_them(tmp_path
     assert kfs.entries() == set()
     with pytest.raises(HarnessError, match=r"ANA groups: 0 is out of range \[1, 128\]"):
         ana_groups_spec(0)
+
+
+def test_namespaces_are_spread_over_the_groups_round_robin(tmp_path: Path) -> None:
+    assert [namespace_ana_group(n, 1) for n in (1, 2, 3)] == [1, 1, 1]
+    assert [namespace_ana_group(n, 2) for n in (1, 2, 3, 4)] == [1, 2, 1, 2]
+    assert [namespace_ana_group(n, 4) for n in (1, 2, 3)] == [1, 2, 3]
+    _, kfs = make_bed(tmp_path, groups=2, namespaces=3)
+    grpids = [kfs.attr(f"subsystems/{NQN}/namespaces/{n}/ana_grpid") for n in (1, 2, 3)]
+    assert grpids == ["1", "2", "1"]
