@@ -16,7 +16,8 @@ own every ``threads``-th block and cycle over them. One cycle on a block:
    of the generations that may have landed) -- catches a late write that landed after step 4
    of the previous cycle;
 2. write generation N, synchronously (O_DIRECT|O_DSYNC: the write returns once the
-   controller acknowledged it, block/fops.c:blkdev_direct_IO and a FUA/flush for O_DSYNC);
+   controller completed it, block/fops.c:blkdev_direct_IO, as a FUA write:
+   block/fops.c:dio_bio_write_op sets REQ_FUA for a dsync iocb);
 3. write generation N+1 the same way;
 4. read it back: it must hold N+1.
 
@@ -175,7 +176,9 @@ class _Block:
 @dataclass
 class StaleWriteChecker:
     """``threads`` workers cycling over ``blocks`` blocks from ``offset`` (bytes) of
-    ``path`` until ``stop``. ``open_io`` opens one worker's BlockIo (tests pass a fake)."""
+    ``path`` until ``stop``; worker i owns blocks i, i + threads, ... ``open_io`` opens one
+    worker's BlockIo (tests pass a fake). Raises ValueError when the region does not align
+    to ``block_bytes`` and ``block_bytes`` to the head's logical block size ``lba_bytes``."""
 
     path: str
     offset: int
