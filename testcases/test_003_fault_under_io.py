@@ -17,7 +17,7 @@ LOOPBACK_FAULTS = [k for k in FaultKind if k not in (FaultKind.LINK_DOWN, FaultK
 
 
 # Faults on one path's veth: the netns network, held past keep-alive detection (5 s).
-NETWORK_FAULTS = (FaultKind.LINK_DOWN, "path_stall")
+NETWORK_FAULTS = (FaultKind.LINK_DOWN, "path_stall", "path_netem")
 
 
 def _campaign(config: CampaignConfig, fault: str, iterations: int) -> CampaignConfig:

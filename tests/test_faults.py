@@ -174,3 +174,27 @@ def test_path_stall_is_one_new_module() -> None:
     assert network.calls[-1] == "clear 1" and not network.netem
     missing = cls.unmet_here(lambda module: module != "sch_netem")
     assert missing == "no sch_netem module in this kernel"
+
+
+def test_path_netem_takes_its_impairment_from_args() -> None:
+    from harness.net import NetemSpec
+
+    bed = fake_bed()
+    network = RecordingNetwork()
+    bed.network = network  # type: ignore[assignment]
+    injector = FaultInjector(as_testbed(bed))
+    args = (("delay_ms", 20), ("jitter_ms", 5.0), ("loss_pct", 1.5))
+    injector.inject(FaultAction("path_netem", 0, args))
+    injector.inject(FaultAction("path_netem", 1))  # the defaults: 50 ms, no loss
+    assert network.calls == [
+        f"netem 0 {NetemSpec(delay_ms=20.0, jitter_ms=5.0, loss_pct=1.5)}",
+        f"netem 1 {NetemSpec(delay_ms=50.0)}",
+    ]
+    injector.restore(FaultAction("path_netem", 0, args))
+    assert network.calls[-1] == "clear 0"
+    with pytest.raises(HarnessError, match="jitter_ms needs delay_ms"):
+        injector.inject(FaultAction("path_netem", 0, (("delay_ms", 0), ("jitter_ms", 3))))
+    with pytest.raises(ConfigError, match=r"loss_pct: 101.0 is out of range"):
+        injector.inject(FaultAction("path_netem", 0, (("loss_pct", 101),)))
+    with pytest.raises(ConfigError, match="path_netem needs"):
+        config_mod.validate({"steps": [{"fault": "path_netem"}]})
