@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import all_paths_down, nvmet_variant
 from harness import config as config_mod
-from harness import nvmet_variant
 from harness.config import (
     DYNAMIC_PATH_CHOICES,
     CampaignConfig,
@@ -912,12 +912,11 @@ def verdict(record: IterationRecord) -> str:
         return Verdict.HANG
     if record.stale_writes or record.stale_write_mismatches:  # acknowledged data lost
         return Verdict.STALE_WRITE
-    if record.app_eio:
-        if record.eod_race_lines:
-            return Verdict.EIO_RACE
-        if not record.another_path_live:
-            return Verdict.EXPECTED_EIO
-        return Verdict.EIO
+    eio = all_paths_down.eio_verdict(
+        record.app_eio, record.eod_race_lines, record.another_path_live
+    )
+    if eio is not None:  # with no other path live an EIO is expected, race line or not
+        return eio
     if record.app_other_errors and record.another_path_live:
         return Verdict.APP_ERROR
     if record.verify_failures:

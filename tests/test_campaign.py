@@ -154,8 +154,11 @@ def judged(**changes: Any) -> str:
             Verdict.KERNEL_BUG,
         ),
         ({"hang": True, "app_eio": 2, "eod_race_lines": 2, "recovered": False}, Verdict.HANG),
-        # EIO with the EOD-race signature: the bug, whether or not another path was live
-        ({"app_eio": 1, "eod_race_lines": 1, "another_path_live": False}, Verdict.EIO_RACE),
+        # EIO with the EOD-race signature: the bug when another path was live; with none
+        # (every path down, the last one going away under requeued IO) nothing could fail
+        # over: expected (the race line still counts in eod_race_lines)
+        ({"app_eio": 1, "eod_race_lines": 1, "another_path_live": True}, Verdict.EIO_RACE),
+        ({"app_eio": 1, "eod_race_lines": 1, "another_path_live": False}, Verdict.EXPECTED_EIO),
         ({"app_eio": 1, "eod_race_lines": 1, "verify_failures": 4}, Verdict.EIO_RACE),
         # EIO while no path was usable (ns_disable): real loss of the namespace
         ({"app_eio": 5, "another_path_live": False}, Verdict.EXPECTED_EIO),
