@@ -912,8 +912,9 @@ def verdict(record: IterationRecord) -> str:
         return Verdict.HANG
     if record.stale_writes or record.stale_write_mismatches:  # acknowledged data lost
         return Verdict.STALE_WRITE
+    # the stale-write checker is an application on the head too: its failed IOs count
     eio = all_paths_down.eio_verdict(
-        record.app_eio, record.eod_race_lines, record.another_path_live
+        record.app_eio + record.stale_write_errors, record.eod_race_lines, record.another_path_live
     )
     if eio is not None:  # with no other path live an EIO is expected, race line or not
         return eio

@@ -188,10 +188,10 @@ def is_iteration(record: dict[str, Any]) -> bool:
 
 
 def is_race_iteration(record: dict[str, Any]) -> bool:
-    """The bug's signature: app EIO, with the EOD-race kernel line, while another path was
-    live."""
+    """The bug's signature: app EIO (fio's, or a failed IO of the stale-write checker), with
+    the EOD-race kernel line, while another path was live."""
     return bool(
-        record.get("app_eio", 0)
+        (record.get("app_eio", 0) or record.get("stale_write_errors", 0))
         and record.get("another_path_live")
         and record.get("eod_race_lines", 0)
     )

@@ -158,6 +158,11 @@ def judged(**changes: Any) -> str:
         # (every path down, the last one going away under requeued IO) nothing could fail
         # over: expected (the race line still counts in eod_race_lines)
         ({"app_eio": 1, "eod_race_lines": 1, "another_path_live": True}, Verdict.EIO_RACE),
+        # the race's EIO seen by the stale-write checker only (fio's IO went elsewhere)
+        (
+            {"stale_write_errors": 2, "eod_race_lines": 2, "another_path_live": True},
+            Verdict.EIO_RACE,
+        ),
         ({"app_eio": 1, "eod_race_lines": 1, "another_path_live": False}, Verdict.EXPECTED_EIO),
         ({"app_eio": 1, "eod_race_lines": 1, "verify_failures": 4}, Verdict.EIO_RACE),
         # EIO while no path was usable (ns_disable): real loss of the namespace

@@ -377,3 +377,12 @@ def test_fault_summary_defaults() -> None:
     summary = FaultSummary("x")
     assert summary.median_recover_s is None
     assert summary.to_dict()["median_iops"] is None
+
+
+def test_a_race_seen_only_by_the_stale_write_checker_is_a_race_iteration() -> None:
+    from harness.results import is_race_iteration
+
+    base = {"app_eio": 0, "another_path_live": True, "eod_race_lines": 2}
+    assert not is_race_iteration(base)
+    assert is_race_iteration({**base, "stale_write_errors": 2})
+    assert not is_race_iteration({**base, "stale_write_errors": 2, "another_path_live": False})
