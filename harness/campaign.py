@@ -706,7 +706,7 @@ class Campaign:
 
     def _another_path_live(self, device: MultipathDevice, action: FaultAction) -> bool:
         """Whether a path other than the faulted one is live, for a fault that spares it."""
-        if not fault_class(str(action.kind)).surviving_path:
+        if not fault_class(str(action.kind)).spares_io(dict(action.args)):
             return False
         faulted = self.bed.endpoints[action.path]
         return any(

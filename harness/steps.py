@@ -118,13 +118,13 @@ class SequenceRunner:
 
     def _spared_live(self, chosen: int) -> bool:
         """Whether some path that no inject step touches has a live controller now, and
-        every injected fault spares other paths (``surviving_path``)."""
+        every injected fault spares fio's other paths (``Fault.spares_io``)."""
         paths = len(self.bed.endpoints)
         faulted: set[int] = set()
         for step in self.steps:
             if step.action != "inject":
                 continue
-            if not fault_class(str(step.fault)).surviving_path:
+            if not fault_class(str(step.fault)).spares_io(dict(step.args)):
                 return False
             faulted.update(step_paths(step, chosen, paths))
         device = self.bed.device()

@@ -198,3 +198,13 @@ def test_path_netem_takes_its_impairment_from_args() -> None:
         injector.inject(FaultAction("path_netem", 0, (("loss_pct", 101),)))
     with pytest.raises(ConfigError, match="path_netem needs"):
         config_mod.validate({"steps": [{"fault": "path_netem"}]})
+
+
+def test_all_paths_ready_needs_every_namespace_on_every_path() -> None:
+    from harness.faults import all_paths_ready
+
+    bed = fake_bed()
+    device = bed.device()  # one per-path disk per controller
+    assert all_paths_ready(as_testbed(bed), device)
+    bed.config = config_mod.override(bed.config, "target", namespaces=2)
+    assert not all_paths_ready(as_testbed(bed), device)

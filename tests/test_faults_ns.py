@@ -503,3 +503,13 @@ def test_revalidate_size_writes_1_to_the_namespace(fake: FakeNsBed) -> None:
         f"subsystems/{fake.bed.nqn}/namespaces/2/revalidate_size",
         "1",
     ) in fake.nvmet.ops
+
+
+def test_ns_remap_spares_fio_only_when_namespace_1_is_not_in_the_pair() -> None:
+    from harness.faults import fault_class
+
+    remap = fault_class("ns_remap")
+    assert not remap.spares_io({})  # the default pair (1, 2) takes fio's namespace
+    assert not remap.spares_io({"first": 3, "second": 1})
+    assert remap.spares_io({"first": 2, "second": 3})
+    assert fault_class("ctrl_delete").spares_io({}) and not fault_class("ns_disable").spares_io({})

@@ -11,6 +11,7 @@ import pytest
 
 from harness import floor
 from harness import testbed as testbed_mod
+from harness.config import CampaignConfig
 from harness.errors import HarnessError
 from harness.floor import FloorOp, OpStats, floor_ops, measure, render, run_floor, write_floor
 from harness.host import ControllerInfo, MultipathDevice, PathEndpoint
@@ -177,6 +178,7 @@ class FakeBed:
     nqn = "nqn.2026-11.io.nvmf-harness:subsys-test"
     network = FakeNetwork()
     backing = None
+    config = CampaignConfig()  # one namespace
 
     def __init__(self, kernel: FakeKernel) -> None:
         self.kernel = kernel

@@ -145,11 +145,13 @@ class FaultInjector:
 
 
 def all_paths_ready(bed: Testbed, device: MultipathDevice) -> bool:
-    """Every endpoint has a live controller whose per-path disk is ANA optimized."""
+    """Every endpoint has a live controller with a per-path disk for each of the run's
+    namespaces (target.namespaces), every one ANA optimized."""
     assert bed.host is not None
+    namespaces = bed.config.target.namespaces
     for endpoint in bed.endpoints:
         ctrl = device.controller_for(endpoint)
-        if ctrl is None or ctrl.state != "live" or not ctrl.path_disks:
+        if ctrl is None or ctrl.state != "live" or len(ctrl.path_disks) < namespaces:
             return False
         for disk in ctrl.path_disks:
             if bed.host.ana_state(disk) not in ("optimized", ""):

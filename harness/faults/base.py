@@ -85,6 +85,13 @@ class Fault:
         self.args: dict[str, Any] = self.check_args({})
 
     @classmethod
+    def spares_io(cls, args: Mapping[str, Any]) -> bool:
+        """Whether, with these ``args``, fio's namespace keeps a usable path while the fault
+        is in place (an application EIO then is a multipath bug): ``surviving_path`` unless a
+        fault's parameters decide it (ns_remap of two other namespaces)."""
+        return cls.surviving_path
+
+    @classmethod
     def check_args(cls, raw: Mapping[str, Any], where: str = "args") -> dict[str, Any]:
         """Every parameter's value: ``raw``'s, checked, else the default. ConfigError (one
         line naming ``where.<param>``) for an unknown name or a bad value."""

@@ -25,16 +25,16 @@ the namespace changes (fio verify fails; that is the point of that variant).
 
 ``surviving_path`` is False: the remapped namespaces lose every path at once. With the
 default pair (1, 2) that includes fio's namespace 1, so its EIO is a real loss; a pair that
-leaves namespace 1 out (e.g. 2 and 3) is the neighbour test, and the record's note says so:
-an EIO on namespace 1 then is a multipath bug, whatever the verdict's class.
+leaves namespace 1 out (e.g. 2 and 3) is the neighbour test: ``spares_io`` says so, the
+record's ``another_path_live`` stays true and an EIO on namespace 1 is a multipath bug.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
 from harness.faults.base import Fault, Param, register
@@ -114,6 +114,12 @@ class NsRemap(Fault):
         # until the next AEN; False leaves it so (the wait then fails: the finding).
         "rescan": Param(bool, True, "rescan lagging controllers from half of timeout_s on"),
     }
+
+    @classmethod
+    def spares_io(cls, args: Mapping[str, Any]) -> bool:
+        """A pair without fio's namespace (NSID 1), e.g. 2 and 3, leaves fio every path:
+        an EIO on the head then is a multipath bug."""
+        return NSID not in (args.get("first", 1), args.get("second", 2))
 
     def __init__(self, bed: Testbed) -> None:
         super().__init__(bed)
