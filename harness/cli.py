@@ -670,8 +670,16 @@ def cmd_vm_pytest(args: argparse.Namespace) -> int:
     extra = [a for a in args.pytest_args if a != "--"]
     if args.workers > 1:
         return _vm_pytest_workers(args, spec, outdir, extra)
-    guest = [guest_python(), "-m", "pytest", "testcases/", "-p", "no:cacheprovider"]
-    guest += [f"--junitxml={outdir / 'testcases-junit.xml'}", f"--results-dir={outdir}", *extra]
+    # files or node ids of testcases/ in ARGS run alone; else the whole directory
+    chosen = any(arg.startswith("testcases/") for arg in extra)
+    guest = [guest_python(), "-m", "pytest", *([] if chosen else ["testcases/"])]
+    guest += [
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={outdir / 'testcases-junit.xml'}",
+        f"--results-dir={outdir}",
+        *extra,
+    ]
     say(f"booting {spec.kernel} to run pytest testcases/; console: {outdir}/console.log")
     result = run_in_vm(spec, outdir, guest, on_line=print, boot_marker="test session starts")
     if result.crashed or result.timed_out:

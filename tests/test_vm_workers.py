@@ -137,3 +137,29 @@ def test_cli_workers_boot_one_child_per_group(
 
 def test_cli_workers_zero_is_refused(tmp_path: Path) -> None:
     assert main(["vm-pytest", "--out", str(tmp_path), "--workers", "0"]) == EXIT_INFRA
+
+
+@pytest.mark.parametrize(
+    ("args", "whole_directory"),
+    [(["-v", "-k", "test_001"], True), (["-v", "testcases/test_022_fault_steps.py"], False)],
+)
+def test_vm_pytest_runs_the_named_files_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], whole_directory: bool
+) -> None:
+    from harness import vm
+    from harness.vm import VmResult
+
+    kernel = tmp_path / "vmlinuz-6.1.0-57-amd64"
+    kernel.write_bytes(b"MZ")
+    guests: list[list[str]] = []
+
+    def fake_run_in_vm(spec: object, outdir: Path, guest: list[str], **_: object) -> VmResult:
+        guests.append(guest)
+        return VmResult(0, 0.5, 1.0, crashed=False, timed_out=False, console_tail=[])
+
+    monkeypatch.setattr(vm, "run_in_vm", fake_run_in_vm)
+    argv = ["vm-pytest", "--out", str(tmp_path / "tc"), "--kernel", str(kernel), "--accel", "tcg"]
+    assert main([*argv, "--", *args]) == 0
+    (guest,) = guests
+    assert ("testcases/" in guest) == whole_directory
+    assert guest[-len(args) :] == args
