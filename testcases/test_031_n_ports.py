@@ -62,7 +62,13 @@ def _moved(bed: Testbed, before: list[int], paths: list[int]) -> Callable[[], bo
 
 
 @pytest.mark.parametrize(
-    ("paths", "network"), [(4, "loopback"), (6, "loopback"), (4, "netns")], ids=str
+    ("paths", "network"),
+    [
+        (4, "loopback"),
+        pytest.param(6, "loopback", marks=pytest.mark.extended),
+        pytest.param(4, "netns", marks=pytest.mark.extended),
+    ],
+    ids=str,
 )
 def test_n_ports_carry_io_and_survive_a_port_removal(
     smoke_config: CampaignConfig, paths: int, network: str, results_dir: Path
@@ -115,6 +121,7 @@ def test_n_ports_carry_io_and_survive_a_port_removal(
     assert bed.host is not None and not bed.host.controllers(bed.nqn)
 
 
+@pytest.mark.extended
 def test_a_campaign_over_four_ports_counts_io_per_path(
     smoke_config: CampaignConfig, kernel_variant: str, results_dir: Path
 ) -> None:

@@ -69,7 +69,7 @@ def _states(bed: Testbed) -> list[str]:
 
 @pytest.mark.parametrize(
     ("ctrl_loss_tmo", "fast_io_fail_tmo", "outcome"),
-    [(-1, -1, apd.QUEUE), (-1, 2, apd.FAIL_FAST)],
+    [pytest.param(-1, -1, apd.QUEUE, marks=pytest.mark.extended), (-1, 2, apd.FAIL_FAST)],
     ids=["queue", "failfast"],
 )
 def test_all_paths_down_queues_or_fails_as_the_knobs_say(

@@ -30,6 +30,7 @@ from harness.testbed import Testbed, new_run_id
 FAULTS = ["ctrl_delete", "port_remove"]
 
 
+@pytest.mark.extended
 def test_no_stale_write_across_ctrl_delete_and_port_remove(
     smoke_config: CampaignConfig, iterations: int, kernel_variant: str, results_dir: Path
 ) -> None:
@@ -74,7 +75,7 @@ def _target_io(bed: Testbed) -> tuple[DeviceIo, str]:
     return io, "O_DIRECT" if direct else "buffered+fdatasync"
 
 
-@pytest.mark.parametrize("backing", ["file", "dm"])
+@pytest.mark.parametrize("backing", ["file", pytest.param("dm", marks=pytest.mark.extended)])
 def test_the_check_sees_an_older_generation_written_on_the_target(
     smoke_config: CampaignConfig, backing: str, results_dir: Path
 ) -> None:

@@ -172,6 +172,7 @@ def test_ns_remap_seen_by_host(bed: Testbed, results_dir: Path) -> None:
     assert any("swapped ids of namespaces 1 and 2" in note for note in notes), notes
 
 
+@pytest.mark.extended
 def test_ns_remap_of_neighbours_under_fio(bed: Testbed, results_dir: Path) -> None:
     """Namespaces 2 and 3 swap identifiers three times while fio runs on namespace 1:
     fio must not see an error (its namespace and paths are untouched)."""
@@ -204,6 +205,7 @@ def test_ns_remap_of_neighbours_under_fio(bed: Testbed, results_dir: Path) -> No
     assert result.read_ios + result.write_ios > 0
 
 
+@pytest.mark.extended
 def test_ns_resize_campaign(
     smoke_config: CampaignConfig, results_dir: Path, kernel_variant: str
 ) -> None:
