@@ -4,6 +4,7 @@ on the fake kernel of tests/test_floor.py; what each needs, for configs and for 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -208,3 +209,38 @@ def test_all_paths_ready_needs_every_namespace_on_every_path() -> None:
     assert all_paths_ready(as_testbed(bed), device)
     bed.config = config_mod.override(bed.config, "target", namespaces=2)
     assert not all_paths_ready(as_testbed(bed), device)
+
+
+def test_ctrl_reset_without_wait_writes_in_the_background_and_returns_once_not_live(
+    tmp_path: Path,
+) -> None:
+    """``args.wait = false``: the reset is written by another process (the sysfs write
+    blocks until the reconnect is done), inject returns when the controller left live, and
+    restore reaps the writer, noting a failed write."""
+    from harness.kernelfs import KernelFs
+
+    bed = fake_bed()
+    attr = tmp_path / "sys/class/nvme/nvme1/reset_controller"
+    attr.parent.mkdir(parents=True)
+    attr.write_text("")
+    states = iter(["live", "live", "resetting"])
+
+    class Host:
+        def controller(self, name: str) -> Any:
+            return type("Ctrl", (), {"state": next(states, "connecting")})()
+
+    bed.kfs = KernelFs(root=tmp_path)  # type: ignore[attr-defined]
+    bed.host = Host()  # type: ignore[assignment]
+    injector = FaultInjector(as_testbed(bed))
+    action = FaultAction("ctrl_reset", 1, (("wait", False),))
+    injector.inject(action)
+    fault = injector.fault("ctrl_reset")
+    injector.restore(action)
+    assert attr.read_text().strip() == "1"  # the writer's write
+    assert fault.take_notes() == []
+    attr.unlink()
+    attr.mkdir()  # the write now fails, even for root
+    injector.inject(action)
+    injector.restore(action)
+    notes = fault.take_notes()
+    assert len(notes) == 1 and notes[0].startswith("reset write failed"), notes
