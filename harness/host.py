@@ -347,9 +347,18 @@ class NvmeHost:
             )
 
     def disconnect_all(self, nqn: str) -> list[str]:
-        """Delete every controller of ``nqn``; returns errors as one-line strings."""
+        """Delete every controller of ``nqn``; returns errors as one-line strings. A
+        controller already "deleting" is not written to again: its delete_controller
+        attribute is gone (core.c:nvme_sysfs_delete removes it with device_remove_file_self
+        before nvme_delete_ctrl_sync), so an earlier delete that never returned is named."""
         errors = []
         for ctrl in self.controllers(nqn):
+            if ctrl.state.startswith("deleting"):
+                errors.append(
+                    f"{ctrl.name}: still {ctrl.state!r}: an earlier delete_controller has not "
+                    "finished (a kernel hang? see the hung-task lines in the kernel log)"
+                )
+                continue
             try:
                 self.delete_controller(ctrl.name)
             except HarnessError as exc:

@@ -445,3 +445,18 @@ def test_an_iopolicy_the_kernel_refuses_is_one_line_with_a_hint(host: NvmeHost) 
     with pytest.raises(HarnessError, match="refuses iopolicy 'queue-depth'") as caught:
         host.set_iopolicy(device, "queue-depth")
     assert "6.11" in (caught.value.hint or "")
+
+
+def test_disconnect_all_names_a_delete_that_never_finished(
+    fake_sysfs: FakeSysfs, host: NvmeHost
+) -> None:
+    fake_sysfs.multipath(NQN)
+    stuck = fake_sysfs.path(f"{CTRL_DEVICES}/nvme0")
+    (stuck / "state").write_text("deleting\n")
+    (stuck / "delete_controller").unlink()  # the kernel removed it with the first delete
+    errors = host.disconnect_all(NQN)
+    assert errors == [
+        "nvme0: still 'deleting': an earlier delete_controller has not finished (a kernel "
+        "hang? see the hung-task lines in the kernel log)"
+    ]
+    assert fake_sysfs.read(f"{CTRL_DEVICES}/nvme1/delete_controller") == "1"
