@@ -21,15 +21,15 @@ def test_every_fault_lists_exactly_its_declared_params() -> None:
 
 def test_param_lines_give_type_default_choices_and_bounds() -> None:
     infos = {info.name: info for info in fault_list.fault_infos(None)}
-    text = fault_list.render([infos["rescan"], infos["iopolicy_switch"], infos["ctrl_reset"]])
+    text = fault_list.render([infos["rescan"], infos["iopolicy_switch"], infos["ctrl_delete"]])
     assert "    param:   count (int, default 1, 1..1000): rescan_controller writes" in text
     assert "    param:   interval_s (float, default 0.0, 0..10): seconds between" in text
     assert (
         "    param:   policy (str, default 'other', one of other, numa, round-robin, "
         "queue-depth): " in text
     )
-    ctrl_reset = text.split("ctrl_reset", 1)[1]
-    assert "param:" not in ctrl_reset  # a fault without parameters lists none
+    ctrl_delete = text.split("ctrl_delete", 1)[1]
+    assert "param:" not in ctrl_delete  # a fault without parameters lists none
 
 
 def test_one_sided_bounds() -> None:
