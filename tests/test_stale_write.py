@@ -229,13 +229,17 @@ def test_misaligned_region_is_refused() -> None:
         # data lost outranks an application error; a hang or kernel bug outranks it
         ({"stale_writes": 1, "app_eio": 3, "eod_race_lines": 1}, Verdict.STALE_WRITE),
         ({"stale_writes": 1, "hang": True}, Verdict.HANG),
-        # the check's own failed IOs are not stale writes (EIO is fio's verdict)
-        ({"stale_write_errors": 5, "stale_write_ios": 100}, Verdict.PASS),
+        # the check's own failed IOs are not stale writes; the check is an application on
+        # the head, so they are application EIO: a bug while another path was live...
+        ({"stale_write_errors": 5, "another_path_live": True}, Verdict.EIO),
+        # ... expected with none
+        ({"stale_write_errors": 5, "another_path_live": False}, Verdict.EXPECTED_EIO),
+        ({"stale_write_ios": 100}, Verdict.PASS),
     ],
 )
 def test_verdict(changes: dict[str, object], expected: str) -> None:
     assert verdict(make_record(**changes)) == expected
-    assert (expected in FAILING_VERDICTS) == (expected != Verdict.PASS)
+    assert (expected in FAILING_VERDICTS) == (expected not in (Verdict.PASS, Verdict.EXPECTED_EIO))
 
 
 def test_summary_counts_stale_and_mismatched_reads() -> None:
