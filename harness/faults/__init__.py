@@ -1,16 +1,27 @@
 """Path faults: one module per fault in this package, found by a registry (faults/base.py).
 
-| fault        | inject                                   | restore                          |
-|--------------|------------------------------------------|----------------------------------|
-| ctrl_delete  | host deletes the path's controller       | host connects the path again     |
-| ctrl_reset   | host resets the path's controller        | (the reset reconnects by itself) |
-| port_remove  | target unlinks the subsystem from a port | link it again                    |
-| ns_disable   | target disables the namespace (all paths)| enable it again                  |
-| link_down    | the path's host-side veth goes down      | link up again                    |
-| ana_change   | the port's ANA group goes inaccessible   | back to optimized                |
-| backing_stall| the namespace's dm backing is suspended  | resumed (a hang on purpose)      |
-| ns_remove_path| the namespace leaves one path only; its | it comes back to that path       |
-|              | controller stays live (path_removal.py)  |                                  |
+| fault          | inject                                     | restore                           |
+|----------------|--------------------------------------------|-----------------------------------|
+| ctrl_delete    | host deletes the path's controller         | host connects the path again      |
+| ctrl_reset     | host resets the path's controller          | (the reset reconnects by itself)  |
+| port_remove    | target unlinks the subsystem from a port   | link it again                     |
+| ns_disable     | target disables the namespace (all paths)  | enable it again                   |
+| link_down      | the path's host-side veth goes down        | link up again                     |
+| path_stall     | netem drops all the host sends on the path | impairment removed                |
+| path_netem     | netem delay/jitter/loss on the path        | impairment removed                |
+| ana_change     | the port's ANA groups go to args.state     | back to args.restore_state        |
+| ana_swap       | several ports change ANA state in one step | every port optimized              |
+| backing_stall  | the namespace's dm backing is suspended    | resumed (a hang on purpose)       |
+| ns_remove_path | the namespace leaves one path only; its    | it comes back to that path        |
+|                | controller stays live (path_removal.py)    |                                   |
+| ns_resize      | the backing grows, nvmet revalidate_size   | shrinks back, revalidates         |
+| ns_remap       | two namespaces swap uuid/nguid (or backing)| they swap back                    |
+| iopolicy_switch| the subsystem's iopolicy changes           | the configured one again          |
+| connect_storm  | rapid delete+connect cycles of the path    | the path connected again          |
+| rescan         | the controller rescans its namespaces      | nothing                           |
+
+Parameters (``Fault.params``) come from a config step's ``args``; a ``[[steps]]`` sequence
+(harness/steps.py) combines faults on chosen paths with waits on kernel state.
 
 ``nvmf-harness faults`` prints this list from the registry, with what each fault needs and
 whether this kernel has it. After a restore, ``FaultInjector.recover`` waits for every path
