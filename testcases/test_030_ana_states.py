@@ -175,6 +175,7 @@ def test_ana_swap_moves_io_to_the_other_path(ana_bed: Testbed, results_dir: Path
     assert all(restored), windows
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize("ana_bed", [2], indirect=True, ids=["2 groups, 2 namespaces"])
 def test_each_ana_group_carries_its_namespace(ana_bed: Testbed, results_dir: Path) -> None:
     """Namespace 1 in group 1, namespace 2 in group 2 (namespace_ana_group); fio on

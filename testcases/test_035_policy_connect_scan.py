@@ -150,7 +150,9 @@ def _one_path(window: list[int]) -> None:
 CHECKS = {"round-robin": _spread, "numa": _one_path}
 
 
-@pytest.mark.parametrize("running", ["round-robin", "numa"], indirect=True)
+@pytest.mark.parametrize(
+    "running", [pytest.param("round-robin", marks=pytest.mark.extended), "numa"], indirect=True
+)
 def test_iopolicy_switch_moves_the_io_both_ways(running: Running) -> None:
     bed, injector, numbers = running.bed, running.injector, running.numbers
     configured = bed.config.host.iopolicy
@@ -175,6 +177,7 @@ def test_iopolicy_switch_moves_the_io_both_ways(running: Running) -> None:
     CHECKS[configured](after)
 
 
+@pytest.mark.extended
 def test_connect_storm_under_fio_leaves_every_path_live(running: Running) -> None:
     bed, injector, numbers = running.bed, running.injector, running.numbers
     first = bed.device()
