@@ -904,7 +904,10 @@ def sequence_times(sequence: SequenceRun) -> tuple[float, float, float, float]:
 
 def verdict(record: IterationRecord) -> str:
     """One verdict per iteration, the most serious first."""
-    if record.error and not record.fio_read_ios and not record.fio_write_ios:
+    stuck_hang = (record.hang or record.hung_task_lines) and record.stuck_tasks
+    if record.error and not record.fio_read_ios and not record.fio_write_ios and not stuck_hang:
+        # nothing ran; but IO that stopped with tasks stuck in the kernel (a step's write
+        # blocked in nvme_do_delete_ctrl, say) is a hang, whatever error the step gave
         return Verdict.INFRA_ERROR
     if record.kernel_bug_lines:
         return Verdict.KERNEL_BUG

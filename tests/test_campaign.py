@@ -154,6 +154,17 @@ def judged(**changes: Any) -> str:
             Verdict.KERNEL_BUG,
         ),
         ({"hang": True, "app_eio": 2, "eod_race_lines": 2, "recovered": False}, Verdict.HANG),
+        # a step's kernel write blocked and IO stopped, with stuck tasks: a hang, not infra
+        (
+            {
+                "hang": True,
+                "stuck_tasks": ["265 python3: blk_mq_freeze_queue_wait <- del_gendisk"],
+                "error": "steps[1] (ctrl_delete inject): write '1' to ... hung for 30 s",
+                "fio_read_ios": 0,
+                "fio_write_ios": 0,
+            },
+            Verdict.HANG,
+        ),
         # EIO with the EOD-race signature: the bug when another path was live; with none
         # (every path down, the last one going away under requeued IO) nothing could fail
         # over: expected (the race line still counts in eod_race_lines)
