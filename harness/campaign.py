@@ -45,7 +45,7 @@ from harness.config import (
     DYNAMIC_PATH_CHOICES,
     CampaignConfig,
 )
-from harness.errors import HarnessError
+from harness.errors import HarnessError, KernelFsTimeout
 from harness.faults import FaultAction, FaultInjector, fault_class
 from harness.fio_stream import FioSnapshot, FioStream, FioStreamError, window_result
 from harness.host import MultipathDevice
@@ -360,7 +360,11 @@ class Campaign:
 
     def _should_stop(self, record: IterationRecord) -> bool:
         if record.verdict == Verdict.HANG:
-            self.stop_reason = "hang: the kernel stopped completing IO"
+            self.stop_reason = (
+                "hang: a fault's kernel write never returned"
+                if record.kernel_write_hung
+                else "hang: the kernel stopped completing IO"
+            )
             return True
         if record.verdict == Verdict.NOT_RECOVERED:
             self.stop_reason = "paths did not recover"
@@ -403,6 +407,7 @@ class Campaign:
         fio_result: FioResult | None = None
         io: IoSession | None = None
         stuck: list[str] = []
+        kernel_write_hung = False
         try:
             device = self.bed.checked_device()
             preparing = time.monotonic()
@@ -454,11 +459,14 @@ class Campaign:
             phases.mark("settle")
         except HarnessError as exc:
             error = str(exc)
+            if isinstance(exc, KernelFsTimeout) or isinstance(exc.__cause__, KernelFsTimeout):
+                kernel_write_hung = True  # the kernel never finished a fault's write
+                stuck = stuck_tasks()
             if self.sequence is not None and self.sequence.last is not None:
                 steps = self.sequence.last.to_dicts()
         finally:
             if monitor.hang:
-                stuck = monitor.stuck or stuck_tasks()
+                stuck = monitor.stuck or stuck or stuck_tasks()
             io = io or self.io
             if io is not None:
                 closing = time.monotonic()
@@ -501,6 +509,7 @@ class Campaign:
             phases=phases.seconds,
             steps=steps,
             stale=stale,
+            kernel_write_hung=kernel_write_hung,
         )
 
     # --- the campaign's IO ---------------------------------------------------------------------
@@ -737,6 +746,7 @@ class Campaign:
         phases: dict[str, float] | None = None,
         steps: list[dict[str, Any]] | None = None,
         stale: StaleWriteStats | None = None,
+        kernel_write_hung: bool = False,
     ) -> IterationRecord:
         fio = fio_result
         hang = bool(monitor and monitor.hang) or bool(fio and fio.killed)
@@ -808,6 +818,7 @@ class Campaign:
             kernel_classes=dict(sorted(kernel.classes.items())),
             phases_s=dict(phases or {}),
             steps=list(steps or []),
+            kernel_write_hung=kernel_write_hung,
         )
         record.verdict = verdict(record)
         return record
@@ -904,14 +915,17 @@ def sequence_times(sequence: SequenceRun) -> tuple[float, float, float, float]:
 
 def verdict(record: IterationRecord) -> str:
     """One verdict per iteration, the most serious first."""
-    stuck_hang = (record.hang or record.hung_task_lines) and record.stuck_tasks
+    stuck_hang = record.kernel_write_hung or (
+        (record.hang or record.hung_task_lines) and record.stuck_tasks
+    )
     if record.error and not record.fio_read_ios and not record.fio_write_ios and not stuck_hang:
         # nothing ran; but IO that stopped with tasks stuck in the kernel (a step's write
         # blocked in nvme_do_delete_ctrl, say) is a hang, whatever error the step gave
         return Verdict.INFRA_ERROR
     if record.kernel_bug_lines:
         return Verdict.KERNEL_BUG
-    if record.hang or record.hung_task_lines:  # no IO progress, or the kernel saw a hung task
+    # no IO progress, the kernel saw a hung task, or a fault's kernel write never returned
+    if record.hang or record.hung_task_lines or record.kernel_write_hung:
         return Verdict.HANG
     if record.stale_writes or record.stale_write_mismatches:  # acknowledged data lost
         return Verdict.STALE_WRITE

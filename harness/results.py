@@ -34,7 +34,7 @@ class Verdict:
     # The stale-write check (workload.stale_write_check) read an older generation of a block
     # than the last acknowledged write, or no valid block of its own: data integrity lost.
     STALE_WRITE = "stale_write"
-    HANG = "hang"  # no IO progress for hang_timeout_s
+    HANG = "hang"  # no IO progress for hang_timeout_s, or a fault's kernel write never returned
     KERNEL_BUG = "kernel_bug"  # WARN/BUG/oops in the kernel log
     NOT_RECOVERED = "not_recovered"  # paths did not come back in recover_timeout_s
     INFRA_ERROR = "infra_error"  # the harness could not run the iteration
@@ -133,6 +133,9 @@ class IterationRecord:
     # a [[steps]] campaign: what each step did and when (harness/steps.py StepRecord), then
     # the automatic restores (step -1); empty for a one-fault campaign
     steps: list[dict[str, Any]] = field(default_factory=list)
+    # a fault's write to the kernel (delete_controller, say) did not return within its
+    # timeout: the kernel is stuck in that operation even when IO goes on on another path
+    kernel_write_hung: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -270,7 +273,7 @@ class FaultSummary:
         self.stale_writes += int(record.get("stale_writes", 0)) + int(
             record.get("stale_write_mismatches", 0)
         )
-        self.hangs += int(bool(record.get("hang")))
+        self.hangs += int(bool(record.get("hang")) or bool(record.get("kernel_write_hung")))
         self.kernel_bugs += int(record.get("kernel_bug_lines", 0) > 0)
         self.not_recovered += int(not record.get("recovered", True))
         self.infra_errors += int(record.get("verdict") == Verdict.INFRA_ERROR)

@@ -154,6 +154,11 @@ def judged(**changes: Any) -> str:
             Verdict.KERNEL_BUG,
         ),
         ({"hang": True, "app_eio": 2, "eod_race_lines": 2, "recovered": False}, Verdict.HANG),
+        # a fault's kernel write never returned while IO went on elsewhere: a hang
+        (
+            {"kernel_write_hung": True, "error": "write '1' to ... hung for 30 s"},
+            Verdict.HANG,
+        ),
         # a step's kernel write blocked and IO stopped, with stuck tasks: a hang, not infra
         (
             {
