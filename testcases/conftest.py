@@ -146,3 +146,15 @@ def fio_job(nvmet_target: Testbed, mpath_device: MultipathDevice) -> FioJob:
 def kmsg() -> Iterator[KmsgReader]:
     with KmsgReader() as reader:
         yield reader
+
+
+@pytest.fixture
+def rdma_modules() -> None:
+    """Skip the test unless this kernel has the soft-RoCE NVMe/RDMA modules (rdma_rxe,
+    nvme_rdma, nvmet_rdma; Debian's 6.1 has them all)."""
+    for module in ("rdma_rxe", "nvme_rdma", "nvmet_rdma"):
+        probe = subprocess.run(
+            ["modprobe", "-n", module], capture_output=True, text=True, timeout=30, check=False
+        )
+        if probe.returncode != 0:
+            pytest.skip(f"kernel has no {module} module")

@@ -16,18 +16,8 @@ from harness.procs import run
 from harness.testbed import Testbed, new_run_id
 
 
-def _rdma_unavailable() -> str:
-    for module in ("rdma_rxe", "nvme_rdma", "nvmet_rdma"):
-        probe = run(["modprobe", "-n", module], timeout_s=30)
-        if not probe.ok:
-            return f"kernel has no {module} module"
-    return ""
-
-
+@pytest.mark.usefixtures("rdma_modules")
 def test_bed_up_over_rdma(smoke_config: CampaignConfig, results_dir: Path) -> None:
-    reason = _rdma_unavailable()
-    if reason:
-        pytest.skip(reason)
     config = config_mod.override(smoke_config, "target", transport="rdma")
     loaded_by_bed: list[str] = []
     bed = Testbed(config, new_run_id())
