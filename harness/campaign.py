@@ -653,16 +653,9 @@ class Campaign:
         return checker
 
     def _path_ios(self, device: MultipathDevice | None) -> list[int]:
-        """IOs completed so far on each path's per-path disks of ``device`` (the topology
-        read at the window's start: the warmup changes none), in path order (0 for a path
-        with no controller or no disk)."""
-        assert self.bed.host is not None
-        counts = []
-        for endpoint in self.bed.endpoints:
-            ctrl = device.controller_for(endpoint) if device else None
-            disks = ctrl.path_disks if ctrl else ()
-            counts.append(sum(self.bed.host.io_completed(disk)[0] for disk in disks))
-        return counts
+        """Each path's completed IOs on ``device`` (the topology read at the window's
+        start: the warmup changes none), Testbed.path_ios."""
+        return self.bed.path_ios(device)
 
     def _io_progress(self) -> tuple[int, int]:
         """(IOs completed, in flight) summed over the per-path disks: the head itself keeps

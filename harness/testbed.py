@@ -250,6 +250,19 @@ class Testbed:
             self.host.set_fast_io_fail_tmo(name, hcfg.fast_io_fail_tmo)
         return name
 
+    def path_ios(self, device: MultipathDevice | None) -> list[int]:
+        """IOs completed so far on each path's per-path disks of ``device`` (a topology read
+        earlier: the caller decides when), in path order; 0 for a path with no controller or
+        no disk, and for every path when ``device`` is None. Read from each disk's
+        /sys/block/<disk>/stat (host.io_completed)."""
+        assert self.host is not None
+        counts = []
+        for endpoint in self.endpoints:
+            ctrl = device.controller_for(endpoint) if device else None
+            disks = ctrl.path_disks if ctrl else ()
+            counts.append(sum(self.host.io_completed(disk)[0] for disk in disks))
+        return counts
+
     def device(self) -> MultipathDevice | None:
         assert self.host is not None
         return self.host.find(self.nqn)

@@ -11,7 +11,6 @@ harness's recover), and the remaining paths keep carrying the IO meanwhile.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from harness import config as config_mod
 from harness.campaign import Campaign
 from harness.config import CampaignConfig
 from harness.faults import FaultAction, FaultInjector, all_paths_ready
+from harness.floor import wait_until
 from harness.results import RESULTS_FILE, RUN_FILE, Verdict, read_records
 from harness.testbed import Testbed, new_run_id
 from harness.workload import FioJob, FioRun
@@ -34,28 +34,9 @@ def _config(smoke: CampaignConfig, paths: int, network: str) -> CampaignConfig:
     return config_mod.override(config, "host", iopolicy="round-robin")
 
 
-def _path_ios(bed: Testbed) -> list[int]:
-    """IOs completed so far per path (its per-path disks summed; 0 without a controller)."""
-    assert bed.host is not None
-    device = bed.device()
-    counts = []
-    for endpoint in bed.endpoints:
-        ctrl = device.controller_for(endpoint) if device else None
-        disks = ctrl.path_disks if ctrl else ()
-        counts.append(sum(bed.host.io_completed(disk)[0] for disk in disks))
-    return counts
-
-
-def _wait(what: str, done: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"{what} not within {timeout_s:g} s"
-        time.sleep(0.2)
-
-
 def _moved(bed: Testbed, before: list[int], paths: list[int]) -> Callable[[], bool]:
     def check() -> bool:
-        now = _path_ios(bed)
+        now = bed.path_ios(bed.device())
         return all(now[p] >= before[p] + MOVED_IOS for p in paths)
 
     return check
@@ -88,8 +69,8 @@ def test_n_ports_carry_io_and_survive_a_port_removal(
         run = FioRun(job, results_dir)
         everyone = list(range(paths))
         try:
-            start = _path_ios(bed)
-            _wait("IO on every path", _moved(bed, start, everyone), IO_WAIT_S)
+            start = bed.path_ios(bed.device())
+            wait_until(_moved(bed, start, everyone), IO_WAIT_S, "IO on every path")
             victim = paths - 1
             survivors = [p for p in everyone if p != victim]
             injector = FaultInjector(bed)
@@ -100,13 +81,13 @@ def test_n_ports_carry_io_and_survive_a_port_removal(
                 ctrl = found.controller_for(bed.endpoints[victim]) if found else None
                 return ctrl is None or ctrl.state != "live"
 
-            _wait(f"path {victim} leaving live", victim_not_live, 30)
-            during = _path_ios(bed)
-            _wait("IO on the other paths", _moved(bed, during, survivors), IO_WAIT_S)
+            wait_until(victim_not_live, 30, f"path {victim} leaving live")
+            during = bed.path_ios(bed.device())
+            wait_until(_moved(bed, during, survivors), IO_WAIT_S, "IO on the other paths")
             injector.restore(FaultAction("port_remove", victim))
             assert injector.recover(60.0, lambda: False) is not None, "paths did not recover"
-            after = _path_ios(bed)
-            _wait(f"IO on path {victim} again", _moved(bed, after, [victim]), IO_WAIT_S)
+            after = bed.path_ios(bed.device())
+            wait_until(_moved(bed, after, [victim]), IO_WAIT_S, f"IO on path {victim} again")
             assert run.running(), "fio exited"
         finally:
             result = run.stop()

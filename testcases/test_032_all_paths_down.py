@@ -26,6 +26,7 @@ from harness import all_paths_down as apd
 from harness import config as config_mod
 from harness.config import CampaignConfig
 from harness.faults import FaultAction, FaultInjector, all_paths_ready
+from harness.floor import wait_until
 from harness.kmsg import KernelLogSummary, KmsgReader, format_record
 from harness.testbed import Testbed, new_run_id
 from harness.workload import FioJob, FioRun
@@ -35,27 +36,11 @@ IO_WAIT_S = 90.0
 MOVED_IOS = 50
 
 
-def _path_ios(bed: Testbed) -> list[int]:
-    assert bed.host is not None
-    device = bed.device()
-    counts = []
-    for endpoint in bed.endpoints:
-        ctrl = device.controller_for(endpoint) if device else None
-        disks = ctrl.path_disks if ctrl else ()
-        counts.append(sum(bed.host.io_completed(disk)[0] for disk in disks))
-    return counts
-
-
-def _wait(what: str, done: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"{what} not within {timeout_s:g} s"
-        time.sleep(0.1)
-
-
 def _all_moved(bed: Testbed) -> Callable[[], bool]:
-    before = _path_ios(bed)
-    return lambda: all(a >= b + MOVED_IOS for a, b in zip(_path_ios(bed), before, strict=True))
+    before = bed.path_ios(bed.device())
+    return lambda: all(
+        a >= b + MOVED_IOS for a, b in zip(bed.path_ios(bed.device()), before, strict=True)
+    )
 
 
 def _states(bed: Testbed) -> list[str]:
@@ -105,12 +90,12 @@ def test_all_paths_down_queues_or_fails_as_the_knobs_say(
         with KmsgReader(background=True) as kmsg:
             run = FioRun(job, results_dir)
             try:
-                _wait("IO on every path", _all_moved(bed), IO_WAIT_S)
+                wait_until(_all_moved(bed), IO_WAIT_S, "IO on every path")
                 kmsg.read_available()  # the window's log only
                 down_at = time.monotonic()
                 for path in range(len(bed.endpoints)):
                     injector.inject(FaultAction("port_remove", path))
-                _wait("every controller out of live", lambda: "live" not in _states(bed), 15)
+                wait_until(lambda: "live" not in _states(bed), 15, "every controller out of live")
                 while time.monotonic() < down_at + DOWN_S:
                     states_seen.update(_states(bed))
                     time.sleep(0.2)
@@ -120,7 +105,7 @@ def test_all_paths_down_queues_or_fails_as_the_knobs_say(
                 up_at = time.monotonic()
                 found = bed.device()
                 assert found is not None and all_paths_ready(bed, found)
-                _wait("IO on every path again", _all_moved(bed), IO_WAIT_S)
+                wait_until(_all_moved(bed), IO_WAIT_S, "IO on every path again")
                 assert run.running(), "fio exited"
             finally:
                 result = run.stop()

@@ -28,6 +28,7 @@ import pytest
 from harness import config as config_mod
 from harness.config import CampaignConfig
 from harness.faults import FaultAction, FaultInjector, all_paths_ready
+from harness.floor import wait_until
 from harness.kmsg import KmsgReader, format_record, summarize
 from harness.testbed import Testbed, new_run_id
 from harness.workload import FioJob, FioResult, FioRun
@@ -41,35 +42,18 @@ RR_MIN_SHARE = 0.2  # round-robin alternates per bio: each of two paths near one
 NUMA_MIN_SHARE = 0.98  # numa: one path carries it all
 
 
-def _path_ios(bed: Testbed) -> list[int]:
-    """Completed IOs per path (its controller's per-path disks), in endpoint order."""
-    assert bed.host is not None
-    device = bed.device()
-    counts = []
-    for endpoint in bed.endpoints:
-        ctrl = device.controller_for(endpoint) if device else None
-        disks = ctrl.path_disks if ctrl else ()
-        counts.append(sum(bed.host.io_completed(disk)[0] for disk in disks))
-    return counts
-
-
-def _wait(what: str, done: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        assert time.monotonic() < deadline, f"{what} not within {timeout_s:g} s"
-        time.sleep(0.1)
-
-
 def _all_moved(bed: Testbed) -> Callable[[], bool]:
-    before = _path_ios(bed)
-    return lambda: all(a >= b + MOVED_IOS for a, b in zip(_path_ios(bed), before, strict=True))
+    before = bed.path_ios(bed.device())
+    return lambda: all(
+        a >= b + MOVED_IOS for a, b in zip(bed.path_ios(bed.device()), before, strict=True)
+    )
 
 
 def _window(bed: Testbed) -> list[int]:
     """IOs each path completed over WINDOW_S seconds."""
-    before = _path_ios(bed)
+    before = bed.path_ios(bed.device())
     time.sleep(WINDOW_S)
-    return [a - b for a, b in zip(_path_ios(bed), before, strict=True)]
+    return [a - b for a, b in zip(bed.path_ios(bed.device()), before, strict=True)]
 
 
 def _shares(window: list[int]) -> list[float]:
@@ -109,7 +93,11 @@ def running(request: pytest.FixtureRequest, results_dir: Path) -> Iterator[Runni
             run = FioRun(job, results_dir)
             numbers: dict[str, Any] = {"iopolicy": policy}
             try:
-                _wait("fio IO on the head", lambda: sum(_path_ios(bed)) > MOVED_IOS, IO_WAIT_S)
+                wait_until(
+                    lambda: sum(bed.path_ios(bed.device())) > MOVED_IOS,
+                    IO_WAIT_S,
+                    "fio IO on the head",
+                )
                 kmsg.read_available()  # the test's log only
                 yield Running(bed, injector, run, kmsg, numbers)
                 assert run.running(), "fio exited"
@@ -202,7 +190,7 @@ def test_connect_storm_under_fio_leaves_every_path_live(running: Running) -> Non
     assert ctrl_after is not None and ctrl_after.state == "live"
     other = device.controller_for(bed.endpoints[0])
     assert other is not None and other.name == other_before.name  # never touched
-    _wait("IO on every path again", _all_moved(bed), IO_WAIT_S)
+    wait_until(_all_moved(bed), IO_WAIT_S, "IO on every path again")
 
 
 def test_rescan_ten_times_under_fio_changes_nothing(running: Running) -> None:
@@ -223,4 +211,4 @@ def test_rescan_ten_times_under_fio_changes_nothing(running: Running) -> None:
     assert device is not None and all_paths_ready(bed, device)
     disks_after = sorted(d for ctrl in device.controllers for d in ctrl.path_disks)
     assert disks_after == disks_before
-    _wait("IO on every path again", _all_moved(bed), IO_WAIT_S)
+    wait_until(_all_moved(bed), IO_WAIT_S, "IO on every path again")

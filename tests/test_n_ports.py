@@ -6,15 +6,13 @@ teardown that leaves no port behind; on the fake kernel trees of tests/fakes.py.
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
 
 from harness import config as config_mod
 from harness import testbed as testbed_mod
 from harness.backing import Backing
-from harness.campaign import Campaign, plan, resolve_path
+from harness.campaign import plan, resolve_path
 from harness.config import CampaignConfig
 from harness.errors import ConfigError
 from harness.faults import FaultAction, FaultInjector, all_paths_ready
@@ -127,12 +125,12 @@ def test_per_path_io_counts_cover_every_path_in_path_order(tmp_path: Path, paths
     bed, sysfs, ctrls = sysfs_bed(tmp_path, paths)
     for index, ctrl in enumerate(ctrls):
         sysfs.set_stat(sysfs.path_disks(ctrl)[0], read_ios=10 * (index + 1), write_ios=index)
-    fake_campaign = cast(Campaign, SimpleNamespace(bed=bed))
-    counts = Campaign._path_ios(fake_campaign, bed.device())
+    counts = bed.path_ios(bed.device())
     assert counts == [10 * (i + 1) + i for i in range(paths)]
     sysfs.remove_controller(ctrls[2])
-    counts = Campaign._path_ios(fake_campaign, bed.device())
+    counts = bed.path_ios(bed.device())
     assert counts[2] == 0 and len(counts) == paths
+    assert bed.path_ios(None) == [0] * paths
 
 
 def test_alternate_walks_over_all_six_paths() -> None:
