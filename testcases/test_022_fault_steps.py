@@ -85,10 +85,15 @@ def test_all_paths_down_then_one_back_queues_io(
         ],
         ctrl_loss_tmo=-1,
     )
-    for record in run(config, kernel_variant, results_dir):
+    records = run(config, kernel_variant, results_dir)
+    for record in records:
         assert record["fault"] == "port_remove"
         assert not record["another_path_live"]
         assert record["app_eio"] == 0 and record["verdict"] == Verdict.PASS, detail(record)
-        assert record["kernel_classes"].get("no_usable_path", 0) > 0, detail(record)
+        # the IO was held while no path was there (the hold is 1.5 s), not failed
+        assert record["max_stall_s"] >= 1.0, detail(record)
         assert [r["step"] for r in record["steps"]] == [0, 1, -1]
         assert record["steps"][1]["state"] == {"1": "live"}
+    # the kernel says why: printk-ratelimited (10 per 5 s), so a later iteration within 5 s of
+    # the last burst may show none; the first one does
+    assert records[0]["kernel_classes"].get("no_usable_path", 0) > 0, detail(records[0])
