@@ -131,6 +131,7 @@ def test_ns_resize_under_fio(bed: Testbed, results_dir: Path) -> None:
     assert any("shrank back" in note for note in notes), notes
 
 
+@pytest.mark.extended
 def test_ns_remap_seen_by_host(bed: Testbed, results_dir: Path) -> None:
     """Namespaces 1 and 2 swap uuid and nguid: the host drops both and brings them back
     under the swapped identities; restoring swaps back. No IO (fio's namespace is one of
