@@ -30,9 +30,9 @@ def _campaign(config: CampaignConfig, fault: str, iterations: int) -> CampaignCo
     )
 
 
-# path_stall is netem too (loss 100 %): path_netem samples netem in CI, path_stall is extended
+# netem faults (path_stall, path_netem) are extended: testcase 021 samples netem in CI
 SAMPLED = [
-    pytest.param(f, marks=pytest.mark.extended) if f == "path_stall" else f
+    pytest.param(f, marks=pytest.mark.extended) if f in ("path_stall", "path_netem") else f
     for f in [*LOOPBACK_FAULTS, *NETWORK_FAULTS]
 ]
 

@@ -118,6 +118,7 @@ def ana_bed(smoke_config: CampaignConfig, request: pytest.FixtureRequest) -> Ite
         assert not errors, f"teardown errors: {errors}"
 
 
+@pytest.mark.extended
 def test_each_ana_state_on_one_port(ana_bed: Testbed, results_dir: Path) -> None:
     bed = ana_bed
     faults = FaultInjector(bed)
