@@ -10,16 +10,18 @@
    of the first ``eio_race``/``eio`` iteration, and the campaign's own ``first_eio_at_s``.
 2. **Fault iterations per minute** per fault kind (60 / mean cycle) in a campaign over every
    host- and target-side fault, against the kernel's floor: the bare operations timed with
-   no fio in the same VM (``nvmf-harness floor``, floor.json).
+   no fio in the same VM (``nvmf-harness floor``, floor.json), and again while the
+   campaign's IO runs (``floor --under-io``: the kernel's own time under that load).
 3. **fio IOPS and p99 completion latency** on the multipath head with the harness running
    (median pre-fault IOPS of the iterations) versus bare fio with the same job in the same VM
    (the campaign's ``baseline``).
 4. **VM boot to first IO** and the harness's **peak memory** (``max_rss_kib``).
 
 Layout of DIR: ``eio/<scenario>/run-NN/`` (one VM each, a results directory plus
-``bench-config.toml`` and ``bench-timing.json``), ``throughput/`` (one VM: ``floor/`` then
-``campaign/``). Everything in the tables is derived from these directories by the pure
-functions below (``collect``, ``markdown``), so ``--report-only`` rebuilds them.
+``bench-config.toml`` and ``bench-timing.json``), ``throughput/`` (one VM: ``floor/``,
+``floor-io/``, then ``campaign/``). Everything in the tables is derived from these
+directories by the pure functions below (``collect``, ``markdown``), so ``--report-only``
+rebuilds them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 
 from harness import config as config_mod
 from harness.errors import ConfigError, HarnessError
+from harness.floor import FLOOR_OPS_OF_FAULT
 from harness.progress import ITERATION_RE
 from harness.results import (
     RESULTS_FILE,
@@ -67,14 +70,6 @@ BENCH_JSON = "bench.json"
 EIO_VERDICTS = frozenset({"eio_race", "eio"})
 CAMPAIGN_LINE_RE = re.compile(r"nvmf-harness: campaign \S+: ")
 IOPS_GOAL = 0.95
-# The floor of one fault iteration: the bare operations its inject and restore consist of.
-FLOOR_OPS_OF_FAULT: dict[str, tuple[str, ...]] = {
-    "ctrl_delete": ("ctrl_delete", "connect"),
-    "ctrl_reset": ("ctrl_reset",),
-    "port_remove": ("port_unlink", "port_link"),
-    "ana_change": ("ana_inaccessible", "ana_optimized"),
-    "ns_remove_path": ("ns_remove_path", "ns_restore_path"),
-}
 # Issue 11's pace goals under TCG on 2 cores, iterations per minute, and the largest cycle
 # that still counts as "at the kernel's pace": a multiple of the floor.
 PACE_GOALS_PER_MINUTE: dict[str, float] = {"ns_remove_path": 40.0, "ctrl_delete": 20.0}
@@ -295,6 +290,8 @@ class FaultRate:
     overhead_s: float | None  # cycle - floor - configured waits: fio start/stop, checks, ...
     fio_start_stop_s: float | None = None  # of that overhead: mean io_start_s + io_stop_s
     floor_multiple: float | None = None  # mean cycle / floor
+    floor_io_s: float | None = None  # the same ops' floor under the campaign's IO
+    floor_io_multiple: float | None = None  # mean cycle / floor under IO
     goal_per_minute: float | None = None  # PACE_GOALS_PER_MINUTE, where the fault has one
     previous_per_minute: float | None = None  # the same fault in --previous's bench.json
 
@@ -305,14 +302,25 @@ def configured_waits(campaign: dict[str, Any]) -> float:
     return round(waits + float(campaign.get("jitter_s", 0.0)) / 2, 3)
 
 
+def _floor_sum(by_op: dict[str, FloorOpFigure], ops: tuple[str, ...]) -> float | None:
+    """The sum of the median total times of ``ops``; None when one is missing."""
+    parts = [by_op[name].median_total_s if name in by_op else None for name in ops]
+    if not ops or any(part is None for part in parts):
+        return None
+    return round(sum(part for part in parts if part is not None), 3)
+
+
 def fault_rates(
     records: Sequence[dict[str, Any]],
     floor: dict[str, Any],
     campaign: dict[str, Any],
     previous: dict[str, float] | None = None,
+    floor_io: dict[str, Any] | None = None,
 ) -> list[FaultRate]:
-    """Iterations per minute per fault kind, beside the kernel's floor for that kind."""
+    """Iterations per minute per fault kind, beside the kernel's floor for that kind (idle,
+    and under the campaign's IO when ``floor_io`` is given)."""
     by_op = {f.name: f for f in floor_figures(floor)}
+    by_op_io = {f.name: f for f in floor_figures(floor_io or {})}
     waits = configured_waits(campaign)
     by_fault: dict[str, list[float]] = {}
     fio_s: dict[str, list[float]] = {}
@@ -325,10 +333,8 @@ def fault_rates(
     for fault, cycles in by_fault.items():
         mean_cycle = sum(cycles) / len(cycles)
         ops = FLOOR_OPS_OF_FAULT.get(fault, ())
-        parts = [by_op[name].median_total_s if name in by_op else None for name in ops]
-        floor_s = None
-        if ops and all(part is not None for part in parts):
-            floor_s = round(sum(part for part in parts if part is not None), 3)
+        floor_s = _floor_sum(by_op, ops)
+        floor_io_s = _floor_sum(by_op_io, ops)
         rates.append(
             FaultRate(
                 fault=fault,
@@ -344,6 +350,8 @@ def fault_rates(
                     round(sum(fio_s[fault]) / len(fio_s[fault]), 3) if fio_s.get(fault) else None
                 ),
                 floor_multiple=round(mean_cycle / floor_s, 2) if floor_s else None,
+                floor_io_s=floor_io_s,
+                floor_io_multiple=round(mean_cycle / floor_io_s, 2) if floor_io_s else None,
                 goal_per_minute=PACE_GOALS_PER_MINUTE.get(fault),
                 previous_per_minute=(previous or {}).get(fault),
             )
@@ -446,6 +454,8 @@ class BenchReport:
     eio: list[EioScenario] = field(default_factory=list)
     floor: list[FloorOpFigure] = field(default_factory=list)
     floor_meta: dict[str, Any] = field(default_factory=dict)
+    floor_io: list[FloorOpFigure] = field(default_factory=list)  # the floor under IO
+    floor_io_meta: dict[str, Any] = field(default_factory=dict)
     fault_rates: list[FaultRate] = field(default_factory=list)
     throughput: Throughput | None = None
     boot: BootFigures | None = None
@@ -470,6 +480,9 @@ def collect(outdir: Path) -> BenchReport:
     floor_data = read_json_object(outdir / "throughput" / "floor" / "floor.json")
     report.floor = floor_figures(floor_data)
     report.floor_meta = {k: v for k, v in floor_data.items() if k != "ops"}
+    floor_io_data = read_json_object(outdir / "throughput" / "floor-io" / "floor.json")
+    report.floor_io = floor_figures(floor_io_data)
+    report.floor_io_meta = {k: v for k, v in floor_io_data.items() if k != "ops"}
     records = _iteration_records(campaign_dir)
     summary = read_json_object(campaign_dir / SUMMARY_FILE)
     run_info = read_json_object(campaign_dir / RUN_FILE)
@@ -477,7 +490,11 @@ def collect(outdir: Path) -> BenchReport:
     if records:
         previous = meta.get("previous")
         report.fault_rates = fault_rates(
-            records, floor_data, campaign_cfg, previous_rates(Path(previous) if previous else None)
+            records,
+            floor_data,
+            campaign_cfg,
+            previous_rates(Path(previous) if previous else None),
+            floor_io=floor_io_data,
         )
     if records or summary:
         report.throughput = throughput(
@@ -524,12 +541,12 @@ def _goal_cell(rate: FaultRate) -> str:
     return f"{rate.goal_per_minute:g}: {'met' if met else 'not met'}"
 
 
-def _floor_goal_cell(rate: FaultRate) -> str:
-    """ "met" / "not met": the mean cycle within FLOOR_MULTIPLE_GOAL times the floor; "-"
-    without a floor."""
-    if rate.floor_multiple is None:
+def _floor_goal_cell(multiple: float | None) -> str:
+    """ "met" / "not met": the mean cycle within FLOOR_MULTIPLE_GOAL times a floor
+    (``multiple`` = cycle / floor); "-" without that floor."""
+    if multiple is None:
         return "-"
-    return "met" if rate.floor_multiple <= FLOOR_MULTIPLE_GOAL else "not met"
+    return "met" if multiple <= FLOOR_MULTIPLE_GOAL else "not met"
 
 
 def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
@@ -545,7 +562,11 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
         "check, device interlock, kernel-log read, record); *fio start+stop*: the part of "
         "it spent on fio: with one fio per campaign its status snapshots at the window's "
         "ends (records' `io_start_s` + `io_stop_s`; a restart shows up here). *x floor*: "
-        "mean cycle / floor. *previous*: the same fault in `--previous`'s bench.json."
+        "mean cycle / floor. *Floor under IO*: the same bare operations timed in the same VM "
+        "while the campaign's fio and passthrough readers run, each on the path carrying "
+        "the IO (`nvmf-harness floor --under-io`): what the kernel needs for them under "
+        "this load, so *x floor under IO* is the harness's own share. *previous*: the same "
+        "fault in `--previous`'s bench.json."
     )
     out.append("")
     out += _table(
@@ -561,8 +582,11 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
             "overhead s",
             "fio start+stop s",
             "x floor",
+            "floor under IO s",
+            "x floor under IO",
             "goal per minute",
             f"goal <= {FLOOR_MULTIPLE_GOAL:g}x floor",
+            f"goal <= {FLOOR_MULTIPLE_GOAL:g}x floor under IO",
             "previous per minute",
         ),
         (
@@ -578,21 +602,60 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
                 f.overhead_s,
                 f.fio_start_stop_s,
                 f.floor_multiple,
+                f.floor_io_s,
+                f.floor_io_multiple,
                 _goal_cell(f),
-                _floor_goal_cell(f),
+                _floor_goal_cell(f.floor_multiple),
+                _floor_goal_cell(f.floor_io_multiple),
                 f.previous_per_minute,
             )
             for f in report.fault_rates
         ),
         digits=2,
     )
-    out += ["", "The floor, per bare operation (seconds):", ""]
+    out += ["", "The floor, per bare operation (seconds; *under IO*: the same op meanwhile):", ""]
+    under_io = {f.name: f for f in report.floor_io}
     out += _table(
-        ("op", "n", "median action s", "median total s", "errors"),
-        ((f.name, f.n, f.median_action_s, f.median_total_s, f.errors) for f in report.floor),
+        (
+            "op",
+            "n",
+            "median action s",
+            "median total s",
+            "errors",
+            "n under IO",
+            "median total s under IO",
+            "errors under IO",
+        ),
+        (
+            (
+                f.name,
+                f.n,
+                f.median_action_s,
+                f.median_total_s,
+                f.errors,
+                *_under_io_cells(under_io.get(f.name)),
+            )
+            for f in report.floor
+        ),
         digits=3,
     )
+    io = report.floor_io_meta.get("io") or {}
+    if io:
+        out += [
+            "",
+            f"While the floor under IO ran, fio completed "
+            f"{io.get('fio_read_ios', 0) + io.get('fio_write_ios', 0)} IOs with "
+            f"{io.get('app_errors', 0)} errors, and the passthrough readers "
+            f"{io.get('passthru_commands', 0)} commands with {io.get('passthru_errors', 0)} "
+            "failures.",
+        ]
     return out
+
+
+def _under_io_cells(figure: FloorOpFigure | None) -> tuple[Any, Any, Any]:
+    if figure is None:
+        return ("-", "-", "-")
+    return (figure.n, figure.median_total_s, figure.errors)
 
 
 def markdown(report: BenchReport) -> str:
@@ -866,7 +929,8 @@ def eio_run_in_vm(
 
 
 def throughput_in_vm(options: BenchOptions, vmdir: Path) -> int | None:
-    """One VM: the floor (no fio), then a campaign over every fault with a bare-fio baseline."""
+    """One VM: the floor (no fio), the floor under the campaign's IO, then a campaign over
+    every fault with a bare-fio baseline."""
     from harness.vm import VmSpec, default_kernel, guest_python, run_in_vm
 
     base = config_mod.load(options.throughput_config)
@@ -885,11 +949,13 @@ def throughput_in_vm(options: BenchOptions, vmdir: Path) -> int | None:
     variant = _guest_variant_args(options.throughput_variant, options.modules)
     python = guest_python()
     floor = [python, "-m", "harness.cli", "floor", "--config", str(config_file)]
-    floor += ["--out", str(vmdir / "floor"), "--repeat", str(options.floor_repeat), *variant]
+    floor += ["--repeat", str(options.floor_repeat), *variant]
+    idle = [*floor, "--out", str(vmdir / "floor")]
+    under_io = [*floor, "--out", str(vmdir / "floor-io"), "--under-io"]
     campaign = [python, "-m", "harness.cli", "run", "--config", str(config_file)]
     campaign += ["--out", str(vmdir / "campaign"), *variant]
-    script = f"{shlex.join(floor)}; {shlex.join(campaign)}"
-    floor_bound = len(FLOOR_OPS_OF_FAULT) * 2 * options.floor_repeat * 40
+    script = "; ".join(shlex.join(command) for command in (idle, under_io, campaign))
+    floor_bound = len(FLOOR_OPS_OF_FAULT) * 2 * options.floor_repeat * 40 * 2
     spec = VmSpec(
         kernel=options.kernel or default_kernel(),
         memory=options.memory,

@@ -597,26 +597,7 @@ class Campaign:
 
     def _start_passthru(self, device: MultipathDevice) -> PassthruReaders | None:
         """Start the passthrough readers on the (interlock-checked) head, if configured."""
-        wcfg = self.config.workload
-        if wcfg.passthru_readers <= 0:
-            return None
-        lba_bytes = int(
-            self.bed.kfs.read(f"/sys/block/{device.head}/queue/logical_block_size", default="0")
-        )
-        sectors = int(self.bed.kfs.read(f"/sys/block/{device.head}/size", default="0"))
-        if lba_bytes <= 0 or sectors <= 0:
-            raise HarnessError(f"{device.head_dev}: no block size or capacity in sysfs")
-        readers = PassthruReaders(
-            head_dev=device.head_dev,
-            nsid=NSID,
-            lba_bytes=lba_bytes,
-            capacity_lbas=sectors * 512 // lba_bytes,
-            threads=wcfg.passthru_readers,
-            read_bytes=wcfg.passthru_kib * 1024,
-            seed=self.config.campaign.seed,
-        )
-        readers.start()
-        return readers
+        return start_passthru(self.bed, self.config, device)
 
     def _stale_write_region(self, device: MultipathDevice) -> tuple[int, int] | None:
         """(offset in bytes, logical block size) of the stale-write check's region, the
@@ -670,21 +651,8 @@ class Campaign:
         return done, inflight
 
     def _fio_job(self, device: MultipathDevice) -> FioJob:
-        wcfg = self.config.workload
-        assert self.bed.host is not None
-        sectors = int(self.bed.kfs.read(f"/sys/block/{device.head}/size", default="0"))
-        if sectors <= 0:
-            raise HarnessError(f"{device.head_dev} has no capacity")
         stale_region = self._stale_write_region(device)  # fio stays below it
-        return FioJob(
-            filename=device.head_dev,
-            size_bytes=stale_region[0] if stale_region else sectors * 512,
-            rw=wcfg.rw,
-            bs=wcfg.bs,
-            iodepth=wcfg.iodepth,
-            numjobs=wcfg.numjobs,
-            verify=wcfg.verify,
-        )
+        return fio_job(self.bed, self.config, device, stale_region[0] if stale_region else None)
 
     def _wait_io_flowing(self, fio: FioStream) -> None:
         deadline = time.monotonic() + IO_START_TIMEOUT_S
@@ -890,6 +858,53 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return json.loads(json.dumps(value, default=str))
+
+
+def fio_job(
+    bed: Testbed, config: CampaignConfig, device: MultipathDevice, below_bytes: int | None = None
+) -> FioJob:
+    """The config's fio job on ``device``'s head (which the caller checked with the device
+    interlock), over the whole head or its first ``below_bytes``. HarnessError when sysfs
+    shows no capacity (/sys/block/<head>/size, 512-byte sectors)."""
+    wcfg = config.workload
+    sectors = int(bed.kfs.read(f"/sys/block/{device.head}/size", default="0"))
+    if sectors <= 0:
+        raise HarnessError(f"{device.head_dev} has no capacity")
+    return FioJob(
+        filename=device.head_dev,
+        size_bytes=below_bytes if below_bytes is not None else sectors * 512,
+        rw=wcfg.rw,
+        bs=wcfg.bs,
+        iodepth=wcfg.iodepth,
+        numjobs=wcfg.numjobs,
+        verify=wcfg.verify,
+    )
+
+
+def start_passthru(
+    bed: Testbed, config: CampaignConfig, device: MultipathDevice
+) -> PassthruReaders | None:
+    """Start the config's passthrough readers (workload.passthru_readers, _kib) on
+    ``device``'s head, which the caller checked with the device interlock; None when the
+    config has none. HarnessError when sysfs shows no block size or capacity."""
+    wcfg = config.workload
+    if wcfg.passthru_readers <= 0:
+        return None
+    lba_bytes = int(bed.kfs.read(f"/sys/block/{device.head}/queue/logical_block_size", default="0"))
+    sectors = int(bed.kfs.read(f"/sys/block/{device.head}/size", default="0"))
+    if lba_bytes <= 0 or sectors <= 0:
+        raise HarnessError(f"{device.head_dev}: no block size or capacity in sysfs")
+    readers = PassthruReaders(
+        head_dev=device.head_dev,
+        nsid=NSID,
+        lba_bytes=lba_bytes,
+        capacity_lbas=sectors * 512 // lba_bytes,
+        threads=wcfg.passthru_readers,
+        read_bytes=wcfg.passthru_kib * 1024,
+        seed=config.campaign.seed,
+    )
+    readers.start()
+    return readers
 
 
 def sequence_times(sequence: SequenceRun) -> tuple[float, float, float, float]:

@@ -129,7 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_floor(args: argparse.Namespace) -> int:
-    """The kernel's floor: bare path operations timed in this kernel, no fio (root, in the VM)."""
+    """The kernel's floor: bare path operations timed in this kernel, idle or under the
+    config's IO (root, in the VM)."""
     from harness import floor
     from harness.testbed import Testbed, new_run_id
 
@@ -142,12 +143,22 @@ def cmd_floor(args: argparse.Namespace) -> int:
     if (outdir / floor.FLOOR_FILE).exists():
         raise HarnessError(f"{outdir} already holds {floor.FLOOR_FILE}", hint="choose a new --out")
     variant = _load_variant(args, config)
-    names = (
-        args.ops.split(",")
-        if args.ops
-        else list(floor.ops_for_faults(config_mod.fault_kinds(config)))
-    )
-    say(f"floor: {', '.join(names)} x {args.repeat} on path {args.path}, no fio -> {outdir}")
+    faults = config_mod.fault_kinds(config)
+    if args.ops:
+        names = args.ops.split(",")
+    elif args.under_io:
+        names = list(floor.ops_of_fault_kinds(faults))
+        if not names:
+            raise HarnessError(
+                f"floor --under-io: no floor op is part of the config's faults "
+                f"({', '.join(faults)})",
+                hint=f"name them with --ops (known: {', '.join(floor.KNOWN_OPS)})",
+            )
+    else:
+        names = list(floor.ops_for_faults(faults))
+    where = "on the path carrying the config's IO" if args.under_io else f"on path {args.path}"
+    io = "under the config's IO" if args.under_io else "no fio"
+    say(f"floor: {', '.join(names)} x {args.repeat} {where}, {io} -> {outdir}")
 
     def show(stats: floor.OpStats) -> None:
         say(
@@ -162,11 +173,15 @@ def cmd_floor(args: argparse.Namespace) -> int:
         path=args.path,
         names=names,
         on_op=show,
+        under_io=(lambda bed: floor.start_workload(bed, outdir)) if args.under_io else None,
     )
     floor.write_floor(result, outdir)
     print(floor.render(result), flush=True)
-    failed = any(not op.total_s for op in result.ops)
-    return EXIT_FAILURES if failed or result.restore_errors else EXIT_OK
+    failed = any(not op.total_s for op in result.ops) or bool(result.restore_errors)
+    if result.io.get("app_errors"):
+        failed = True
+        say(f"floor: fio saw {result.io['app_errors']} IO errors under the ops (floor.json io)")
+    return EXIT_FAILURES if failed else EXIT_OK
 
 
 def exit_status(records: list[dict[str, Any]]) -> int:
@@ -998,12 +1013,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no per-iteration lines, no table")
     run.add_argument("--json", action="store_true", help="print each record as a JSON line")
     run.set_defaults(func=cmd_run)
-    flr = sub.add_parser("floor", help="time bare path operations with no fio (root)")
+    flr = sub.add_parser("floor", help="time bare path operations, idle or under IO (root)")
     flr.add_argument("--config", default=str(DEFAULT_CONFIG), help="campaign TOML file")
     flr.add_argument("--out", required=True, help="directory for floor.json")
     flr.add_argument("--repeat", type=int, default=5, help="repetitions of each operation")
     flr.add_argument("--path", type=int, default=0, help="which path to operate on")
     flr.add_argument("--ops", help="comma-separated subset of the operations (default: all)")
+    flr.add_argument(
+        "--under-io",
+        action="store_true",
+        help="time them while the config's fio and passthrough readers run, each on the path "
+        "carrying the IO (default ops: those of the config's faults)",
+    )
     flr.add_argument("--variant", choices=config_mod.VARIANTS, help="nvme module variant")
     flr.add_argument("--modules", help="module build cache (default: build/modules)")
     flr.set_defaults(func=cmd_floor)

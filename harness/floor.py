@@ -24,6 +24,16 @@ Per op two figures: ``action_s`` (the write or command alone) and ``total_s`` (u
 done condition held, which is what a fault iteration waits for). What a repetition needs
 before it (a deleted controller before ``connect``) and after it (a reconnect after
 ``ctrl_delete``) is done untimed, each ending with every path ready again.
+
+**Under IO** (``nvmf-harness floor --under-io``): the same operations while the config's
+workload runs on the head the whole time (one fio as in a campaign, and its passthrough
+readers), each repetition on the path that carries the IO (iopolicy numa's current path,
+from the per-path disks' completed IOs over ``CURRENT_SAMPLE_S``, untimed). Under TCG the
+kernel's work competes with fio for the same two vCPUs and a deleted path's IO has to fail
+over, so each operation takes longer than idle: this is the least a fault iteration under
+that IO can take, the floor the harness's own overhead is judged against. ``floor.json``
+then also holds what fio and the readers did meanwhile (an application error there is a
+finding, not a timing).
 """
 
 from __future__ import annotations
@@ -31,12 +41,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.faults import FaultInjector, all_paths_ready, make_path_removal
+from harness.fio_stream import FioSnapshot, FioStream, FioStreamError, window_result
+from harness.passthru import PassthruReaders
 from harness.results import write_json_atomic
 from harness.testbed import Testbed
 
@@ -57,12 +69,29 @@ OP_NAMES = (
 # mechanism (identity_flip on stock nvmet, or our patched nvmet's visibility).
 NS_OP_NAMES = ("ns_remove_path", "ns_restore_path")
 KNOWN_OPS = OP_NAMES + NS_OP_NAMES
+# The floor of one fault iteration: the bare operations its inject and restore consist of.
+FLOOR_OPS_OF_FAULT: dict[str, tuple[str, ...]] = {
+    "ctrl_delete": ("ctrl_delete", "connect"),
+    "ctrl_reset": ("ctrl_reset",),
+    "port_remove": ("port_unlink", "port_link"),
+    "ana_change": ("ana_inaccessible", "ana_optimized"),
+    "ns_remove_path": ("ns_remove_path", "ns_restore_path"),
+}
+CURRENT_SAMPLE_S = 0.1  # under IO: how long the per-path IO counts are sampled, seconds
+IO_START_TIMEOUT_S = 30.0
 
 
 def ops_for_faults(faults: Sequence[str]) -> tuple[str, ...]:
     """The ops to time for a campaign of ``faults``: the path ops, and the namespace ops
     when ``ns_remove_path`` is among them."""
     return OP_NAMES + (NS_OP_NAMES if "ns_remove_path" in faults else ())
+
+
+def ops_of_fault_kinds(faults: Sequence[str]) -> tuple[str, ...]:
+    """Only the ops that make up ``faults``' iterations (FLOOR_OPS_OF_FAULT), in OP order:
+    what ``--under-io`` times by default (each costs a failover under IO)."""
+    wanted = {op for fault in faults for op in FLOOR_OPS_OF_FAULT.get(fault, ())}
+    return tuple(op for op in KNOWN_OPS if op in wanted)
 
 
 def _nothing() -> None:
@@ -89,6 +118,7 @@ class OpStats:
     action_s: list[float]
     total_s: list[float]
     errors: list[str] = field(default_factory=list)
+    paths: list[int] = field(default_factory=list)  # under IO: the path of each repetition
 
     @property
     def median_action_s(self) -> float | None:
@@ -305,16 +335,121 @@ def ns_floor_ops(bed: Testbed, path: int = 0) -> list[FloorOp]:
     ]
 
 
+# --- under IO ------------------------------------------------------------------------------------
+
+
+@dataclass
+class WorkloadIo:
+    """The config's workload running on the head during a floor under IO."""
+
+    fio: FioStream
+    readers: PassthruReaders | None
+    first: FioSnapshot
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the readers and fio; what they did since IO flowed: fio's IOs (counts), IOPS,
+        application errors (all, and EIO), verify failures, passthrough commands and
+        failures."""
+        try:
+            end = self.fio.snapshot()
+        except FioStreamError:
+            end = self.fio.snapshots[-1] if self.fio.snapshots else self.first
+        passthru = self.readers.stop() if self.readers is not None else None
+        exit_code, killed = self.fio.stop()
+        lines = self.fio.lines_between(self.first.at, float("inf"))
+        result = window_result(self.first, end, lines, exit_code, killed)
+        return {
+            "fio_read_ios": result.read_ios,
+            "fio_write_ios": result.write_ios,
+            "fio_iops": round(result.iops, 1),
+            "app_errors": result.total_errors,
+            "app_eio": result.eio,
+            "verify_failures": result.verify_failures,
+            "fio_exit_code": exit_code,
+            "passthru_commands": passthru.commands if passthru else 0,
+            "passthru_errors": passthru.errors if passthru else 0,
+        }
+
+
+def start_workload(bed: Testbed, outdir: Path) -> WorkloadIo:
+    """Start the config's fio (and passthrough readers) on the bed's head, checked by the
+    device interlock, the way a campaign does (campaign.fio_job, start_passthru); returns
+    once IO completes on the paths. HarnessError when fio exits or no IO flows within
+    IO_START_TIMEOUT_S."""
+    from harness.campaign import fio_job, start_passthru
+
+    device = bed.checked_device()
+    stream = FioStream(fio_job(bed, bed.config, device), outdir / "fio")
+    readers: PassthruReaders | None = None
+    try:
+        baseline = sum(bed.path_ios(device))
+        deadline = time.monotonic() + IO_START_TIMEOUT_S
+        while sum(bed.path_ios(bed.device())) <= baseline + 100:
+            if not stream.running():
+                raise HarnessError(f"fio exited at start: see {stream.stderr_path}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"no IO on the head {IO_START_TIMEOUT_S:g} s after fio started")
+            time.sleep(0.02)
+        readers = start_passthru(bed, bed.config, device)
+        first = stream.snapshot()
+    except BaseException:
+        if readers is not None:
+            readers.stop()
+        stream.stop()
+        raise
+    return WorkloadIo(stream, readers, first)
+
+
+def current_path(
+    bed: Testbed, sample_s: float = CURRENT_SAMPLE_S, sleep: Callable[[float], None] = time.sleep
+) -> int:
+    """The path carrying the IO now: the most IOs completed on its per-path disks over
+    ``sample_s`` seconds (campaign.resolve_path; ties to the lower index)."""
+    from harness.campaign import resolve_path
+
+    device = bed.device()
+    before = bed.path_ios(device)
+    sleep(sample_s)
+    return resolve_path("current", before, bed.path_ios(device))[1]
+
+
+def on_chosen_path(
+    name: str,
+    ops_by_path: dict[int, dict[str, FloorOp]],
+    choose: Callable[[], int],
+    chosen: list[int],
+) -> FloorOp:
+    """Op ``name`` on the path ``choose()`` names before each repetition (untimed); each
+    choice is appended to ``chosen``."""
+
+    def op() -> FloorOp:
+        return ops_by_path[chosen[-1]][name]
+
+    def prepare() -> None:
+        chosen.append(choose())
+        op().prepare()
+
+    return FloorOp(
+        name,
+        action=lambda: op().action(),
+        done=lambda: op().done(),
+        prepare=prepare,
+        cleanup=lambda: op().cleanup(),
+    )
+
+
 @dataclass
 class FloorResult:
     kernel_release: str
     variant: str
     srcversion: str
     repeat: int
-    path: int
+    path: int | str  # "current" under IO: each repetition on the path carrying the IO
     setup_s: float
     ops: list[OpStats]
     restore_errors: list[str] = field(default_factory=list)
+    under_io: bool = False
+    io: dict[str, Any] = field(default_factory=dict)  # under IO: WorkloadIo.stop()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -329,8 +464,14 @@ def run_floor(
     path: int = 0,
     names: Sequence[str] = OP_NAMES,
     on_op: Callable[[OpStats], None] | None = None,
+    under_io: Callable[[Testbed], WorkloadIo] | None = None,
+    choose_path: Callable[[Testbed], int] = current_path,
 ) -> FloorResult:
-    """Bring the bed up, time each op, always tear it down."""
+    """Bring the bed up, time each op, always tear it down.
+
+    With ``under_io`` (start_workload, or a fake): the IO it starts runs from before the
+    first op to after the last, and each repetition runs on ``choose_path(bed)`` (the path
+    carrying the IO) instead of ``path``."""
     from harness.campaign import kernel_info
 
     unknown = [name for name in names if name not in KNOWN_OPS]
@@ -341,29 +482,51 @@ def run_floor(
     setup_s = time.monotonic() - started
     results: list[OpStats] = []
     errors: list[str] = []
+    io_summary: dict[str, Any] = {}
+    io: WorkloadIo | None = None
     try:
-        ops = {op.name: op for op in floor_ops(bed, path)}
-        if any(name in NS_OP_NAMES for name in names):
-            ops.update((op.name, op) for op in ns_floor_ops(bed, path))
+        paths = range(len(bed.endpoints)) if under_io is not None else [path]
+        ops_by_path = {p: _ops_on(bed, p, names) for p in paths}
+        if under_io is not None:
+            io = under_io(bed)
         for name in names:
-            stats = measure(ops[name], repeat)
+            chosen: list[int] = []
+            op = (
+                on_chosen_path(name, ops_by_path, lambda: choose_path(bed), chosen)
+                if under_io is not None
+                else ops_by_path[path][name]
+            )
+            stats = replace(measure(op, repeat), paths=chosen)
             results.append(stats)
             if on_op is not None:
                 on_op(stats)
             _restore(bed, errors)  # a failed repetition must not spoil the next op
     finally:
-        errors += bed.down()
+        try:
+            if io is not None:
+                io_summary = io.stop()
+        finally:
+            errors += bed.down()  # even when stopping the IO failed
     kernel = kernel_info(variant)
     return FloorResult(
         kernel_release=kernel.release,
         variant=kernel.variant,
         srcversion=kernel.srcversion,
         repeat=repeat,
-        path=path,
+        path="current" if under_io is not None else path,
         setup_s=round(setup_s, 3),
         ops=results,
         restore_errors=errors,
+        under_io=under_io is not None,
+        io=io_summary,
     )
+
+
+def _ops_on(bed: Testbed, path: int, names: Sequence[str]) -> dict[str, FloorOp]:
+    ops = {op.name: op for op in floor_ops(bed, path)}
+    if any(name in NS_OP_NAMES for name in names):
+        ops.update((op.name, op) for op in ns_floor_ops(bed, path))
+    return ops
 
 
 def _restore(bed: Testbed, errors: list[str]) -> None:
@@ -383,7 +546,16 @@ def write_floor(result: FloorResult, outdir: Path) -> Path:
 def render(result: FloorResult | dict[str, Any]) -> str:
     """A plain table of the medians (from a FloorResult or its floor.json)."""
     data = result.to_dict() if isinstance(result, FloorResult) else result
-    lines = [f"{'op':<18} {'n':>3} {'action s':>9} {'total s':>9}  errors"]
+    lines = []
+    if data.get("under_io"):
+        io = data.get("io", {})
+        lines.append(
+            f"under IO: each repetition on the path carrying it; fio "
+            f"{io.get('fio_read_ios', 0) + io.get('fio_write_ios', 0)} IOs, "
+            f"{io.get('app_errors', 0)} errors; passthrough {io.get('passthru_commands', 0)} "
+            f"commands, {io.get('passthru_errors', 0)} failed"
+        )
+    lines.append(f"{'op':<18} {'n':>3} {'action s':>9} {'total s':>9}  errors")
     for op in data.get("ops", []):
         action, total = op.get("median_action_s"), op.get("median_total_s")
         lines.append(

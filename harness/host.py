@@ -136,19 +136,30 @@ class NvmeHost:
 
     # --- discovery -------------------------------------------------------------------------
 
-    def controller(self, name: str) -> ControllerInfo | None:
+    def controller(self, name: str, subsysnqn: str | None = None) -> ControllerInfo | None:
+        """Controller ``name`` as sysfs shows it now, or None when its directory is gone (a
+        directory whose ``state`` cannot be read any more is state "gone"). ``subsysnqn``:
+        the caller already knows it (found under that subsystem), one read fewer; each read
+        costs milliseconds in a starved TCG guest, and the fault loop polls this."""
         base = f"{CTRL_CLASS}/{name}"
-        if not self.kfs.exists(base):
-            return None
+        state = self.kfs.read(f"{base}/state", default="")
+        if not state:
+            if not self.kfs.exists(base):
+                return None
+            state = "gone"  # torn down under our feet
         address = parse_address(self.kfs.read(f"{base}/address", default=""))
         disks = tuple(entry for entry in self.kfs.listdir(base) if PATH_RE.match(entry))
         return ControllerInfo(
             name=name,
-            state=self.kfs.read(f"{base}/state", default="gone"),
+            state=state,
             transport=self.kfs.read(f"{base}/transport", default=""),
             traddr=address.get("traddr", ""),
             trsvcid=address.get("trsvcid", ""),
-            subsysnqn=self.kfs.read(f"{base}/subsysnqn", default=""),
+            subsysnqn=(
+                subsysnqn
+                if subsysnqn is not None
+                else self.kfs.read(f"{base}/subsysnqn", default="")
+            ),
             path_disks=disks,
         )
 
@@ -158,8 +169,10 @@ class NvmeHost:
         for name in self.kfs.listdir(CTRL_CLASS):
             if not CTRL_RE.match(name):
                 continue
-            info = self.controller(name)
-            if info is not None and info.subsysnqn == nqn:
+            if self.kfs.read(f"{CTRL_CLASS}/{name}/subsysnqn", default="") != nqn:
+                continue  # another subsystem's (or gone): nothing more to read
+            info = self.controller(name, subsysnqn=nqn)
+            if info is not None:
                 found.append(info)
         return found
 
@@ -171,7 +184,7 @@ class NvmeHost:
                 continue
             entries = self.kfs.listdir(base)
             heads = tuple(entry for entry in entries if HEAD_RE.match(entry))
-            ctrls = [self.controller(entry) for entry in entries if CTRL_RE.match(entry)]
+            ctrls = [self.controller(entry, nqn) for entry in entries if CTRL_RE.match(entry)]
             return MultipathDevice(
                 subsystem=subsystem,
                 nqn=nqn,
@@ -325,6 +338,11 @@ class NvmeHost:
         """The controller ID the target gave this association ("" when gone); a reconnect
         gets a new one from nvmet, so it tells a reconnected controller from the old one."""
         return self.kfs.read(f"{CTRL_CLASS}/{ctrl}/cntlid", default="")
+
+    def ctrl_state(self, ctrl: str) -> str:
+        """The controller's state (/sys/class/nvme/<ctrl>/state: live, connecting, resetting,
+        deleting, ...); "gone" when it cannot be read."""
+        return self.kfs.read(f"{CTRL_CLASS}/{ctrl}/state", default="gone")
 
     def path_disks(self, ctrl: str) -> tuple[str, ...]:
         """The per-path disks (nvmeXcYnZ) a controller has now."""

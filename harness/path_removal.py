@@ -99,11 +99,19 @@ class PathSet:
         return [c for c in others if c != removed and not self.host.path_disks(c)]
 
     def wait_disks_back(self, timeout_s: float) -> None:
-        self.wait(
-            lambda: not self.without_disk(),
-            timeout_s,
-            "a live controller did not get its per-path disk back",
-        )
+        """Until every live controller has its per-path disk. Polls only the controllers
+        live at the start (one directory listing each); the full scan of every controller
+        runs once that holds (and again if it finds one without): each poll competes for the
+        guest's CPUs with the kernel's scan it waits for."""
+        live = self.live_controllers()
+
+        def back() -> bool:
+            for ctrl in live:
+                if not self.host.path_disks(ctrl) and self.host.ctrl_state(ctrl) == "live":
+                    return False  # what without_disk() would say, for two reads
+            return not self.without_disk()
+
+        self.wait(back, timeout_s, "a live controller did not get its per-path disk back")
 
 
 @dataclass

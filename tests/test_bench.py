@@ -451,13 +451,13 @@ def test_pace_goal_floor_multiple_and_previous_figures(tmp_path: Path) -> None:
     assert (ns.per_minute, ns.floor_s, ns.floor_multiple) == (50.0, 0.5, 2.4)
     assert (ns.goal_per_minute, ns.previous_per_minute) == (40.0, 6.4)
     assert _goal_cell(ns) == "40: met"
-    assert _floor_goal_cell(ns) == "met"
+    assert _floor_goal_cell(ns.floor_multiple) == "met"
     # ctrl_delete: 25 per minute, but 2.4 s is 2.2x its 1.1 s floor: met; 20 per minute goal
     assert (delete.floor_s, delete.floor_multiple, delete.previous_per_minute) == (1.1, 2.18, None)
     assert _goal_cell(delete) == "20: met"
     slow = fault_rates([record(1, cycle_s=4.0)], floor, CAMPAIGN)[0]
     assert _goal_cell(slow) == "20: not met"  # 15 per minute
-    assert _floor_goal_cell(slow) == "not met"  # 3.6x the floor
+    assert _floor_goal_cell(slow.floor_multiple) == "not met"  # 3.6x the floor
     quick_ops: list[Any] = [
         {"name": "ns_remove_path", "action_s": [0.1], "total_s": [0.1]},
         {"name": "ns_restore_path", "action_s": [0.1], "total_s": [0.1]},
@@ -465,7 +465,25 @@ def test_pace_goal_floor_multiple_and_previous_figures(tmp_path: Path) -> None:
     quick_floor = {"ops": quick_ops + list(FLOOR["ops"])}
     far = fault_rates([record(1, fault="ns_remove_path", cycle_s=1.2)], quick_floor, CAMPAIGN)[0]
     # 50 per minute meets its goal, 6x the floor does not: two cells, not one
-    assert (_goal_cell(far), _floor_goal_cell(far)) == ("40: met", "not met")
+    assert (_goal_cell(far), _floor_goal_cell(far.floor_multiple)) == ("40: met", "not met")
+    assert (far.floor_io_s, far.floor_io_multiple, _floor_goal_cell(None)) == (None, None, "-")
+    # the same ops under IO: 0.45 s, so the 1.2 s cycle is 2.67x the floor under IO
+    io_ops: list[Any] = [
+        {"name": "ns_remove_path", "action_s": [0.2], "total_s": [0.25, 0.3, 0.2]},
+        {"name": "ns_restore_path", "action_s": [0.2], "total_s": [0.2]},
+    ]
+    under_io = fault_rates(
+        [record(1, fault="ns_remove_path", cycle_s=1.2)],
+        quick_floor,
+        CAMPAIGN,
+        floor_io={"ops": io_ops},
+    )[0]
+    assert (under_io.floor_multiple, under_io.floor_io_s, under_io.floor_io_multiple) == (
+        6.0,
+        0.45,
+        2.67,
+    )
+    assert _floor_goal_cell(under_io.floor_io_multiple) == "met"
     assert previous_rates(None) == {}
     (tmp_path / "broken.json").write_text("[")
     with pytest.raises(HarnessError, match=r"not a bench\.json"):

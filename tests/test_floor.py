@@ -337,6 +337,57 @@ def test_run_floor_writes_floor_json(tmp_path: Path) -> None:
     assert render(result) == text
 
 
+@dataclass
+class FakeWorkload:
+    """Stands in for floor.start_workload: records when it ran against the bed's ups/downs."""
+
+    bed: FakeBed
+    events: list[str] = field(default_factory=list)
+
+    def __call__(self, bed: testbed_mod.Testbed) -> FakeWorkload:
+        self.events.append(f"io start (ups {self.bed.ups})")
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self.events.append(f"io stop (downs {self.bed.downs})")
+        return {"fio_read_ios": 10, "fio_write_ios": 5, "app_errors": 0}
+
+
+def test_run_floor_under_io_runs_each_repetition_on_the_chosen_path(tmp_path: Path) -> None:
+    bed = fake_bed()
+    workload = FakeWorkload(bed)
+    choices = iter([1, 0, 1, 1, 0, 0, 1, 0])
+    result = run_floor(
+        as_testbed(bed),
+        2,
+        names=["ctrl_delete", "connect"],
+        under_io=cast(Any, workload),
+        choose_path=lambda _bed: next(choices),
+    )
+    # the IO runs from after the bed is up to before it is torn down
+    assert workload.events == ["io start (ups 1)", "io stop (downs 0)"]
+    assert [(op.name, op.paths, len(op.total_s)) for op in result.ops] == [
+        ("ctrl_delete", [1, 0], 2),
+        ("connect", [1, 1], 2),
+    ]
+    deletes = [line for line in bed.kernel.log if line.startswith("delete")]
+    assert deletes[:2] == ["delete nvme1", "delete nvme0"]  # path 1's controller, then path 0's
+    data = json.loads(write_floor(result, tmp_path).read_text())
+    assert data["under_io"] is True and data["path"] == "current"
+    assert data["io"]["fio_read_ios"] == 10
+    assert render(data).startswith("under IO: each repetition on the path carrying it; fio 15 IOs")
+
+
+def test_ops_of_fault_kinds_are_the_ops_of_those_faults_only() -> None:
+    assert floor.ops_of_fault_kinds(["ns_remove_path", "ctrl_delete"]) == (
+        "connect",
+        "ctrl_delete",
+        "ns_remove_path",
+        "ns_restore_path",
+    )
+    assert floor.ops_of_fault_kinds(["io_timeout"]) == ()
+
+
 def test_run_floor_refuses_unknown_ops_before_touching_anything() -> None:
     bed = fake_bed()
     with pytest.raises(HarnessError, match="unknown floor op"):

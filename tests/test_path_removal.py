@@ -60,6 +60,9 @@ class ModelKernel:
     def cntlid(self, ctrl: str) -> str:
         return self.ctrls[ctrl].cntlid
 
+    def ctrl_state(self, ctrl: str) -> str:
+        return self.ctrls[ctrl].state if ctrl in self.ctrls else "gone"
+
     def set_async_event_config(self, ctrl: str, value: int) -> None:
         self.set_feature_calls.append((ctrl, value))
         self.ctrls[ctrl].aen = value
@@ -178,6 +181,17 @@ def test_a_disk_that_does_not_go_is_an_error(kernel: ModelKernel, flip: Identity
     kernel.rescan_controller = lambda ctrl: None  # type: ignore[method-assign]
     with pytest.raises(HarnessError, match=r"did not go away within 0\.2 s"):
         flip.remove("nvme0", 6000)
+
+
+def test_waiting_for_disks_skips_a_controller_that_left_live(kernel: ModelKernel) -> None:
+    paths = PathSet(kernel, NQN)  # type: ignore[arg-type]
+    kernel.ctrls["nvme1"].has_disk = False
+    with pytest.raises(HarnessError, match="did not get its per-path disk back"):
+        paths.wait_disks_back(0.05)  # nvme1 is live and has none
+    kernel.ctrls["nvme1"].state = "connecting"  # it was live when the wait began
+    paths.wait_disks_back(0.05)  # not live any more: not waited for, as without_disk()
+    del kernel.ctrls["nvme1"]
+    paths.wait_disks_back(0.05)
 
 
 def test_remove_needs_a_disk(kernel: ModelKernel, flip: IdentityFlip) -> None:
