@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness import config as config_mod
 from harness import floor
-from harness.testbed import Testbed, new_run_id
+from harness import testbed as testbed_mod
 
 PACE = Path(__file__).resolve().parents[1] / "configs" / "pace.toml"
 
@@ -19,7 +19,7 @@ def test_floor_under_io_times_a_deletion_on_the_path_carrying_the_io(
 ) -> None:
     config = config_mod.override(config_mod.load(PACE), "campaign", faults=["ctrl_delete"])
     result = floor.run_floor(
-        Testbed(config, new_run_id()),
+        testbed_mod.Testbed(config, testbed_mod.new_run_id()),
         2,
         variant=kernel_variant,
         names=floor.ops_of_fault_kinds(["ctrl_delete"]),
