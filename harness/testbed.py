@@ -284,6 +284,20 @@ class Testbed:
         require_harness_device(device.head_dev, self.nqn, self.serial, self.kfs)
         return device
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[MultipathDevice]:
+        """``up()`` for the with block (its device), ``down()`` after it, even when the block
+        raised. Raises HarnessError naming the teardown errors when ``down()`` reported any
+        and the block itself raised nothing (a testcase must not leave a half-removed bed
+        unnoticed)."""
+        device = self.up()
+        try:
+            yield device
+        finally:
+            errors = self.down()
+        if errors:
+            raise HarnessError(f"teardown errors: {'; '.join(errors)}")
+
     def down(self) -> list[str]:
         """Disconnect, remove the target, the backing and the network; returns errors."""
         errors: list[str] = []

@@ -122,12 +122,8 @@ def smoke_config() -> CampaignConfig:
 def nvmet_target(smoke_config: CampaignConfig) -> Iterator[Testbed]:
     """A two-port loopback nvmet target with both paths connected; removed afterwards."""
     bed = Testbed(smoke_config, new_run_id())
-    bed.up()
-    try:
+    with bed.running():
         yield bed
-    finally:
-        errors = bed.down()
-        assert not errors, f"teardown errors: {errors}"
 
 
 @pytest.fixture

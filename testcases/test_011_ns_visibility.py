@@ -80,12 +80,8 @@ def bed(
     config = config_mod.override(smoke_config, "host", iopolicy="numa")
     # A generous configfs/sysfs timeout: under TCG on a busy host the kfs child starts slowly.
     testbed = Testbed(config, new_run_id(), kfs=KernelFs(timeout_s=KFS_TIMEOUT_S))
-    testbed.up()
-    try:
+    with testbed.running():
         yield testbed
-    finally:
-        errors = testbed.down()
-        assert not errors, f"teardown errors: {errors}"
 
 
 def _paths(bed: Testbed, device: MultipathDevice) -> list[BedPath]:

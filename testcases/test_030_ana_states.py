@@ -110,12 +110,8 @@ def ana_bed(smoke_config: CampaignConfig, request: pytest.FixtureRequest) -> Ite
     config = config_mod.override(smoke_config, "host", iopolicy="round-robin")
     config = config_mod.override(config, "target", ana_groups=groups, namespaces=groups)
     bed = Testbed(config, new_run_id())
-    bed.up()
-    try:
+    with bed.running():
         yield bed
-    finally:
-        errors = bed.down()
-        assert not errors, f"teardown errors: {errors}"
 
 
 @pytest.mark.extended

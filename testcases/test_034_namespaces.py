@@ -38,12 +38,8 @@ def _config(smoke: CampaignConfig) -> CampaignConfig:
 @pytest.fixture
 def bed(smoke_config: CampaignConfig) -> Iterator[Testbed]:
     bed = Testbed(_config(smoke_config), new_run_id())
-    bed.up()
-    try:
+    with bed.running():
         yield bed
-    finally:
-        errors = bed.down()
-        assert not errors, f"teardown errors: {errors}"
 
 
 def _save(results_dir: Path, name: str, data: dict[str, Any]) -> None:
