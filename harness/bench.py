@@ -292,6 +292,7 @@ class FaultRate:
     floor_multiple: float | None = None  # mean cycle / floor
     floor_io_s: float | None = None  # the same ops' floor under the campaign's IO
     floor_io_multiple: float | None = None  # mean cycle / floor under IO
+    overhead_io_s: float | None = None  # cycle - floor under IO - configured waits
     goal_per_minute: float | None = None  # PACE_GOALS_PER_MINUTE, where the fault has one
     previous_per_minute: float | None = None  # the same fault in --previous's bench.json
 
@@ -300,6 +301,15 @@ def configured_waits(campaign: dict[str, Any]) -> float:
     keys = ("warmup_s", "hold_s", "settle_s")
     waits = sum(float(campaign.get(key, 0.0)) for key in keys)
     return round(waits + float(campaign.get("jitter_s", 0.0)) / 2, 3)
+
+
+def _first_fio_start(records: Sequence[dict[str, Any]]) -> int | None:
+    """Index of the record whose iteration started the campaign's first fio: the first with
+    ``fio_run`` 1 and a nonzero ``io_start_s`` (None when no record says so)."""
+    for index, record in enumerate(records):
+        if record.get("fio_run", 1) == 1 and float(record.get("io_start_s", 0.0)) > 0:
+            return index
+    return None
 
 
 def _floor_sum(by_op: dict[str, FloorOpFigure], ops: tuple[str, ...]) -> float | None:
@@ -324,12 +334,13 @@ def fault_rates(
     waits = configured_waits(campaign)
     by_fault: dict[str, list[float]] = {}
     fio_s: dict[str, list[float]] = {}
+    first_start = _first_fio_start(records)
     for index, record in enumerate(records):
         cycle = float(record["cycle_s"])
         started = float(record.get("io_start_s", 0.0))
-        if index == 0:
-            # the campaign's one fio starts in its first iteration: setup, paid once per
-            # campaign (a restart later on is the iteration's and stays in its cycle)
+        if index == first_start:
+            # the campaign's one fio starts here: setup, paid once per campaign (a restart
+            # later on is the iteration's and stays in its cycle)
             cycle, started = cycle - started, 0.0
         by_fault.setdefault(str(record["fault"]), []).append(cycle)
         if "io_start_s" in record:  # records before these fields existed have neither
@@ -358,6 +369,9 @@ def fault_rates(
                 floor_multiple=round(mean_cycle / floor_s, 2) if floor_s else None,
                 floor_io_s=floor_io_s,
                 floor_io_multiple=round(mean_cycle / floor_io_s, 2) if floor_io_s else None,
+                overhead_io_s=(
+                    None if floor_io_s is None else round(mean_cycle - floor_io_s - waits, 3)
+                ),
                 goal_per_minute=PACE_GOALS_PER_MINUTE.get(fault),
                 previous_per_minute=(previous or {}).get(fault),
             )
@@ -570,10 +584,14 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
         "it spent on fio: with one fio per campaign its status snapshots at the window's "
         "ends (records' `io_start_s` + `io_stop_s`; a restart shows up here). *x floor*: "
         "mean cycle / floor. *Floor under IO*: the same bare operations timed in the same VM "
-        "while the campaign's fio and passthrough readers run, each on the path carrying "
-        "the IO (`nvmf-harness floor --under-io`): what the kernel needs for them under "
-        "this load, so *x floor under IO* is the harness's own share. *previous*: the same "
-        "fault in `--previous`'s bench.json."
+        "while the campaign's fio and passthrough readers run (generated as in the campaign, "
+        "the readers as threads of the timing process), each on the path the campaign would "
+        "choose from the IO (`nvmf-harness floor --under-io`): what the operations take "
+        "under that load; *x floor under IO*: mean cycle / that floor; *overhead under "
+        "IO*: cycle - floor under IO - waits, what the iteration adds to the operations "
+        "under the same load (window snapshots, checks, kernel-log read, record). "
+        "*previous*: the same fault in `--previous`'s bench.json (one made before the "
+        "first fio start left the first cycle counts it in)."
     )
     out.append("")
     out += _table(
@@ -591,6 +609,7 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
             "x floor",
             "floor under IO s",
             "x floor under IO",
+            "overhead under IO s",
             "goal per minute",
             f"goal <= {FLOOR_MULTIPLE_GOAL:g}x floor",
             f"goal <= {FLOOR_MULTIPLE_GOAL:g}x floor under IO",
@@ -611,6 +630,7 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
                 f.floor_multiple,
                 f.floor_io_s,
                 f.floor_io_multiple,
+                f.overhead_io_s,
                 _goal_cell(f),
                 _floor_goal_cell(f.floor_multiple),
                 _floor_goal_cell(f.floor_io_multiple),

@@ -144,6 +144,11 @@ def cmd_floor(args: argparse.Namespace) -> int:
         raise HarnessError(f"{outdir} already holds {floor.FLOOR_FILE}", hint="choose a new --out")
     variant = _load_variant(args, config)
     faults = config_mod.fault_kinds(config)
+    if args.under_io and args.path != 0:
+        raise HarnessError(
+            "floor --under-io chooses the path from the IO (campaign.path of the config)",
+            hint="leave out --path",
+        )
     if args.ops:
         names = args.ops.split(",")
     elif args.under_io:
@@ -178,9 +183,16 @@ def cmd_floor(args: argparse.Namespace) -> int:
     floor.write_floor(result, outdir)
     print(floor.render(result), flush=True)
     failed = any(not op.total_s for op in result.ops) or bool(result.restore_errors)
-    if result.io.get("app_errors"):
+    done = result.io
+    if done.get("app_errors") or done.get("verify_failures"):
         failed = True
-        say(f"floor: fio saw {result.io['app_errors']} IO errors under the ops (floor.json io)")
+        say(
+            f"floor: fio saw {done.get('app_errors', 0)} IO errors and "
+            f"{done.get('verify_failures', 0)} verify failures under the ops (floor.json io)"
+        )
+    elif result.under_io and not done.get("fio_ran_to_the_end", True):
+        failed = True
+        say("floor: fio exited before the end of the floor under IO (floor.json io)")
     return EXIT_FAILURES if failed else EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""The kernel's own floor: how long each bare path operation takes, with no fio running.
+"""The kernel's own floor: how long each bare path operation takes, idle or under IO.
 
 A fault iteration can never be faster than the kernel operations it is made of. This module
 builds the test bed (``Testbed.up``), then times N repetitions of each operation alone with
@@ -49,6 +49,7 @@ from harness.errors import HarnessError
 from harness.faults import FaultInjector, all_paths_ready, make_path_removal
 from harness.fio_stream import FioSnapshot, FioStream, FioStreamError, window_result
 from harness.passthru import PassthruReaders
+from harness.path_removal import PathRemoval
 from harness.results import write_json_atomic
 from harness.testbed import Testbed
 
@@ -107,6 +108,9 @@ class FloorOp:
     done: Callable[[], bool]
     prepare: Callable[[], None] = _nothing  # untimed, before each repetition
     cleanup: Callable[[], None] = _nothing  # untimed, after each repetition
+    # untimed, before each repetition and before its path is chosen (under IO): what does not
+    # depend on the path and may move the IO (the identity flip's uuid change)
+    setup: Callable[[], None] = _nothing
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,9 @@ class OpStats:
     action_s: list[float]
     total_s: list[float]
     errors: list[str] = field(default_factory=list)
-    paths: list[int] = field(default_factory=list)  # under IO: the path of each repetition
+    # under IO: the path chosen for each repetition, failed ones included (repetition k,
+    # as the errors number it, is paths[k - 1])
+    paths: list[int] = field(default_factory=list)
 
     @property
     def median_action_s(self) -> float | None:
@@ -169,6 +175,7 @@ def measure(
     failures_in_a_row = 0
     for index in range(repeat):
         try:
+            op.setup()
             op.prepare()
             start = clock()
             op.action()
@@ -299,8 +306,9 @@ def floor_ops(bed: Testbed, path: int = 0, timeout_s: float = DONE_TIMEOUT_S) ->
     ]
 
 
-def ns_floor_ops(bed: Testbed, path: int = 0) -> list[FloorOp]:
-    """NS_OP_NAMES on ``path`` of a test bed that is up, with the config's mechanism."""
+def ns_floor_ops(bed: Testbed, path: int = 0, removal: PathRemoval | None = None) -> list[FloorOp]:
+    """NS_OP_NAMES on ``path`` of a test bed that is up, with the config's mechanism
+    (``removal``: one shared by the ops of every path, as a campaign has one)."""
     host = bed.host
     if host is None:
         raise HarnessError("the test bed is not up")
@@ -314,24 +322,31 @@ def ns_floor_ops(bed: Testbed, path: int = 0) -> list[FloorOp]:
             raise HarnessError(f"path {path} has no controller")
         return ctrl.name
 
-    removal = make_path_removal(bed)  # its remove/restore return once the kernel shows it
+    if removal is None:
+        removal = make_path_removal(bed)  # its remove/restore return once the kernel shows it
+    mechanism = removal
 
     def remove_path() -> None:
-        removal.prepare()
-        removal.remove(require_ctrl(), portid)
+        mechanism.remove(require_ctrl(), portid)
 
     def restore_path() -> None:
-        removal.restore(require_ctrl(), portid)
+        mechanism.restore(require_ctrl(), portid)
 
     return [
         FloorOp(
             "ns_remove_path",
-            lambda: removal.remove(require_ctrl(), portid),
+            remove_path,
             lambda: True,  # remove() returns when the per-path disk is gone
-            prepare=removal.prepare,  # untimed: the identity flip's uuid change
+            setup=mechanism.prepare,  # untimed: the identity flip's uuid change
             cleanup=restore_path,
         ),
-        FloorOp("ns_restore_path", restore_path, lambda: True, prepare=remove_path),
+        FloorOp(
+            "ns_restore_path",
+            restore_path,
+            lambda: True,
+            setup=mechanism.prepare,
+            prepare=remove_path,
+        ),
     ]
 
 
@@ -346,16 +361,27 @@ class WorkloadIo:
     readers: PassthruReaders | None
     first: FioSnapshot
 
+    def require_running(self) -> None:
+        """HarnessError when fio exited: what follows would be timed without IO."""
+        if not self.fio.running():
+            raise HarnessError(
+                "fio exited during the floor under IO", hint=f"see {self.fio.stderr_path}"
+            )
+
     def stop(self) -> dict[str, Any]:
-        """Stop the readers and fio; what they did since IO flowed: fio's IOs (counts), IOPS,
-        application errors (all, and EIO), verify failures, passthrough commands and
+        """Stop the readers and fio (fio is stopped whatever else fails); what they did
+        since IO flowed: fio's IOs (counts), IOPS, application errors (all, and EIO), verify
+        failures, whether fio was still running at the end, passthrough commands and
         failures."""
+        still_running = self.fio.running()
         try:
-            end = self.fio.snapshot()
-        except FioStreamError:
-            end = self.fio.snapshots[-1] if self.fio.snapshots else self.first
-        passthru = self.readers.stop() if self.readers is not None else None
-        exit_code, killed = self.fio.stop()
+            try:
+                end = self.fio.snapshot()
+            except FioStreamError:
+                end = self.fio.snapshots[-1] if self.fio.snapshots else self.first
+            passthru = self.readers.stop() if self.readers is not None else None
+        finally:
+            exit_code, killed = self.fio.stop()
         lines = self.fio.lines_between(self.first.at, float("inf"))
         result = window_result(self.first, end, lines, exit_code, killed)
         return {
@@ -366,15 +392,17 @@ class WorkloadIo:
             "app_eio": result.eio,
             "verify_failures": result.verify_failures,
             "fio_exit_code": exit_code,
+            "fio_ran_to_the_end": still_running,
             "passthru_commands": passthru.commands if passthru else 0,
             "passthru_errors": passthru.errors if passthru else 0,
         }
 
 
 def start_workload(bed: Testbed, outdir: Path) -> WorkloadIo:
-    """Start the config's fio (and passthrough readers) on the bed's head, checked by the
-    device interlock, the way a campaign does (campaign.fio_job, start_passthru); returns
-    once IO completes on the paths. HarnessError when fio exits or no IO flows within
+    """Start the config's fio (over the whole head: no stale-write region, no checker) and its
+    passthrough readers (threads of this process, as in a campaign) on the bed's head,
+    checked by the device interlock (campaign.fio_job, start_passthru); returns once IO
+    completes on the paths. HarnessError when fio exits or no IO flows within
     IO_START_TIMEOUT_S."""
     from harness.campaign import fio_job, start_passthru
 
@@ -403,14 +431,21 @@ def start_workload(bed: Testbed, outdir: Path) -> WorkloadIo:
 def current_path(
     bed: Testbed, sample_s: float = CURRENT_SAMPLE_S, sleep: Callable[[float], None] = time.sleep
 ) -> int:
-    """The path carrying the IO now: the most IOs completed on its per-path disks over
-    ``sample_s`` seconds (campaign.resolve_path; ties to the lower index)."""
+    """The path the config's campaign.path names from the IO now: "current" (the default,
+    and for a fixed choice) is the one whose per-path disks completed the most IOs over
+    ``sample_s`` seconds, "other" the one with the fewest (campaign.resolve_path; ties to
+    the lower index). HarnessError when no path completed any IO in that time."""
     from harness.campaign import resolve_path
+    from harness.config import DYNAMIC_PATH_CHOICES
 
     device = bed.device()
     before = bed.path_ios(device)
     sleep(sample_s)
-    return resolve_path("current", before, bed.path_ios(device))[1]
+    after = bed.path_ios(device)
+    if sum(after) <= sum(before):
+        raise HarnessError(f"no IO completed on any path in {sample_s:g} s")
+    choice = bed.config.campaign.path
+    return resolve_path(choice if choice in DYNAMIC_PATH_CHOICES else "current", before, after)[0]
 
 
 def on_chosen_path(
@@ -419,13 +454,14 @@ def on_chosen_path(
     choose: Callable[[], int],
     chosen: list[int],
 ) -> FloorOp:
-    """Op ``name`` on the path ``choose()`` names before each repetition (untimed); each
-    choice is appended to ``chosen``."""
+    """Op ``name`` on the path ``choose()`` names before each repetition (untimed), after
+    the op's path-independent ``setup``; each choice is appended to ``chosen``."""
 
     def op() -> FloorOp:
         return ops_by_path[chosen[-1]][name]
 
     def prepare() -> None:
+        ops_by_path[next(iter(ops_by_path))][name].setup()  # path-independent, may move IO
         chosen.append(choose())
         op().prepare()
 
@@ -450,6 +486,7 @@ class FloorResult:
     restore_errors: list[str] = field(default_factory=list)
     under_io: bool = False
     io: dict[str, Any] = field(default_factory=dict)  # under IO: WorkloadIo.stop()
+    iopolicy: str = ""  # host.iopolicy of the config: which path carries the IO
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -484,15 +521,23 @@ def run_floor(
     errors: list[str] = []
     io_summary: dict[str, Any] = {}
     io: WorkloadIo | None = None
+    removal: PathRemoval | None = None
     try:
         paths = range(len(bed.endpoints)) if under_io is not None else [path]
-        ops_by_path = {p: _ops_on(bed, p, names) for p in paths}
+        removal = make_path_removal(bed) if any(n in NS_OP_NAMES for n in names) else None
+        ops_by_path = {p: _ops_on(bed, p, names, removal) for p in paths}
         if under_io is not None:
             io = under_io(bed)
+
+        def choose() -> int:
+            assert io is not None
+            io.require_running()
+            return choose_path(bed)
+
         for name in names:
             chosen: list[int] = []
             op = (
-                on_chosen_path(name, ops_by_path, lambda: choose_path(bed), chosen)
+                on_chosen_path(name, ops_by_path, choose, chosen)
                 if under_io is not None
                 else ops_by_path[path][name]
             )
@@ -503,8 +548,12 @@ def run_floor(
             _restore(bed, errors)  # a failed repetition must not spoil the next op
     finally:
         try:
+            if removal is not None:  # a failed repetition may have left it removed
+                errors += removal.restore_all()
             if io is not None:
                 io_summary = io.stop()
+        except HarnessError as exc:  # the timings stay; the error is reported with them
+            errors.append(f"stopping the IO: {exc}")
         finally:
             errors += bed.down()  # even when stopping the IO failed
     kernel = kernel_info(variant)
@@ -519,13 +568,16 @@ def run_floor(
         restore_errors=errors,
         under_io=under_io is not None,
         io=io_summary,
+        iopolicy=bed.config.host.iopolicy,
     )
 
 
-def _ops_on(bed: Testbed, path: int, names: Sequence[str]) -> dict[str, FloorOp]:
+def _ops_on(
+    bed: Testbed, path: int, names: Sequence[str], removal: PathRemoval | None
+) -> dict[str, FloorOp]:
     ops = {op.name: op for op in floor_ops(bed, path)}
     if any(name in NS_OP_NAMES for name in names):
-        ops.update((op.name, op) for op in ns_floor_ops(bed, path))
+        ops.update((op.name, op) for op in ns_floor_ops(bed, path, removal))
     return ops
 
 

@@ -159,10 +159,11 @@ class KernelFs:
     def read(self, rel: str | Path, default: str | None = None) -> str:
         """Read an attribute, stripped. Reads do not block on the paths we use.
 
-        With os.open/os.read rather than a text file object: an attribute is one read(2)
-        (sysfs hands out at most a page), and each system call lets another thread take the
-        GIL; under TCG with the passthrough reader threads running, the text file's extra
-        calls (fstat, isatty's ioctl, lseek) made each read cost several milliseconds."""
+        With os.open/os.read rather than a text file object: an attribute comes in one
+        read(2) (sysfs hands out at most a page; one more read sees the end), and each system
+        call lets another thread take the GIL; under TCG with the passthrough reader threads
+        running, the text file's extra calls (fstat, isatty's ioctl, lseek) made each read
+        cost several milliseconds."""
         path = self.path(rel)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

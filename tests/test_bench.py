@@ -293,6 +293,10 @@ def test_fault_rates_show_fio_start_and_stop() -> None:
     # fio figure; the second iteration's (a restart) stays: (0.2 + 2.0 + 0.4) / 2
     assert rate.fio_start_stop_s == 1.3
     assert rate.mean_cycle_s == 4.5  # (5.0 - 1.0 + 5.0) / 2
+    # an iteration that failed before fio started: the start is the next one's
+    failed_first = [record(1, cycle_s=0.5, io_start_s=0.0, fio_run=1), *records]
+    (rate,) = fault_rates(failed_first, FLOOR, CAMPAIGN)
+    assert rate.mean_cycle_s == 3.167  # (0.5 + 4.0 + 5.0) / 3
 
 
 # --- throughput -----------------------------------------------------------------------------------
@@ -487,6 +491,7 @@ def test_pace_goal_floor_multiple_and_previous_figures(tmp_path: Path) -> None:
         2.67,
     )
     assert _floor_goal_cell(under_io.floor_io_multiple) == "met"
+    assert under_io.overhead_io_s == round(1.2 - 0.45 - 3.25, 3)  # waits: 1 + 0.25 + 1 + 1
     assert previous_rates(None) == {}
     (tmp_path / "broken.json").write_text("[")
     with pytest.raises(HarnessError, match=r"not a bench\.json"):

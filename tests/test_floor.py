@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 
+from harness import config as config_mod
 from harness import floor
 from harness import testbed as testbed_mod
 from harness.config import CampaignConfig
@@ -344,9 +345,15 @@ class FakeWorkload:
     bed: FakeBed
     events: list[str] = field(default_factory=list)
 
+    running: bool = True
+
     def __call__(self, bed: testbed_mod.Testbed) -> FakeWorkload:
         self.events.append(f"io start (ups {self.bed.ups})")
         return self
+
+    def require_running(self) -> None:
+        if not self.running:
+            raise HarnessError("fio exited during the floor under IO")
 
     def stop(self) -> dict[str, Any]:
         self.events.append(f"io stop (downs {self.bed.downs})")
@@ -376,6 +383,52 @@ def test_run_floor_under_io_runs_each_repetition_on_the_chosen_path(tmp_path: Pa
     assert data["under_io"] is True and data["path"] == "current"
     assert data["io"]["fio_read_ios"] == 10
     assert render(data).startswith("under IO: each repetition on the path carrying it; fio 15 IOs")
+
+
+def test_a_dead_fio_fails_the_repetitions_instead_of_timing_them_idle() -> None:
+    bed = fake_bed()
+    workload = FakeWorkload(bed, running=False)
+    result = run_floor(
+        as_testbed(bed),
+        3,
+        names=["ctrl_delete"],
+        under_io=cast(Any, workload),
+        choose_path=lambda _: 0,
+    )
+    (op,) = result.ops
+    assert op.total_s == [] and "fio exited" in op.errors[0]
+    assert op.errors[-1] == "gave up after 2 of 3 repetitions"
+    assert bed.downs == 1 and workload.events[-1] == "io stop (downs 0)"
+
+
+@dataclass
+class CountingBed:
+    """What current_path reads: the per-path completed IOs, advancing per read."""
+
+    steps: list[list[int]]
+    path_choice: str = "current"
+    config: Any = None
+
+    def __post_init__(self) -> None:
+        self.config = config_mod.override(CampaignConfig(), "campaign", path=self.path_choice)
+
+    def device(self) -> None:
+        return None
+
+    def path_ios(self, device: object) -> list[int]:
+        return self.steps.pop(0)
+
+
+def test_current_path_follows_the_io_and_the_config_choice() -> None:
+    def choose(steps: list[list[int]], choice: str = "current") -> int:
+        bed = cast(testbed_mod.Testbed, CountingBed(steps, choice))
+        return floor.current_path(bed, sleep=lambda _s: None)
+
+    assert choose([[100, 50], [100, 90]]) == 1  # path 1 completed 40, path 0 none
+    assert choose([[100, 50], [180, 50]], "other") == 1
+    assert choose([[100, 50], [180, 50]], "alternate") == 0  # a fixed choice: the current one
+    with pytest.raises(HarnessError, match="no IO completed on any path"):
+        choose([[100, 50], [100, 50]])
 
 
 def test_ops_of_fault_kinds_are_the_ops_of_those_faults_only() -> None:

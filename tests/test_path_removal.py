@@ -183,15 +183,23 @@ def test_a_disk_that_does_not_go_is_an_error(kernel: ModelKernel, flip: Identity
         flip.remove("nvme0", 6000)
 
 
-def test_waiting_for_disks_skips_a_controller_that_left_live(kernel: ModelKernel) -> None:
+def test_waiting_for_disks_skips_a_controller_that_leaves_live(kernel: ModelKernel) -> None:
     paths = PathSet(kernel, NQN)  # type: ignore[arg-type]
     kernel.ctrls["nvme1"].has_disk = False
     with pytest.raises(HarnessError, match="did not get its per-path disk back"):
         paths.wait_disks_back(0.05)  # nvme1 is live and has none
-    kernel.ctrls["nvme1"].state = "connecting"  # it was live when the wait began
-    paths.wait_disks_back(0.05)  # not live any more: not waited for, as without_disk()
-    del kernel.ctrls["nvme1"]
-    paths.wait_disks_back(0.05)
+    polls: list[str] = []
+    path_disks = kernel.path_disks
+
+    def leaving(ctrl: str) -> tuple[str, ...]:
+        polls.append(ctrl)
+        if ctrl == "nvme1" and polls.count("nvme1") == 2:
+            kernel.ctrls["nvme1"].state = "connecting"  # leaves live during the wait
+        return path_disks(ctrl)
+
+    kernel.path_disks = leaving  # type: ignore[method-assign]
+    paths.wait_disks_back(1.0)  # not live any more: not waited for, as without_disk()
+    assert polls.count("nvme1") >= 2
 
 
 def test_remove_needs_a_disk(kernel: ModelKernel, flip: IdentityFlip) -> None:
