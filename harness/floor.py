@@ -480,7 +480,7 @@ class FloorResult:
     variant: str
     srcversion: str
     repeat: int
-    path: int | str  # "current" under IO: each repetition on the path carrying the IO
+    path: int | str  # under IO "current" or "other": each repetition's path chosen from the IO
     setup_s: float
     ops: list[OpStats]
     restore_errors: list[str] = field(default_factory=list)
@@ -548,21 +548,23 @@ def run_floor(
             _restore(bed, errors)  # a failed repetition must not spoil the next op
     finally:
         try:
-            if removal is not None:  # a failed repetition may have left it removed
-                errors += removal.restore_all()
-            if io is not None:
-                io_summary = io.stop()
+            try:
+                if removal is not None:  # a failed repetition may have left it removed
+                    errors += removal.restore_all()
+            finally:
+                if io is not None:  # fio stops even when the restore failed
+                    io_summary = io.stop()
         except HarnessError as exc:  # the timings stay; the error is reported with them
-            errors.append(f"stopping the IO: {exc}")
+            errors.append(f"restoring the namespace or stopping the IO: {exc}")
         finally:
-            errors += bed.down()  # even when stopping the IO failed
+            errors += bed.down()  # whatever failed before
     kernel = kernel_info(variant)
     return FloorResult(
         kernel_release=kernel.release,
         variant=kernel.variant,
         srcversion=kernel.srcversion,
         repeat=repeat,
-        path="current" if under_io is not None else path,
+        path=_path_choice(bed) if under_io is not None else path,
         setup_s=round(setup_s, 3),
         ops=results,
         restore_errors=errors,
@@ -570,6 +572,15 @@ def run_floor(
         io=io_summary,
         iopolicy=bed.config.host.iopolicy,
     )
+
+
+def _path_choice(bed: Testbed) -> str:
+    """How a floor under IO chose its paths: campaign.path when it is one the IO decides
+    ("current", "other"), else "current" (current_path)."""
+    from harness.config import DYNAMIC_PATH_CHOICES
+
+    choice = bed.config.campaign.path
+    return choice if choice in DYNAMIC_PATH_CHOICES else "current"
 
 
 def _ops_on(
