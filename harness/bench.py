@@ -484,6 +484,11 @@ class BenchReport:
         return asdict(self)
 
 
+def _floor_meta(floor: dict[str, Any]) -> dict[str, Any]:
+    """A floor.json without its ops: kernel, variant, repetitions, path, under_io, io..."""
+    return {key: value for key, value in floor.items() if key != "ops"}
+
+
 def collect(outdir: Path) -> BenchReport:
     """Every figure, from the directories a bench run left (no VM, no root)."""
     meta = read_json_object(outdir / "bench-meta.json")
@@ -498,11 +503,9 @@ def collect(outdir: Path) -> BenchReport:
         report.eio.append(eio_scenario(scenario_dir.name, runs))
     campaign_dir = outdir / "throughput" / "campaign"
     floor_data = read_json_object(outdir / "throughput" / "floor" / "floor.json")
-    report.floor = floor_figures(floor_data)
-    report.floor_meta = {k: v for k, v in floor_data.items() if k != "ops"}
     floor_io_data = read_json_object(outdir / "throughput" / "floor-io" / "floor.json")
-    report.floor_io = floor_figures(floor_io_data)
-    report.floor_io_meta = {k: v for k, v in floor_io_data.items() if k != "ops"}
+    report.floor, report.floor_meta = floor_figures(floor_data), _floor_meta(floor_data)
+    report.floor_io, report.floor_io_meta = floor_figures(floor_io_data), _floor_meta(floor_io_data)
     records = _iteration_records(campaign_dir)
     summary = read_json_object(campaign_dir / SUMMARY_FILE)
     run_info = read_json_object(campaign_dir / RUN_FILE)
@@ -579,10 +582,11 @@ def _fault_rate_section(report: BenchReport, meta: dict[str, Any]) -> list[str]:
         f"the bare kernel operations of that fault, timed in the same VM before the campaign "
         f"with no fio running (`nvmf-harness floor`, {fm.get('repeat', '?')} repetitions, "
         "median of action + wait until done). *Waits*: warmup + mean jitter + hold + settle "
-        "of the config; *overhead*: cycle - floor - waits (fio start and stop, IO-flowing "
-        "check, device interlock, kernel-log read, record); *fio start+stop*: the part of "
-        "it spent on fio: with one fio per campaign its status snapshots at the window's "
-        "ends (records' `io_start_s` + `io_stop_s`; a restart shows up here). *x floor*: "
+        "of the config; *overhead*: cycle - floor - waits (the harness's work: fio status "
+        "snapshots, device interlock, kernel-log read, record; and what the operations take "
+        "longer under IO than idle, which the floor under IO separates); *fio start+stop*: "
+        "the part spent on fio: with one fio per campaign its status snapshots at the "
+        "window's ends (records' `io_start_s` + `io_stop_s`; a restart shows up here). *x floor*: "
         "mean cycle / floor. *Floor under IO*: the same bare operations timed in the same VM "
         "while the campaign's fio and passthrough readers run (generated as in the campaign, "
         "the readers as threads of the timing process), each on the path the campaign would "

@@ -541,7 +541,7 @@ class Campaign:
         started = time.monotonic()
         stream = FioStream(self._fio_job(device), workdir)
         try:
-            self._wait_io_flowing(stream)
+            wait_io_flowing(stream, lambda: self._io_progress()[0])
             readers = self._start_passthru(device)
             stale = self._start_stale_write(device)
             first = stream.snapshot()
@@ -653,17 +653,6 @@ class Campaign:
     def _fio_job(self, device: MultipathDevice) -> FioJob:
         stale_region = self._stale_write_region(device)  # fio stays below it
         return fio_job(self.bed, self.config, device, stale_region[0] if stale_region else None)
-
-    def _wait_io_flowing(self, fio: FioStream) -> None:
-        deadline = time.monotonic() + IO_START_TIMEOUT_S
-        baseline = self._io_progress()[0]
-        while time.monotonic() < deadline:
-            if not fio.running():
-                raise HarnessError(f"fio exited at start: see {fio.stderr_path}")
-            if self._io_progress()[0] > baseline + 100:
-                return
-            time.sleep(0.02)
-        raise HarnessError(f"no IO on the head {IO_START_TIMEOUT_S:g} s after fio started")
 
     def _prepare(self, action: FaultAction) -> None:
         """Before the warmup: the fault's ``prepare``; for a sequence, that of every fault
@@ -858,6 +847,21 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return json.loads(json.dumps(value, default=str))
+
+
+def wait_io_flowing(fio: FioStream, completed: Callable[[], int]) -> None:
+    """Until the paths completed 100 IOs more than when called (``completed``: IOs completed
+    on the per-path disks so far). HarnessError when fio exits first or after
+    IO_START_TIMEOUT_S seconds."""
+    deadline = time.monotonic() + IO_START_TIMEOUT_S
+    baseline = completed()
+    while time.monotonic() < deadline:
+        if not fio.running():
+            raise HarnessError(f"fio exited at start: see {fio.stderr_path}")
+        if completed() > baseline + 100:
+            return
+        time.sleep(0.02)
+    raise HarnessError(f"no IO on the head {IO_START_TIMEOUT_S:g} s after fio started")
 
 
 def fio_job(

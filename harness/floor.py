@@ -79,7 +79,6 @@ FLOOR_OPS_OF_FAULT: dict[str, tuple[str, ...]] = {
     "ns_remove_path": ("ns_remove_path", "ns_restore_path"),
 }
 CURRENT_SAMPLE_S = 0.1  # under IO: how long the per-path IO counts are sampled, seconds
-IO_START_TIMEOUT_S = 30.0
 
 
 def ops_for_faults(faults: Sequence[str]) -> tuple[str, ...]:
@@ -322,9 +321,8 @@ def ns_floor_ops(bed: Testbed, path: int = 0, removal: PathRemoval | None = None
             raise HarnessError(f"path {path} has no controller")
         return ctrl.name
 
-    if removal is None:
-        removal = make_path_removal(bed)  # its remove/restore return once the kernel shows it
-    mechanism = removal
+    # its remove/restore return once the kernel shows it
+    mechanism = removal if removal is not None else make_path_removal(bed)
 
     def remove_path() -> None:
         mechanism.remove(require_ctrl(), portid)
@@ -402,22 +400,15 @@ def start_workload(bed: Testbed, outdir: Path) -> WorkloadIo:
     """Start the config's fio (over the whole head: no stale-write region, no checker) and its
     passthrough readers (threads of this process, as in a campaign) on the bed's head,
     checked by the device interlock (campaign.fio_job, start_passthru); returns once IO
-    completes on the paths. HarnessError when fio exits or no IO flows within
-    IO_START_TIMEOUT_S."""
-    from harness.campaign import fio_job, start_passthru
+    completes on the paths. HarnessError when fio exits or no IO flows
+    (campaign.wait_io_flowing)."""
+    from harness.campaign import fio_job, start_passthru, wait_io_flowing
 
     device = bed.checked_device()
     stream = FioStream(fio_job(bed, bed.config, device), outdir / "fio")
     readers: PassthruReaders | None = None
     try:
-        baseline = sum(bed.path_ios(device))
-        deadline = time.monotonic() + IO_START_TIMEOUT_S
-        while sum(bed.path_ios(bed.device())) <= baseline + 100:
-            if not stream.running():
-                raise HarnessError(f"fio exited at start: see {stream.stderr_path}")
-            if time.monotonic() > deadline:
-                raise HarnessError(f"no IO on the head {IO_START_TIMEOUT_S:g} s after fio started")
-            time.sleep(0.02)
+        wait_io_flowing(stream, lambda: sum(bed.path_ios(bed.device())))
         readers = start_passthru(bed, bed.config, device)
         first = stream.snapshot()
     except BaseException:
@@ -436,7 +427,6 @@ def current_path(
     ``sample_s`` seconds, "other" the one with the fewest (campaign.resolve_path; ties to
     the lower index). HarnessError when no path completed any IO in that time."""
     from harness.campaign import resolve_path
-    from harness.config import DYNAMIC_PATH_CHOICES
 
     device = bed.device()
     before = bed.path_ios(device)
@@ -444,8 +434,7 @@ def current_path(
     after = bed.path_ios(device)
     if sum(after) <= sum(before):
         raise HarnessError(f"no IO completed on any path in {sample_s:g} s")
-    choice = bed.config.campaign.path
-    return resolve_path(choice if choice in DYNAMIC_PATH_CHOICES else "current", before, after)[0]
+    return resolve_path(_path_choice(bed), before, after)[0]
 
 
 def on_chosen_path(
@@ -575,8 +564,8 @@ def run_floor(
 
 
 def _path_choice(bed: Testbed) -> str:
-    """How a floor under IO chose its paths: campaign.path when it is one the IO decides
-    ("current", "other"), else "current" (current_path)."""
+    """How a floor under IO chooses its paths (current_path): campaign.path when it is one
+    the IO decides ("current", "other"), else "current"."""
     from harness.config import DYNAMIC_PATH_CHOICES
 
     choice = bed.config.campaign.path
