@@ -436,11 +436,26 @@ def _campaigns_in_vm(
         say(f"the VM {what} during {outdir.name}; console tail in {vm_dir}/console.log")
 
     outcome = vm_batch.run_batch(planned, vm_dir, boot, on_crash)
+    if outcome.vm_failed:
+        say(
+            f"the VM ended before its first campaign started ({_last_words(vm_dir)}): "
+            f"the campaigns not run are infrastructure failures; console: {vm_dir}/console.log"
+        )
     for run in runs:
         status = outcome.statuses.get(run.outdir)
         say(f"=== {run.outdir.name} ({run.variant}): exit status {status}")
         _print_run_table(run.outdir)
     return outcome.statuses
+
+
+def _last_words(vm_dir: Path) -> str:
+    """The console's last non-empty line (``console.log`` in ``vm_dir``), or "no output"."""
+    try:
+        lines = (vm_dir / "console.log").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "no console.log"
+    last = next((line for line in reversed(lines.splitlines()) if line.strip()), "")
+    return last.strip() or "no output"
 
 
 def cmd_run_plan(args: argparse.Namespace) -> int:
@@ -464,7 +479,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     With ``--sequential``, batches of ``--batch`` iterations per variant run (one boot each,
     a new seed each) until the verdict is decided or a cap is hit (harness/stopping.py);
     each batch goes to OUT/batch-NN/{stock,patched} and the comparison pools them all.
-    Exit 0 only for REPRODUCED AND FIXED, 1 for every other verdict.
+    Exit 0 only for REPRODUCED AND FIXED, 1 for every other verdict, 3 when neither variant
+    ran an iteration (the VM failed).
     """
     from harness import compare, kbuild, stopping
     from harness.vm import default_kernel, kernel_release
@@ -510,6 +526,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             alpha=args.alpha,
         )
         print(compare.write(result, outdir), flush=True)  # its "Rule:" line says which rule
+        if result.stock.iterations == 0 and result.patched.iterations == 0:
+            return EXIT_INFRA  # nothing ran (the VM failed): no verdict to exit with
         return EXIT_OK if result.fixed else EXIT_FAILURES
 
     looks = plan.looks
@@ -764,6 +782,18 @@ def cmd_selftest_crash(args: argparse.Namespace) -> int:
             "crash self-test passed: the guest panicked, the runner recorded kernel_crash, "
             "earlier records are intact"
         )
+    return EXIT_FAILURES if problems else EXIT_OK
+
+
+def cmd_selftest_kvm_fallback(args: argparse.Namespace) -> int:
+    from harness.selftest import kvm_fallback_selftest
+
+    outdir = _fresh_outdir(Path(args.out))
+    problems, happened = kvm_fallback_selftest(_vm_spec(args, 600), outdir)
+    for problem in problems:
+        say(f"KVM fallback self-test: {problem}")
+    if not problems:
+        say(f"KVM fallback self-test passed: {happened}")
     return EXIT_FAILURES if problems else EXIT_OK
 
 
@@ -1169,6 +1199,13 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--out", required=True)
     _vm_options(selftest)
     selftest.set_defaults(func=cmd_selftest_crash)
+    fallback = sub.add_parser(
+        "selftest-kvm-fallback",
+        help="check that a KVM that cannot run the guest is followed by a TCG boot",
+    )
+    fallback.add_argument("--out", required=True)
+    _vm_options(fallback)
+    fallback.set_defaults(func=cmd_selftest_kvm_fallback)
     report = sub.add_parser("report", help="print the table of a results directory")
     report.add_argument("results", nargs="?")
     report.add_argument(

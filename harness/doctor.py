@@ -84,7 +84,13 @@ def prepared_kernel_check(record_path: Path = prepared.RECORD_FILE) -> tuple[Che
 def kvm_answer_check(image: str | None, cache: vm.AccelCache, qemu: str, kvm_usable: bool) -> Check:
     """What ``--accel auto`` will do with ``image``: the remembered KVM answer, if any."""
     if not kvm_usable:
-        return Check("kvm", False, "no usable /dev/kvm: guests run under TCG", optional=True)
+        return Check(
+            "kvm",
+            False,
+            "no usable /dev/kvm (missing, or KVM ran no guest code in the probe): guests run "
+            "under TCG",
+            optional=True,
+        )
     if image is None:
         return Check("kvm", True, "/dev/kvm accepts a guest (no kernel prepared to ask about)")
     answer = cache.lookup(vm.kernel_key(image), qemu)

@@ -1,18 +1,23 @@
-"""Self-tests of the VM runner that need a real guest: crash handling.
+"""Self-tests of the VM runner that need a real guest: crash handling, the KVM fallback.
 
 ``nvmf-harness selftest-crash --out DIR`` boots the kernel, has the guest write two
 iteration records (fsynced, as a campaign does), then panics the guest with sysrq-c. The
 runner must notice, append a ``kernel_crash`` record with the console tail, and every record
 written before the crash must still be readable.
+
+``nvmf-harness selftest-kvm-fallback --out DIR`` boots under KVM without the probe and
+with an empty KVM answer file: where KVM cannot run the guest, the runner must boot it again
+under TCG, run the command and remember the answer; where KVM works, the guest runs under it.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from harness.results import RESULTS_FILE, read_records
-from harness.vm import VmSpec, record_crash, run_in_vm
+from harness.vm import AccelCache, VmSpec, kvm_device_present, record_crash, run_in_vm
 
 GUEST_PROGRAM = """
 import sys
@@ -50,3 +55,30 @@ def crash_selftest(spec: VmSpec, outdir: Path) -> list[str]:
     elif not records[-1].get("console_tail"):
         problems.append("the kernel_crash record has no console tail")
     return problems
+
+
+def kvm_fallback_selftest(spec: VmSpec, outdir: Path) -> tuple[list[str], str]:
+    """Boot ``spec.kernel`` with ``--accel auto`` straight into KVM (no probe, an empty
+    answer file in ``outdir``) and run ``true``. Returns (problems, what happened); no
+    problems means the guest ran, under KVM or after one fallback to TCG that was
+    remembered. Without a usable /dev/kvm there is nothing to test: no problems."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    if not kvm_device_present():
+        return [], "no usable /dev/kvm here: nothing to fall back from"
+    cache = outdir / "accel.json"
+    result = run_in_vm(
+        replace(spec, accel="auto", accel_probe=False, accel_cache=cache), outdir, ["true"]
+    )
+    answers = AccelCache(cache).answers()
+    problems = []
+    if result.exit_status != 0:
+        problems.append(
+            f"the guest did not run `true` (exit {result.exit_status}, under {result.accel})"
+        )
+    if result.accel == "tcg" and not result.fallback:
+        problems.append("the guest ran under TCG without a recorded fallback")
+    if len(answers) != 1 or answers[0].kvm_boots != (result.accel == "kvm"):
+        problems.append(f"the KVM answer was not remembered as seen: {answers}")
+    if result.fallback:
+        return problems, f"KVM failed ({result.fallback}); {result.wall_s:.0f} s in all"
+    return problems, f"KVM ran the guest ({result.wall_s:.0f} s)"

@@ -14,6 +14,8 @@ import contextlib
 import json
 import os
 import platform
+import re
+import selectors
 import shlex
 import subprocess
 import sys
@@ -28,12 +30,15 @@ from harness.procs import require_tool, run
 from harness.results import RESULTS_FILE, SUMMARY_FILE, JsonlWriter, read_records, write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
-KVM_PROBE_S = 1.5
+# Seconds the KVM probe waits for the firmware's first line (KVM prints it in well under 1 s).
+KVM_PROBE_S = 5.0
 CONSOLE_TAIL_LINES = 60
 GUEST_EXIT_FILE = "guest-exit-status"
 VM_RECORD_FILE = "vm.json"
 # The guest's --exec script prints this first: the guest booted and runs our command.
 GUEST_UP_MARKER = "nvmf-harness-vm: guest up"
+# A kernel console line: "[    1.234567] ...".
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
 # Boot watchdog: seconds from qemu's start to the guest's first line before the VM is ended.
 # Under TCG a boot to the first line takes 20-35 s on a quiet 2-core machine (more when
 # loaded); a KVM boot takes a few seconds, so 60 s of silence means it will not come.
@@ -62,13 +67,22 @@ def kernel_release(image: str) -> str:
     return name.removeprefix("vmlinuz-") if name.startswith("vmlinuz-") else ""
 
 
-def kvm_usable() -> bool:
-    """Whether qemu can start a KVM guest here (``/dev/kvm`` can exist and still fail).
+def kvm_device_present() -> bool:
+    """Whether ``/dev/kvm`` exists and this user may open it read-write."""
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
-    Only a 1.5 s probe: a KVM that accepts qemu can still never boot a kernel (the boot
-    watchdog of run_in_vm catches that and remembers it, see AccelCache).
+
+def kvm_usable(limit_s: float | None = None) -> bool:
+    """Whether a KVM vCPU runs guest code here (``/dev/kvm`` can exist and still fail).
+
+    qemu starts a bare q35 machine under KVM with SeaBIOS's debug port (0x402) on a pipe;
+    KVM is usable when the firmware prints its first line within ``limit_s`` seconds
+    (default KVM_PROBE_S). qemu ending first (a refused ioctl, qemu's "failed to set MSR"
+    abort) or silence is "not usable": only guest output is evidence, not how long qemu
+    stayed up, which on a loaded machine says nothing. A KVM that runs firmware can still
+    never boot a kernel: the boot watchdog of run_in_vm catches that and remembers it.
     """
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    if not kvm_device_present():
         return False
     qemu = f"qemu-system-{platform.machine()}"
     try:
@@ -77,17 +91,23 @@ def kvm_usable() -> bool:
         return False
     argv = [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "64"]
     argv += ["-display", "none", "-nodefaults", "-no-reboot", "-serial", "none"]
-    argv += ["-monitor", "none"]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv += ["-monitor", "none", "-chardev", "stdio,id=firmware"]
+    argv += ["-device", "isa-debugcon,iobase=0x402,chardev=firmware"]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
     try:
-        proc.wait(timeout=KVM_PROBE_S)
-        return False  # it exited: KVM refused the guest
-    except subprocess.TimeoutExpired:
-        return True
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            # Readable: the firmware's first bytes, or end of file when qemu ended.
+            ready = selector.select(timeout=KVM_PROBE_S if limit_s is None else limit_s)
+            return bool(ready) and bool(os.read(proc.stdout.fileno(), 256))
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+        proc.wait()
+        proc.stdout.close()
 
 
 def qemu_version() -> str:
@@ -206,7 +226,9 @@ class VmSpec:
 
     ``timeout_s``: seconds the whole VM may run (per boot). ``boot_timeout_s``: seconds to
     the guest's first line (the boot watchdog); None means 60 s with KVM, 180 s with TCG.
-    ``accel_cache``: the KVM answer file (None: default_accel_cache()).
+    ``accel_cache``: the KVM answer file (None: default_accel_cache()). ``accel_probe``:
+    False makes ``--accel auto`` boot under KVM without asking the probe or the cache first
+    (the boot itself is the test: the KVM fallback self-test).
     """
 
     kernel: str
@@ -216,6 +238,7 @@ class VmSpec:
     timeout_s: float = 1800.0
     boot_timeout_s: float | None = None
     accel_cache: Path | None = None
+    accel_probe: bool = True
 
     def boot_limit_s(self, use_kvm: bool) -> float:
         if self.boot_timeout_s is not None:
@@ -231,13 +254,17 @@ class VmSpec:
             return AccelChoice(True, "--accel kvm")
         if self.accel == "tcg":
             return AccelChoice(False, "--accel tcg")
-        if not kvm_usable():
+        if not kvm_device_present():
             return AccelChoice(False, "--accel auto: no usable /dev/kvm")
+        if not self.accel_probe:
+            return AccelChoice(True, "--accel auto: KVM tried without the probe", qemu_version())
         qemu = qemu_version()
         cache = self.cache()
         answer = cache.lookup(kernel_key(self.kernel), qemu)
         if answer is not None and not answer.kvm_boots:
             return AccelChoice(False, f"--accel auto: remembered in {cache.path}: {answer.detail}")
+        if not kvm_usable():
+            return AccelChoice(False, "--accel auto: no usable /dev/kvm")
         return AccelChoice(True, "--accel auto: /dev/kvm accepted a guest", qemu)
 
     def use_kvm(self) -> bool:
@@ -356,8 +383,8 @@ def run_in_vm(
     )
     boots = [_boot(spec, rwdir, guest_argv, choice, on_line, boot_marker)]
     fallback = ""
-    if boots[-1].boot_timed_out and choice.use_kvm and spec.accel == "auto":
-        detail = f"no sign of life from a KVM guest in {boots[-1].boot_timeout_s:.0f} s"
+    detail = kvm_failure(boots[-1]) if choice.use_kvm and spec.accel == "auto" else ""
+    if detail:
         cache = spec.cache()
         qemu = choice.qemu_version or qemu_version()
         problem = cache.remember(
@@ -412,11 +439,36 @@ def run_in_vm(
     return result
 
 
+def kvm_failure(boot: _Boot) -> str:
+    """Why ``boot`` (a KVM boot) shows that KVM does not run this guest here, or ``""``.
+
+    Two signs: the boot watchdog ended a guest that never printed a line of ours, or qemu
+    ended before the kernel printed any line at all (qemu's "failed to set MSR" abort, a
+    refused ioctl). A kernel that printed and then died is a crash of the kernel, not of
+    KVM; vng failing on the host (a traceback) is neither.
+    """
+    if boot.guest_up_s is not None:
+        return ""
+    if boot.boot_timed_out:
+        return f"no sign of life from a KVM guest in {boot.boot_timeout_s:.0f} s"
+    if boot.timed_out or _vng_traceback(boot.tail):
+        return ""
+    if any(KERNEL_LINE.match(line) for line in boot.tail):
+        return ""
+    said = [line.strip() for line in boot.tail if line.strip()]
+    why = next((line for line in said if "error" in line.lower()), said[-1] if said else "")
+    return f"qemu ended under KVM before the kernel printed a line ({why or 'no output'})"
+
+
+def _vng_traceback(tail: list[str]) -> bool:
+    return any(line.startswith("Traceback (most recent call last)") for line in tail)
+
+
 def _raise_if_vng_failed(tail: list[str], rwdir: Path) -> None:
     """A Python traceback on the console before the guest said a word is vng/virtme-run
     failing on the host (a missing tool such as ``file``), not a kernel crash: ToolError
     with the traceback's last line instead of a kernel_crash record."""
-    if not any(line.startswith("Traceback (most recent call last)") for line in tail):
+    if not _vng_traceback(tail):
         return
     last_line = next((line.strip() for line in reversed(tail) if line.strip()), "")
     raise ToolError(

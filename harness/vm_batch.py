@@ -108,6 +108,7 @@ class BatchOutcome:
     statuses: dict[Path, int]  # exit status per run directory (EXIT_INFRA when it crashed)
     crashed: list[Path]  # runs the guest died in
     boots: int
+    vm_failed: bool = False  # a boot ended before its first run started: the rest were not run
 
 
 def run_batch(
@@ -146,6 +147,7 @@ def run_batch(
             # would fail alike; every remaining run is an infrastructure failure.
             for run in still:
                 outcome.statuses[run.outdir] = EXIT_INFRA
+            outcome.vm_failed = True
             break
         pending = still
     return outcome

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import signal
 import stat
 import subprocess
@@ -52,6 +53,15 @@ if mode == "vng-broken":  # virtme-run fails on the host before qemu starts
     print('  File "/usr/lib/python3/dist-packages/virtme/commands/run.py", line 1', flush=True)
     print("FileNotFoundError: [Errno 2] No such file or directory: 'file'", flush=True)
     sys.exit(1)
+if mode == "abort-kvm" and kvm:  # qemu aborts under KVM (seen on this machine, 2026-12-01)
+    print("qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69", flush=True)
+    print("qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3183: kvm_buf_set_msrs: "
+          "Assertion `ret == cpu->kvm_msr_buf->nmsrs' failed.", flush=True)
+    sys.exit(134)
+if mode == "crash-kvm" and kvm:  # the kernel runs under KVM, then dies before our line
+    print("[    0.000000] Linux version 6.1.0-56-amd64", flush=True)
+    print("[    1.000000] Kernel panic - not syncing: VFS: Unable to mount root fs", flush=True)
+    sys.exit(0)
 if mode == "mute" or (mode == "mute-kvm" and kvm):  # qemu runs, the guest never says a word
     time.sleep(30)
     sys.exit(0)
@@ -59,7 +69,7 @@ if mode == "late":  # a slow boot: the first line comes after FAKE_VNG_DELAY sec
     time.sleep(float(os.environ["FAKE_VNG_DELAY"]))
     sys.exit(subprocess.run(["bash", "-c", script]).returncode)
 print("[    0.000000] Linux version 6.1.0-56-amd64", flush=True)
-if mode in ("ok", "mute-kvm"):
+if mode in ("ok", "mute-kvm", "abort-kvm", "crash-kvm"):
     sys.exit(subprocess.run(["bash", "-c", script]).returncode)
 if mode == "crash":
     print("[   42.000000] Kernel panic - not syncing: Fatal exception", flush=True)
@@ -374,7 +384,9 @@ def boots_of(rwdir: Path) -> list[str]:
 
 @pytest.fixture
 def kvm_accepts_qemu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The 1.5 s probe passes (as it does on a machine whose KVM then never boots)."""
+    """/dev/kvm is there and the probe passes (as on a machine whose KVM runs firmware but
+    then never boots a kernel, or whose probe passed once in CI on 2026-12-01)."""
+    monkeypatch.setattr(vm, "kvm_device_present", lambda: True)
     monkeypatch.setattr(vm, "kvm_usable", lambda: True)
 
 
@@ -487,6 +499,100 @@ def test_auto_falls_back_to_tcg_and_remembers_it(
     # The answer holds for one qemu version only: a new qemu gets KVM tried again.
     monkeypatch.setenv("FAKE_QEMU_VERSION", "8.0.0 (new)")
     assert spec.use_kvm() is True
+
+
+def test_auto_falls_back_when_qemu_aborts_under_kvm(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch, kvm_accepts_qemu: None
+) -> None:
+    """The CI failure of 2026-12-01: the probe passed, then qemu aborted under KVM before the
+    kernel printed a line. Not the watchdog's 60 s: the TCG boot follows at once."""
+    monkeypatch.setenv("FAKE_VNG_MODE", "abort-kvm")
+    cache = tmp_path / "accel.json"
+    spec = VmSpec(kernel=KERNEL, accel="auto", timeout_s=60, accel_cache=cache)
+    out = tmp_path / "o"
+    said: list[str] = []
+    started = time.monotonic()
+    result = run_in_vm(spec, out, GUEST_OK, say=said.append)
+    assert time.monotonic() - started < 30  # no watchdog wait (60 s under KVM)
+    assert boots_of(out) == ["kvm", "tcg"]
+    assert result.accel == "tcg" and result.exit_status == 3 and not result.crashed
+    assert "failed to set MSR 0x10a" in result.fallback
+    assert any("booting again under TCG" in line for line in said), said
+    (answer,) = vm.AccelCache(cache).answers()
+    assert not answer.kvm_boots and "before the kernel printed a line" in answer.detail
+    (run,) = json.loads((out / vm.VM_RECORD_FILE).read_text())["runs"]
+    assert [boot["accel"] for boot in run["boots"]] == ["kvm", "tcg"]
+    assert run["boots"][0]["boot_timed_out"] is False
+
+
+def test_a_kernel_that_dies_under_kvm_is_a_crash_not_a_kvm_failure(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch, kvm_accepts_qemu: None
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "crash-kvm")
+    cache = tmp_path / "accel.json"
+    out = tmp_path / "o"
+    spec = VmSpec(kernel=KERNEL, accel="auto", timeout_s=60, accel_cache=cache)
+    result = run_in_vm(spec, out, GUEST_OK, say=lambda _line: None)
+    assert boots_of(out) == ["kvm"]
+    assert result.crashed and result.fallback == ""
+    assert not cache.exists()
+
+
+def test_a_vng_failure_under_kvm_is_not_remembered_as_a_kvm_failure(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch, kvm_accepts_qemu: None
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "vng-broken")
+    cache = tmp_path / "accel.json"
+    spec = VmSpec(kernel=KERNEL, accel="auto", timeout_s=60, accel_cache=cache)
+    with pytest.raises(ToolError, match="vng failed before the guest started"):
+        run_in_vm(spec, tmp_path / "o", GUEST_OK, say=lambda _line: None)
+    assert not cache.exists()
+
+
+FAKE_PROBE_QEMU = """\
+#!/bin/sh
+# A stand-in for qemu under the KVM probe; FAKE_PROBE: firmware, silent or abort.
+case "$FAKE_PROBE" in
+  firmware) echo "SeaBIOS (version 1.16.2-debian-1.16.2-1)"; sleep 30 ;;
+  silent) sleep 30 ;;
+  abort) echo "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69" >&2; exit 134 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "usable", "at_most_s"),
+    [("firmware", True, 2.0), ("silent", False, 3.0), ("abort", False, 1.0)],
+)
+def test_kvm_probe_wants_the_firmware_to_speak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, usable: bool, at_most_s: float
+) -> None:
+    """Only a line from the guest's firmware is evidence that KVM runs guest code: qemu that
+    stays up silently (a loaded machine, a wedged vCPU) is not."""
+    qemu = tmp_path / f"qemu-system-{platform.machine()}"
+    qemu.write_text(FAKE_PROBE_QEMU)
+    qemu.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("FAKE_PROBE", mode)
+    monkeypatch.setattr(vm, "kvm_device_present", lambda: True)
+    started = time.monotonic()
+    assert vm.kvm_usable(limit_s=1.5) is usable
+    assert time.monotonic() - started < at_most_s
+
+
+def test_a_remembered_kvm_failure_skips_the_probe(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = vm.AccelCache(tmp_path / "accel.json")
+    cache.remember(vm.KvmAnswer(False, "6.1.0-56-amd64", "7.2.99 (fake)", "seen", "then"))
+    monkeypatch.setattr(vm, "kvm_device_present", lambda: True)
+
+    def probe(limit_s: float | None = None) -> bool:
+        raise AssertionError("probed although the answer is remembered")
+
+    monkeypatch.setattr(vm, "kvm_usable", probe)
+    choice = VmSpec(kernel=KERNEL, accel_cache=cache.path).choose_accel()
+    assert not choice.use_kvm and "remembered in" in choice.reason
 
 
 def test_auto_remembers_a_kvm_that_boots(

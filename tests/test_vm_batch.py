@@ -113,6 +113,12 @@ def test_a_vm_that_never_boots_ends_the_batch(tmp_path: Path) -> None:
     assert outcome.boots == 1
     assert outcome.statuses == {r.outdir: cli.EXIT_INFRA for r in planned}
     assert outcome.crashed == []
+    assert outcome.vm_failed  # the caller says so in one line
+
+
+def test_a_batch_that_ran_is_not_a_vm_failure(tmp_path: Path) -> None:
+    outcome = batch(tmp_path, runs(tmp_path, 2), FakeVm(lambda boot, run: "ok"))
+    assert not outcome.vm_failed
 
 
 def test_run_state(tmp_path: Path) -> None:
