@@ -92,13 +92,13 @@ def kvm_answer_check(image: str | None, cache: vm.AccelCache, qemu: str, kvm_usa
             optional=True,
         )
     if image is None:
-        return Check("kvm", True, "/dev/kvm accepts a guest (no kernel prepared to ask about)")
+        return Check("kvm", True, "KVM runs the firmware (no kernel prepared to ask about)")
     answer = cache.lookup(vm.kernel_key(image), qemu)
     if answer is None:
         return Check(
             "kvm",
             True,
-            f"/dev/kvm accepts a guest; whether it boots {vm.kernel_key(image)} is not known "
+            f"KVM runs the firmware; whether it boots {vm.kernel_key(image)} is not known "
             f"yet (the first --accel auto run finds out, or: nvmf-harness doctor --test-kvm; "
             f"answers kept in {cache.path})",
         )
@@ -117,11 +117,12 @@ def kvm_answer_check(image: str | None, cache: vm.AccelCache, qemu: str, kvm_usa
 def retest_kvm(say: Callable[[str], None], record_path: Path = prepared.RECORD_FILE) -> None:
     """``doctor --test-kvm``: boot the prepared kernel under KVM with ``true`` (at most
     about 2 min) and remember the answer. Raises HarnessError when no kernel is prepared or
-    /dev/kvm refuses qemu outright."""
+    KVM runs no guest code in the probe."""
     image = prepared.load(record_path).image
     if not vm.kvm_usable():
         raise HarnessError(
-            "/dev/kvm is missing or refuses qemu: nothing to test, guests run under TCG"
+            "/dev/kvm is missing or KVM ran no guest code in the probe: nothing to test, "
+            "guests run under TCG"
         )
     cache = vm.AccelCache(vm.default_accel_cache())
     with tempfile.TemporaryDirectory(prefix="nvmfh-kvm-test-") as workdir:

@@ -264,8 +264,8 @@ class VmSpec:
         if answer is not None and not answer.kvm_boots:
             return AccelChoice(False, f"--accel auto: remembered in {cache.path}: {answer.detail}")
         if not kvm_usable():
-            return AccelChoice(False, "--accel auto: no usable /dev/kvm")
-        return AccelChoice(True, "--accel auto: /dev/kvm accepted a guest", qemu)
+            return AccelChoice(False, "--accel auto: KVM ran no guest code in the probe")
+        return AccelChoice(True, "--accel auto: KVM ran the guest's firmware in the probe", qemu)
 
     def use_kvm(self) -> bool:
         return self.choose_accel().use_kvm

@@ -485,7 +485,8 @@ def test_auto_falls_back_to_tcg_and_remembers_it(
     assert run["fallback"] == result.fallback
     console = (out / "console.log").read_text().splitlines()
     headers = [line for line in console if line.startswith("# ")]
-    assert "kvm (--accel auto: /dev/kvm accepted a guest; boot watchdog 2 s)" in headers[0]
+    probe_passed = "KVM ran the guest's firmware in the probe"
+    assert f"kvm (--accel auto: {probe_passed}; boot watchdog 2 s)" in headers[0]
     assert "--disable-kvm" in headers[-1] and "fallback from KVM" in headers[-1]
 
     # The next run goes straight to TCG: no 1.5 s of silence first.
