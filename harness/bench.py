@@ -1121,7 +1121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--throughput-iterations", type=int, default=8)
     parser.add_argument("--baseline-s", type=float, default=20.0, help="bare fio seconds")
     parser.add_argument("--floor-repeat", type=int, default=5)
-    parser.add_argument("--kernel", help="kernel image (default: newest /boot/vmlinuz-*)")
+    parser.add_argument("--kernel", help="kernel image (default: the one scripts/setup prepared)")
     parser.add_argument("--memory", default="2G")
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--accel", choices=config_mod.ACCELS, default="auto")
