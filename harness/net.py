@@ -32,14 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, ToolError
 from harness.host import PathEndpoint
+from harness.procs import run
 
 NAME_PREFIX = "nvmfh"
 TARGET_NETNS = f"{NAME_PREFIX}-tgt"
 LOOPBACK_ADDR = "127.0.0.1"
 IFF_UP = 0x1
 NETNS_DIR = Path("/run/netns")  # where `ip netns` and pyroute2 keep named namespaces
+# Written when our first netns made NETNS_DIR a mount point (pyroute2's netns.create, like
+# `ip netns add`, bind-mounts the directory onto itself, shared, and never undoes it).
+NETNS_DIR_MARK = Path("/run/nvmf-harness/netns-dir-mounted")
+MOUNTINFO = Path("/proc/self/mountinfo")
+UMOUNT_TIMEOUT_S = 30.0
 # pyroute2 runs netns work in a child process and gives up on it after 2 s by default
 # (pyroute2.config.default_communicate_timeout); a TCG guest on a loaded host answers later
 # ("netlink: network setup failed: no response from the child pid N", measured at load 11).
@@ -136,6 +142,7 @@ class Network:
                 _set_up(ipr, "lo")
                 if self.layout == "loopback":
                     return
+                mark_netns_dir_mount()
                 netns.create(TARGET_NETNS)
                 self._created = True
                 for link in self.links:
@@ -393,14 +400,64 @@ def _ensure_addr(ipr: Any, index: int, address: str) -> None:
             ipr.addr("add", index=index, address=address, prefixlen=30)
 
 
-def find_leftovers(sysfs: Path = Path("/sys"), netns_dir: Path = NETNS_DIR) -> list[str]:
+def find_leftovers(
+    sysfs: Path = Path("/sys"),
+    netns_dir: Path = NETNS_DIR,
+    mark: Path = NETNS_DIR_MARK,
+    mountinfo: Path = MOUNTINFO,
+) -> list[str]:
     """Our network namespaces and links left by an earlier run (from /run/netns and
-    /sys/class/net: listing them needs no netlink, so no pyroute2 import)."""
+    /sys/class/net: listing them needs no netlink, so no pyroute2 import), and the
+    /run/netns mount our first namespace made."""
     found = [f"netns {name}" for name in _names(netns_dir) if name.startswith(NAME_PREFIX)]
     found += [
         f"link {name}" for name in _names(sysfs / "class/net") if name.startswith(f"{NAME_PREFIX}-")
     ]
+    if mark.exists() and is_mount_point(netns_dir, mountinfo):
+        found.append(f"mount {netns_dir} (made by our first netns)")
     return found
+
+
+def is_mount_point(path: Path, mountinfo: Path = MOUNTINFO) -> bool:
+    """Whether ``path`` is a mount point in this mount namespace (field 5 of
+    /proc/self/mountinfo; ``os.path.ismount`` misses a directory bind-mounted onto itself)."""
+    try:
+        lines = mountinfo.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    return any(len(f := line.split()) > 4 and f[4] == str(path) for line in lines)
+
+
+def mark_netns_dir_mount(
+    netns_dir: Path = NETNS_DIR, mark: Path = NETNS_DIR_MARK, mountinfo: Path = MOUNTINFO
+) -> None:
+    """Before our first netns: if ``netns_dir`` is not yet a mount point, the netns will
+    make it one; write ``mark`` so that the teardown (or a later ``clean``) unmounts it."""
+    if is_mount_point(netns_dir, mountinfo):
+        return
+    mark.parent.mkdir(parents=True, exist_ok=True)
+    mark.write_text(f"{netns_dir}\n", encoding="utf-8")
+
+
+def release_netns_dir(
+    netns_dir: Path = NETNS_DIR, mark: Path = NETNS_DIR_MARK, mountinfo: Path = MOUNTINFO
+) -> list[str]:
+    """Unmount ``netns_dir`` if our netns made it a mount point (``mark``) and no namespace
+    is left in it (someone else's keeps it, and the mark, for a later clean). Returns
+    errors as one-line strings."""
+    if not mark.exists():
+        return []
+    if is_mount_point(netns_dir, mountinfo):
+        if _names(netns_dir):
+            return []
+        try:
+            result = run(["umount", str(netns_dir)], timeout_s=UMOUNT_TIMEOUT_S)
+        except ToolError as exc:
+            return [f"umount {netns_dir}: {exc}"]
+        if not result.ok:
+            return [f"umount {netns_dir}: {result.stderr.strip()}"]
+    mark.unlink(missing_ok=True)
+    return []
 
 
 def _names(directory: Path) -> list[str]:
@@ -411,9 +468,14 @@ def _names(directory: Path) -> list[str]:
 
 
 def remove_leftovers() -> list[str]:
-    """Delete our veths (the peer goes with each) and namespaces; returns errors."""
-    if not find_leftovers():
-        return []
+    """Delete our veths (the peer goes with each) and namespaces, then the /run/netns mount
+    our first namespace made; returns errors."""
+    ours = [item for item in find_leftovers() if not item.startswith("mount ")]
+    errors = _remove_links_and_namespaces() if ours else []
+    return errors + release_netns_dir()
+
+
+def _remove_links_and_namespaces() -> list[str]:
     from pyroute2 import IPRoute, netns
 
     _patient_netns_child()

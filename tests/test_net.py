@@ -12,6 +12,7 @@ import pytest
 from harness import net
 from harness.errors import HarnessError
 from harness.net import LOOPBACK_ADDR, NAME_PREFIX, TARGET_NETNS, Network
+from harness.procs import ProcResult
 
 IFNAMSIZ = 16  # interface names are at most 15 characters
 
@@ -74,9 +75,10 @@ def test_netns_setup_link_fault_and_teardown() -> None:
     if net.find_leftovers():
         pytest.skip("nvmfh network objects already exist (another run?); not touching them")
     network = Network("netns", 2, 4421)
+    netns_dir_was_mounted = net.is_mount_point(net.NETNS_DIR)
     try:
         network.setup()
-        assert set(net.find_leftovers()) == {
+        assert set(net.find_leftovers()) - {f"mount {net.NETNS_DIR} (made by our first netns)"} == {
             f"netns {TARGET_NETNS}",
             f"link {NAME_PREFIX}-h0",
             f"link {NAME_PREFIX}-h1",
@@ -91,6 +93,10 @@ def test_netns_setup_link_fault_and_teardown() -> None:
         assert network.link_is_up(0)
         assert network.teardown() == []
         assert net.find_leftovers() == []
+        # pyroute2 bind-mounted /run/netns onto itself for the namespace: gone again, unless
+        # it was a mount point before (then it is not ours).
+        assert net.is_mount_point(net.NETNS_DIR) is netns_dir_was_mounted
+        assert not net.NETNS_DIR_MARK.exists()
     finally:
         net.remove_leftovers()
 
@@ -129,3 +135,86 @@ def test_find_leftovers_from_sysfs_and_run_netns(tmp_path: Path) -> None:
         f"link {NAME_PREFIX}-h1",
     ]
     assert net.find_leftovers(sysfs=tmp_path / "none", netns_dir=tmp_path / "none") == []
+
+
+MOUNTINFO_WITH_NETNS = (
+    "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+    "42 27 254:0 /run/netns {netns_dir} rw,relatime shared:1 - ext4 /dev/vda rw\n"
+)
+
+
+def fake_mounts(tmp_path: Path, mounted: bool) -> tuple[Path, Path, Path]:
+    """(netns_dir, mark, mountinfo) under tmp_path; netns_dir a mount point or not."""
+    netns_dir, mark, mountinfo = tmp_path / "netns", tmp_path / "run/mark", tmp_path / "mi"
+    netns_dir.mkdir(parents=True)
+    text = MOUNTINFO_WITH_NETNS.format(netns_dir=netns_dir)
+    mountinfo.write_text(text if mounted else text.splitlines()[0] + "\n")
+    return netns_dir, mark, mountinfo
+
+
+def test_is_mount_point_reads_mountinfo(tmp_path: Path) -> None:
+    netns_dir, _mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+    assert net.is_mount_point(netns_dir, mountinfo)
+    assert not net.is_mount_point(tmp_path, mountinfo)
+    assert not net.is_mount_point(netns_dir, tmp_path / "missing")
+
+
+def test_the_mark_is_written_only_when_our_netns_makes_the_mount(tmp_path: Path) -> None:
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+    net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
+    assert not mark.exists()  # someone else's mount
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path / "b", mounted=False)
+    net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
+    assert mark.exists()
+
+
+@pytest.mark.parametrize(
+    ("mounted", "entries", "unmounts", "mark_kept"),
+    [
+        (True, [], True, False),  # ours and empty: unmounted
+        (True, ["theirs"], False, True),  # another namespace lives there: left, for later
+        (False, [], False, False),  # already gone: only the mark goes
+    ],
+)
+def test_release_netns_dir(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mounted: bool,
+    entries: list[str],
+    unmounts: bool,
+    mark_kept: bool,
+) -> None:
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted)
+    for name in entries:
+        (netns_dir / name).touch()
+    mark.parent.mkdir(parents=True)
+    mark.write_text(f"{netns_dir}\n")
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], timeout_s: float) -> ProcResult:
+        calls.append(list(argv))
+        return ProcResult(tuple(argv), 0, "", "")
+
+    monkeypatch.setattr(net, "run", fake_run)
+    assert net.release_netns_dir(netns_dir, mark, mountinfo) == []
+    assert calls == ([["umount", str(netns_dir)]] if unmounts else [])
+    assert mark.exists() is mark_kept
+    leftover = f"mount {netns_dir} (made by our first netns)"
+    assert (leftover in net.find_leftovers(tmp_path, netns_dir, mark, mountinfo)) is (
+        mark_kept and mounted
+    )
+
+
+def test_release_netns_dir_says_why_umount_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+    mark.parent.mkdir(parents=True)
+    mark.write_text("x\n")
+    monkeypatch.setattr(
+        net, "run", lambda argv, timeout_s: ProcResult(tuple(argv), 32, "", "target is busy")
+    )
+    assert net.release_netns_dir(netns_dir, mark, mountinfo) == [
+        f"umount {netns_dir}: target is busy"
+    ]
+    assert mark.exists()
