@@ -413,7 +413,8 @@ def find_leftovers(
     found += [
         f"link {name}" for name in _names(sysfs / "class/net") if name.startswith(f"{NAME_PREFIX}-")
     ]
-    if mark.exists() and is_mount_point(netns_dir, mountinfo):
+    if mark.exists() and is_mount_point(netns_dir, mountinfo) and not _names(netns_dir):
+        # With a namespace of someone else's in it, the mount is theirs too now.
         found.append(f"mount {netns_dir} (made by our first netns)")
     return found
 
