@@ -171,12 +171,15 @@ def parse(text: str, name: str = "changelog") -> RaceHistory:
 
 
 def changelog_path(release: str, doc_root: Path = DOC_ROOT) -> Path:
-    """The changelog of installed ``linux-image-<release>``; HarnessError (with the apt
-    command) when that package is not installed."""
-    for name in ("changelog.Debian.gz", "changelog.gz"):
-        path = doc_root / f"linux-image-{release}" / name
-        if path.is_file():
-            return path
+    """The changelog of installed ``linux-image-<release>`` or of its ``-unsigned`` build
+    (Debian's backports kernels, e.g. linux-image-6.12.107+deb12-amd64-unsigned, keep it in
+    their own doc directory); HarnessError (with the apt command) when neither is
+    installed."""
+    for package in (f"linux-image-{release}", f"linux-image-{release}-unsigned"):
+        for name in ("changelog.Debian.gz", "changelog.gz"):
+            path = doc_root / package / name
+            if path.is_file():
+                return path
     raise HarnessError(
         f"no changelog of linux-image-{release} in {doc_root}",
         hint=f"apt-get install linux-image-{release}",

@@ -107,3 +107,14 @@ def test_release_history_reads_the_installed_package(tmp_path: Path) -> None:
     assert history.fix.first_version == "6.1.180-1"
     with pytest.raises(HarnessError, match=r"apt-get install linux-image-6\.1\.0-1-amd64"):
         changelog.release_history("6.1.0-1-amd64", doc_root=tmp_path)
+
+
+def test_release_history_reads_an_unsigned_image(tmp_path: Path) -> None:
+    """Debian's backports images come as linux-image-<release>-unsigned too (found with a
+    6.12.107+deb12 image installed next to 6.1: `nvmf-harness history` said it had none)."""
+    doc = tmp_path / "linux-image-6.12.107+deb12-amd64-unsigned"
+    doc.mkdir()
+    with gzip.open(doc / "changelog.Debian.gz", "wt") as stream:
+        stream.write(DEBIAN_61)
+    history = changelog.release_history("6.12.107+deb12-amd64", doc_root=tmp_path)
+    assert history.changelog == str(doc / "changelog.Debian.gz")
