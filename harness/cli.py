@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness import config as config_mod
 from harness.errors import ConfigError, HarnessError
@@ -41,6 +41,9 @@ from harness.results import (
     render_table,
     summarize,
 )
+
+if TYPE_CHECKING:
+    from harness.compare import Comparison
 
 PROG = "nvmf-harness"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "smoke.toml"
@@ -436,10 +439,11 @@ def _campaigns_in_vm(
         say(f"the VM {what} during {outdir.name}; console tail in {vm_dir}/console.log")
 
     outcome = vm_batch.run_batch(planned, vm_dir, boot, on_crash)
-    if outcome.vm_failed:
+    if outcome.not_started is not None:
         say(
-            f"the VM ended before its first campaign started ({_last_words(vm_dir)}): "
-            f"the campaigns not run are infrastructure failures; console: {vm_dir}/console.log"
+            f"boot {outcome.boots} of the VM ended before its first campaign "
+            f"({outcome.not_started.name}) started ({_last_words(vm_dir)}): the campaigns not "
+            f"run are infrastructure failures; console: {vm_dir}/console.log"
         )
     for run in runs:
         status = outcome.statuses.get(run.outdir)
@@ -526,9 +530,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             alpha=args.alpha,
         )
         print(compare.write(result, outdir), flush=True)  # its "Rule:" line says which rule
-        if result.stock.iterations == 0 and result.patched.iterations == 0:
-            return EXIT_INFRA  # nothing ran (the VM failed): no verdict to exit with
-        return EXIT_OK if result.fixed else EXIT_FAILURES
+        return _compare_status(result)
 
     looks = plan.looks
     say(f"rule: {plan.describe()}")
@@ -565,7 +567,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     say(f"stopped: {sequence.detail}")
     text = compare.write(sequence.comparison, outdir, extra={"sequential": sequence.to_dict()})
     print(text, flush=True)
-    return EXIT_OK if sequence.comparison.fixed else EXIT_FAILURES
+    return _compare_status(sequence.comparison)
+
+
+def _compare_status(result: Comparison) -> int:
+    """compare's exit status: 0 REPRODUCED AND FIXED, 3 when neither variant ran an
+    iteration (the VM failed: no verdict to exit with), else 1."""
+    if result.stock.iterations == 0 and result.patched.iterations == 0:
+        return EXIT_INFRA
+    return EXIT_OK if result.fixed else EXIT_FAILURES
 
 
 def cmd_prove_fixed(args: argparse.Namespace) -> int:
@@ -793,7 +803,7 @@ def cmd_selftest_kvm_fallback(args: argparse.Namespace) -> int:
     for problem in problems:
         say(f"KVM fallback self-test: {problem}")
     if not problems:
-        say(f"KVM fallback self-test passed: {happened}")
+        say(f"KVM fallback self-test {happened}")
     return EXIT_FAILURES if problems else EXIT_OK
 
 

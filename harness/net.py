@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,10 @@ class Network:
                 _set_up(ipr, "lo")
                 if self.layout == "loopback":
                     return
-                mark_netns_dir_mount()
+                netns_dir_was_mounted = is_mount_point(NETNS_DIR)
                 netns.create(TARGET_NETNS)
+                if not netns_dir_was_mounted:
+                    mark_netns_dir_mount()
                 self._created = True
                 for link in self.links:
                     assert link.host_ifname and link.target_ifname and link.host_addr
@@ -408,47 +411,86 @@ def find_leftovers(
 ) -> list[str]:
     """Our network namespaces and links left by an earlier run (from /run/netns and
     /sys/class/net: listing them needs no netlink, so no pyroute2 import), and the
-    /run/netns mount our first namespace made."""
+    /run/netns mount our first namespace made, while it is empty (see release_netns_dir)."""
     found = [f"netns {name}" for name in _names(netns_dir) if name.startswith(NAME_PREFIX)]
     found += [
         f"link {name}" for name in _names(sysfs / "class/net") if name.startswith(f"{NAME_PREFIX}-")
     ]
-    if mark.exists() and is_mount_point(netns_dir, mountinfo) and not _names(netns_dir):
-        # With a namespace of someone else's in it, the mount is theirs too now.
+    if _marked_mount(netns_dir, mark, mountinfo) == "ours" and not _names(netns_dir):
         found.append(f"mount {netns_dir} (made by our first netns)")
     return found
 
 
-def is_mount_point(path: Path, mountinfo: Path = MOUNTINFO) -> bool:
-    """Whether ``path`` is a mount point in this mount namespace (field 5 of
-    /proc/self/mountinfo; ``os.path.ismount`` misses a directory bind-mounted onto itself)."""
+def _names(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
+
+
+def mount_id(path: Path, mountinfo: Path = MOUNTINFO) -> int | None:
+    """The id (field 1 of /proc/self/mountinfo) of the topmost mount on ``path``, or None
+    when ``path`` is no mount point (``os.path.ismount`` misses a directory bind-mounted
+    onto itself, which is what /run/netns is)."""
     try:
         lines = mountinfo.read_text(encoding="utf-8").splitlines()
     except OSError:
-        return False
-    return any(len(f := line.split()) > 4 and f[4] == str(path) for line in lines)
+        return None
+    ids = [int(f[0]) for line in lines if len(f := line.split()) > 4 and f[4] == str(path)]
+    return ids[-1] if ids else None
+
+
+def is_mount_point(path: Path, mountinfo: Path = MOUNTINFO) -> bool:
+    """Whether ``path`` is a mount point in this mount namespace (see mount_id)."""
+    return mount_id(path, mountinfo) is not None
+
+
+def _mount_namespace() -> int:
+    """This process's mount namespace (the inode of /proc/self/ns/mnt)."""
+    return os.stat("/proc/self/ns/mnt").st_ino
 
 
 def mark_netns_dir_mount(
     netns_dir: Path = NETNS_DIR, mark: Path = NETNS_DIR_MARK, mountinfo: Path = MOUNTINFO
 ) -> None:
-    """Before our first netns: if ``netns_dir`` is not yet a mount point, the netns will
-    make it one; write ``mark`` so that the teardown (or a later ``clean``) unmounts it."""
-    if is_mount_point(netns_dir, mountinfo):
+    """After our first netns made ``netns_dir`` a mount point (the caller saw it was none
+    before): write ``mark`` with that mount's id and our mount namespace, so that the
+    teardown, or a later ``clean``, unmounts that mount and no other."""
+    ident = mount_id(netns_dir, mountinfo)
+    if ident is None:
         return
     mark.parent.mkdir(parents=True, exist_ok=True)
-    mark.write_text(f"{netns_dir}\n", encoding="utf-8")
+    record = {"path": str(netns_dir), "mount_id": ident, "mount_ns": _mount_namespace()}
+    mark.write_text(json.dumps(record) + "\n", encoding="utf-8")
+
+
+def _marked_mount(netns_dir: Path, mark: Path, mountinfo: Path) -> str:
+    """What ``mark`` says of ``netns_dir``: "none" (no mark), "ours" (the marked mount is
+    still there, seen from the namespace that made it), "gone" (the mount is not the
+    marked one any more), or "elsewhere" (another mount namespace made it: not judged)."""
+    try:
+        record = json.loads(mark.read_text(encoding="utf-8"))
+        marked = (int(record["mount_id"]), int(record["mount_ns"]))
+    except FileNotFoundError:
+        return "none"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "gone"  # unreadable: nothing can be proven ours
+    if marked[1] != _mount_namespace():
+        return "elsewhere"
+    return "ours" if mount_id(netns_dir, mountinfo) == marked[0] else "gone"
 
 
 def release_netns_dir(
     netns_dir: Path = NETNS_DIR, mark: Path = NETNS_DIR_MARK, mountinfo: Path = MOUNTINFO
 ) -> list[str]:
-    """Unmount ``netns_dir`` if our netns made it a mount point (``mark``) and no namespace
-    is left in it (someone else's keeps it, and the mark, for a later clean). Returns
-    errors as one-line strings."""
-    if not mark.exists():
+    """Unmount ``netns_dir`` if the mount on it is the one our netns made (``mark``) and no
+    namespace is left in it: someone else's keeps it, and the mark, for a later clean. A
+    mark whose mount is gone or was replaced is dropped without unmounting anything.
+    Returns errors as one-line strings."""
+    state = _marked_mount(netns_dir, mark, mountinfo)
+    if state in ("none", "elsewhere"):
         return []
-    if is_mount_point(netns_dir, mountinfo):
+    if state == "ours":
         if _names(netns_dir):
             return []
         try:
@@ -459,13 +501,6 @@ def release_netns_dir(
             return [f"umount {netns_dir}: {result.stderr.strip()}"]
     mark.unlink(missing_ok=True)
     return []
-
-
-def _names(directory: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(directory))
-    except OSError:
-        return []
 
 
 def remove_leftovers() -> list[str]:

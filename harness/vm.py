@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import platform
-import re
 import selectors
 import shlex
 import subprocess
@@ -37,8 +36,6 @@ GUEST_EXIT_FILE = "guest-exit-status"
 VM_RECORD_FILE = "vm.json"
 # The guest's --exec script prints this first: the guest booted and runs our command.
 GUEST_UP_MARKER = "nvmf-harness-vm: guest up"
-# A kernel console line: "[    1.234567] ...".
-KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")
 # Boot watchdog: seconds from qemu's start to the guest's first line before the VM is ended.
 # Under TCG a boot to the first line takes 20-35 s on a quiet 2-core machine (more when
 # loaded); a KVM boot takes a few seconds, so 60 s of silence means it will not come.
@@ -367,8 +364,10 @@ def run_in_vm(
 
     A boot watchdog ends a VM whose guest prints no line of ours within the boot limit
     (``spec.boot_limit_s``) and says so in one line through ``say`` (default: stderr). With
-    ``accel="auto"`` a KVM boot that gives no sign of life is remembered in the accel cache
-    and the guest boots again under TCG. The boots are recorded in ``rwdir/vm.json``.
+    ``accel="auto"`` a KVM boot that gives no sign of life (silent until the watchdog, or
+    qemu ended before the guest said a word: kvm_failure) is followed by a TCG boot; when
+    the guest comes up under TCG, "KVM does not boot this kernel" is remembered in the
+    accel cache. The boots are recorded in ``rwdir/vm.json``.
     Raises ToolError when qemu or vng is missing.
     """
     require_tool("qemu-system-x86_64")
@@ -385,18 +384,12 @@ def run_in_vm(
     fallback = ""
     detail = kvm_failure(boots[-1]) if choice.use_kvm and spec.accel == "auto" else ""
     if detail:
-        cache = spec.cache()
-        qemu = choice.qemu_version or qemu_version()
-        problem = cache.remember(
-            KvmAnswer(False, kernel_key(spec.kernel), qemu, detail, time.strftime("%F %T"))
-        )
         fallback = f"{detail}: booted again under TCG"
-        notify(
-            f"{detail}: KVM does not boot this kernel here; booting again under TCG "
-            f"({problem or f'remembered in {cache.path}: the next run goes straight to TCG'})"
-        )
+        notify(f"{detail}: booting again under TCG")
+        qemu = choice.qemu_version or qemu_version()
         choice = AccelChoice(False, f"fallback from KVM ({detail})")
         boots.append(_boot(spec, rwdir, guest_argv, choice, on_line, boot_marker))
+        notify(_judge_kvm_by_tcg(spec, qemu, detail, boots[-1], rwdir))
     elif boots[-1].guest_up_s is not None and choice.use_kvm and spec.accel == "auto":
         spec.cache().remember(
             KvmAnswer(
@@ -440,12 +433,14 @@ def run_in_vm(
 
 
 def kvm_failure(boot: _Boot) -> str:
-    """Why ``boot`` (a KVM boot) shows that KVM does not run this guest here, or ``""``.
+    """Why ``boot`` (a KVM boot) may show that KVM does not run this guest here, or ``""``.
 
     Two signs: the boot watchdog ended a guest that never printed a line of ours, or qemu
-    ended before the kernel printed any line at all (qemu's "failed to set MSR" abort, a
-    refused ioctl). A kernel that printed and then died is a crash of the kernel, not of
-    KVM; vng failing on the host (a traceback) is neither.
+    ended before the guest said a word (qemu's "failed to set MSR" abort, a refused ioctl).
+    The second looks the same as a kernel that died early, qemu killed on the host or out
+    of memory: vng sends the kernel's console to /dev/null unless --verbose. So this only
+    starts a TCG boot; _judge_kvm_by_tcg decides what is remembered. The whole-run timeout
+    and vng failing on the host (a traceback) are not signs.
     """
     if boot.guest_up_s is not None:
         return ""
@@ -453,11 +448,28 @@ def kvm_failure(boot: _Boot) -> str:
         return f"no sign of life from a KVM guest in {boot.boot_timeout_s:.0f} s"
     if boot.timed_out or _vng_traceback(boot.tail):
         return ""
-    if any(KERNEL_LINE.match(line) for line in boot.tail):
-        return ""
     said = [line.strip() for line in boot.tail if line.strip()]
     why = next((line for line in said if "error" in line.lower()), said[-1] if said else "")
-    return f"qemu ended under KVM before the kernel printed a line ({why or 'no output'})"
+    return f"qemu ended under KVM before the guest said a word ({why or 'no output'})"
+
+
+def _judge_kvm_by_tcg(spec: VmSpec, qemu: str, detail: str, tcg: _Boot, rwdir: Path) -> str:
+    """After a KVM boot that failed (``detail``) and the TCG boot that followed: remember
+    "KVM does not boot this kernel" only when the guest came up under TCG (so the failure
+    was KVM's); returns the line to show."""
+    if tcg.guest_up_s is None:
+        return (
+            "the guest did not come up under TCG either: not a KVM problem, nothing "
+            f"remembered (console: {rwdir / 'console.log'})"
+        )
+    cache = spec.cache()
+    problem = cache.remember(
+        KvmAnswer(False, kernel_key(spec.kernel), qemu, detail, time.strftime("%F %T"))
+    )
+    return (
+        "the guest came up under TCG: KVM does not boot this kernel here "
+        f"({problem or f'remembered in {cache.path}: the next run goes straight to TCG'})"
+    )
 
 
 def _vng_traceback(tail: list[str]) -> bool:

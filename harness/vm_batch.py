@@ -108,7 +108,12 @@ class BatchOutcome:
     statuses: dict[Path, int]  # exit status per run directory (EXIT_INFRA when it crashed)
     crashed: list[Path]  # runs the guest died in
     boots: int
-    vm_failed: bool = False  # a boot ended before its first run started: the rest were not run
+    # The run a boot ended before (it never started; it and the rest were not run), or None.
+    not_started: Path | None = None
+
+    @property
+    def vm_failed(self) -> bool:
+        return self.not_started is not None
 
 
 def run_batch(
@@ -147,7 +152,7 @@ def run_batch(
             # would fail alike; every remaining run is an infrastructure failure.
             for run in still:
                 outcome.statuses[run.outdir] = EXIT_INFRA
-            outcome.vm_failed = True
+            outcome.not_started = still[0].outdir
             break
         pending = still
     return outcome

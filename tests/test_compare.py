@@ -476,6 +476,15 @@ def test_compare_cli_refuses_a_bad_alpha_in_one_line(
     assert err.count("\n") == 1 and "--alpha 2: give a level in (0, 1)" in err
 
 
+def dead_vm(spec: Any, rwdir: Path, guest_argv: list[str], **_: Any) -> VmResult:
+    """A run_in_vm whose qemu aborted under KVM before the guest started (CI, 2026-12-01)."""
+    with (rwdir / "console.log").open("a") as console:
+        console.write("qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n")
+    return VmResult(
+        exit_status=None, boot_s=None, wall_s=8.3, crashed=True, timed_out=False, console_tail=[]
+    )
+
+
 def test_compare_cli_says_when_the_vm_ended_before_any_campaign(
     tmp_path: Path,
     fake_vm: Any,
@@ -486,24 +495,12 @@ def test_compare_cli_says_when_the_vm_ended_before_any_campaign(
     says so with qemu's last words, and the exit status is an infrastructure failure."""
     from harness import vm as vm_mod
 
-    def dead_vm(spec: Any, rwdir: Path, guest_argv: list[str], **_: Any) -> VmResult:
-        with (rwdir / "console.log").open("a") as console:
-            console.write("qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69\n")
-        return VmResult(
-            exit_status=None,
-            boot_s=None,
-            wall_s=8.3,
-            crashed=True,
-            timed_out=False,
-            console_tail=[],
-        )
-
     fake_vm({})
     monkeypatch.setattr(vm_mod, "run_in_vm", dead_vm)
     status = compare_cli(tmp_path / "out", "--iterations", "4")
     said = capsys.readouterr()
     assert status == cli.EXIT_INFRA
-    lines = [x for x in said.out.splitlines() if "before its first campaign started" in x]
+    lines = [x for x in said.out.splitlines() if "before its first campaign (unfixed) started" in x]
     assert len(lines) == 1 and "failed to set MSR 0x10a" in lines[0], said.out
     assert "console.log" in lines[0]
     assert "Traceback" not in said.err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -141,10 +143,11 @@ MOUNTINFO_WITH_NETNS = (
     "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
     "42 27 254:0 /run/netns {netns_dir} rw,relatime shared:1 - ext4 /dev/vda rw\n"
 )
+LEFTOVER = "mount {} (made by our first netns)"
 
 
 def fake_mounts(tmp_path: Path, mounted: bool) -> tuple[Path, Path, Path]:
-    """(netns_dir, mark, mountinfo) under tmp_path; netns_dir a mount point or not."""
+    """(netns_dir, mark, mountinfo) under tmp_path; netns_dir mount 42 or no mount point."""
     netns_dir, mark, mountinfo = tmp_path / "netns", tmp_path / "run/mark", tmp_path / "mi"
     netns_dir.mkdir(parents=True)
     text = MOUNTINFO_WITH_NETNS.format(netns_dir=netns_dir)
@@ -152,43 +155,33 @@ def fake_mounts(tmp_path: Path, mounted: bool) -> tuple[Path, Path, Path]:
     return netns_dir, mark, mountinfo
 
 
-def test_is_mount_point_reads_mountinfo(tmp_path: Path) -> None:
+def remount(mountinfo: Path, new_id: int) -> None:
+    """Someone unmounted our mount and made another on the same directory."""
+    mountinfo.write_text(mountinfo.read_text().replace("\n42 27 ", f"\n{new_id} 27 "))
+
+
+def test_mount_id_reads_mountinfo(tmp_path: Path) -> None:
     netns_dir, _mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+    assert net.mount_id(netns_dir, mountinfo) == 42
     assert net.is_mount_point(netns_dir, mountinfo)
     assert not net.is_mount_point(tmp_path, mountinfo)
     assert not net.is_mount_point(netns_dir, tmp_path / "missing")
 
 
-def test_the_mark_is_written_only_when_our_netns_makes_the_mount(tmp_path: Path) -> None:
-    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+def test_the_mark_names_the_mount_and_the_mount_namespace(tmp_path: Path) -> None:
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=False)
     net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
-    assert not mark.exists()  # someone else's mount
-    netns_dir, mark, mountinfo = fake_mounts(tmp_path / "b", mounted=False)
+    assert not mark.exists()  # create made no mount: nothing to mark
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path / "b", mounted=True)
     net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
-    assert mark.exists()
+    record = json.loads(mark.read_text())
+    assert record["mount_id"] == 42
+    assert record["mount_ns"] == os.stat("/proc/self/ns/mnt").st_ino
 
 
-@pytest.mark.parametrize(
-    ("mounted", "entries", "unmounts", "mark_kept"),
-    [
-        (True, [], True, False),  # ours and empty: unmounted
-        (True, ["theirs"], False, True),  # another namespace lives there: left, for later
-        (False, [], False, False),  # already gone: only the mark goes
-    ],
-)
-def test_release_netns_dir(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    mounted: bool,
-    entries: list[str],
-    unmounts: bool,
-    mark_kept: bool,
-) -> None:
-    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted)
-    for name in entries:
-        (netns_dir / name).touch()
-    mark.parent.mkdir(parents=True)
-    mark.write_text(f"{netns_dir}\n")
+@pytest.fixture
+def fake_umount(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """net.run faked: records each command, succeeds."""
     calls: list[list[str]] = []
 
     def fake_run(argv: list[str], timeout_s: float) -> ProcResult:
@@ -196,27 +189,74 @@ def test_release_netns_dir(
         return ProcResult(tuple(argv), 0, "", "")
 
     monkeypatch.setattr(net, "run", fake_run)
+    return calls
+
+
+def test_our_empty_mount_is_reported_and_unmounted(
+    tmp_path: Path, fake_umount: list[list[str]]
+) -> None:
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+    net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
+    assert LEFTOVER.format(netns_dir) in net.find_leftovers(tmp_path, netns_dir, mark, mountinfo)
     assert net.release_netns_dir(netns_dir, mark, mountinfo) == []
-    assert calls == ([["umount", str(netns_dir)]] if unmounts else [])
-    assert mark.exists() is mark_kept
-    leftover = f"mount {netns_dir} (made by our first netns)"
-    # Reported only while it could go: mounted, ours, and empty.
-    assert leftover not in net.find_leftovers(tmp_path, netns_dir, mark, mountinfo)
-    if mark_kept:
-        (netns_dir / "theirs").unlink()
-        assert leftover in net.find_leftovers(tmp_path, netns_dir, mark, mountinfo)
+    assert fake_umount == [["umount", str(netns_dir)]]
+    assert not mark.exists()
+
+
+def test_a_mount_with_someone_elses_namespace_in_it_stays(
+    tmp_path: Path, fake_umount: list[list[str]]
+) -> None:
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+    net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
+    (netns_dir / "theirs").touch()
+    assert LEFTOVER.format(netns_dir) not in net.find_leftovers(
+        tmp_path, netns_dir, mark, mountinfo
+    )
+    assert net.release_netns_dir(netns_dir, mark, mountinfo) == []
+    assert fake_umount == [] and mark.exists()  # kept for a later clean
+    (netns_dir / "theirs").unlink()
+    assert LEFTOVER.format(netns_dir) in net.find_leftovers(tmp_path, netns_dir, mark, mountinfo)
+
+
+@pytest.mark.parametrize("what", ["unmounted", "replaced", "unreadable mark"])
+def test_a_mount_that_is_not_the_marked_one_is_never_unmounted(
+    tmp_path: Path, fake_umount: list[list[str]], what: str
+) -> None:
+    """The mark outlived its mount (a crash, then someone's `ip netns add` and `del`): the
+    mount on /run/netns now is not ours, whatever the mark says."""
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+    net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
+    if what == "unmounted":
+        mountinfo.write_text(mountinfo.read_text().splitlines()[0] + "\n")
+    elif what == "replaced":
+        remount(mountinfo, 77)
+    else:
+        mark.write_text("/run/netns\n")  # an older harness's mark: no mount id
+    assert LEFTOVER.format(netns_dir) not in net.find_leftovers(
+        tmp_path, netns_dir, mark, mountinfo
+    )
+    assert net.release_netns_dir(netns_dir, mark, mountinfo) == []
+    assert fake_umount == [] and not mark.exists()
+
+
+def test_a_mark_from_another_mount_namespace_is_not_judged(
+    tmp_path: Path, fake_umount: list[list[str]]
+) -> None:
+    netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
+    mark.parent.mkdir(parents=True)
+    mark.write_text(json.dumps({"path": str(netns_dir), "mount_id": 42, "mount_ns": 1}))
+    assert LEFTOVER.format(netns_dir) not in net.find_leftovers(
+        tmp_path, netns_dir, mark, mountinfo
+    )
+    assert net.release_netns_dir(netns_dir, mark, mountinfo) == []
+    assert fake_umount == [] and mark.exists()
 
 
 def test_release_netns_dir_says_why_umount_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
-    mark.parent.mkdir(parents=True)
-    mark.write_text("x\n")
-    monkeypatch.setattr(
-        net, "run", lambda argv, timeout_s: ProcResult(tuple(argv), 32, "", "target is busy")
-    )
-    assert net.release_netns_dir(netns_dir, mark, mountinfo) == [
-        f"umount {netns_dir}: target is busy"
-    ]
+    net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
+    monkeypatch.setattr(net, "run", lambda argv, timeout_s: ProcResult(tuple(argv), 32, "", "busy"))
+    assert net.release_netns_dir(netns_dir, mark, mountinfo) == [f"umount {netns_dir}: busy"]
     assert mark.exists()

@@ -17,7 +17,7 @@ from harness.compare import ComparisonVerdict, VariantOutcome, compare
 from harness.errors import HarnessError
 from harness.stats import fisher_exact_greater
 from harness.stopping import Decision, Look, SequentialPlan, StopReason, decide, make_plan
-from tests.test_compare import compare_cli, fake_vm
+from tests.test_compare import compare_cli, dead_vm, fake_vm
 
 __all__ = ["fake_vm"]  # the fixture, imported for the CLI tests below
 
@@ -337,3 +337,14 @@ def test_sequential_cli_refuses_iterations_in_one_line(
     err = capsys.readouterr().err
     assert status == cli.EXIT_INFRA and guest.boots == []
     assert err.count("\n") == 1 and "--iterations and --sequential do not go together" in err
+
+
+def test_sequential_cli_with_a_vm_that_never_starts_a_campaign_exits_3(
+    tmp_path: Path, fake_vm: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import vm as vm_mod
+
+    fake_vm({})
+    monkeypatch.setattr(vm_mod, "run_in_vm", dead_vm)
+    status = compare_cli(tmp_path / "out", "--sequential", "--batch", "3", "--max-iterations", "6")
+    assert status == cli.EXIT_INFRA

@@ -113,7 +113,20 @@ def test_a_vm_that_never_boots_ends_the_batch(tmp_path: Path) -> None:
     assert outcome.boots == 1
     assert outcome.statuses == {r.outdir: cli.EXIT_INFRA for r in planned}
     assert outcome.crashed == []
-    assert outcome.vm_failed  # the caller says so in one line
+    assert outcome.vm_failed and outcome.not_started == planned[0].outdir  # said in one line
+
+
+def test_a_later_boot_that_never_starts_names_its_run(tmp_path: Path) -> None:
+    planned = runs(tmp_path, 2)
+
+    def behaviour(boot: int, run: GuestRun) -> str:
+        if boot == 1:
+            return "crash" if run.outdir.name == "run0" else "ok"
+        return "no-boot"
+
+    outcome = batch(tmp_path, planned, FakeVm(behaviour))
+    assert outcome.boots == 2 and outcome.crashed == [planned[0].outdir]
+    assert outcome.not_started == planned[1].outdir
 
 
 def test_a_batch_that_ran_is_not_a_vm_failure(tmp_path: Path) -> None:
