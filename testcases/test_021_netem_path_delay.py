@@ -1,6 +1,8 @@
 """netem on one path: a 50 ms delay on path 0's host-side veth raises that path's read
 latency and not the other's; removing it restores it. A full stall (loss 100%) goes on and
-off cleanly. The nvme_core knobs of [host] are set for the run and restored after it.
+off cleanly. The nvme_core knobs of [host] are set for the run and restored after it, and
+/run/netns is a mount point after the teardown only if it was one before (creating the netns
+bind-mounts it onto itself: harness/net.py release_netns_dir).
 
 Latency per path: per-path disks are hidden (no /dev node), so the reads go through each
 controller's char device /dev/nvmeC (NVME_IOCTL_IO_CMD on a one-namespace controller:
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 from harness import config as config_mod
+from harness import net
 from harness.config import CampaignConfig
 from harness.host import read_module_params
 from harness.kernelfs import KernelFs
@@ -51,10 +54,13 @@ def test_delay_on_one_path(smoke_config: CampaignConfig, results_dir: Path) -> N
     config = config_mod.override(config, "host", io_timeout=10, max_retries=2)
     kfs = KernelFs()
     params_before = read_module_params(kfs)
+    netns_dir_was_mounted = net.is_mount_point(net.NETNS_DIR)
     bed = Testbed(config, new_run_id())
     try:
         device = bed.up()
         assert bed.network is not None
+        assert net.is_mount_point(net.NETNS_DIR)
+        assert net.NETNS_DIR_MARK.exists() is not netns_dir_was_mounted
         assert bed.module_params == {"io_timeout": "10", "max_retries": "2"}
         ctrls = [device.controller_for(endpoint) for endpoint in bed.endpoints]
         names = [ctrl.name for ctrl in ctrls if ctrl is not None]
@@ -84,4 +90,6 @@ def test_delay_on_one_path(smoke_config: CampaignConfig, results_dir: Path) -> N
         errors = bed.down()
     assert not errors, f"teardown errors: {errors}"
     assert read_module_params(kfs) == params_before
+    assert net.is_mount_point(net.NETNS_DIR) is netns_dir_was_mounted
+    assert not net.NETNS_DIR_MARK.exists()
     kfs.close()
