@@ -111,10 +111,6 @@ class BatchOutcome:
     # The run a boot ended before (it never started; it and the rest were not run), or None.
     not_started: Path | None = None
 
-    @property
-    def vm_failed(self) -> bool:
-        return self.not_started is not None
-
 
 def run_batch(
     runs: Sequence[GuestRun],

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from harness.errors import KernelFsError
 from harness.kernelfs import KernelFs
+from harness.procs import ProcResult
 
 SUBSYS_DEVICES = "sys/devices/virtual/nvme-subsystem"
 CTRL_DEVICES = "sys/devices/virtual/nvme-fabrics/ctl"
@@ -540,3 +541,19 @@ class FakeNvmetFs(KernelFs):
         self.ops.append(("unlink", nrel, ""))
         self._check_fail("unlink", nrel)
         super().unlink(rel, timeout_s)
+
+
+@dataclass
+class RecordingRun:
+    """A stand-in for ``harness.procs.run``: records each argv in ``calls`` and answers with
+    ``returncode`` and ``stderr`` (default: success), without running anything."""
+
+    returncode: int = 0
+    stderr: str = ""
+    calls: list[list[str]] = field(default_factory=list)
+
+    def __call__(
+        self, argv: list[str], timeout_s: float, input_text: str | None = None
+    ) -> ProcResult:
+        self.calls.append(list(argv))
+        return ProcResult(tuple(argv), self.returncode, "", self.stderr)

@@ -14,7 +14,7 @@ import pytest
 from harness import kernelfs, kfs_child
 from harness.errors import KernelFsError, KernelFsTimeout
 from harness.kernelfs import KernelFs
-from harness.procs import ProcResult
+from tests.fakes import RecordingRun
 
 
 @pytest.fixture
@@ -103,15 +103,10 @@ def test_listdir_missing_is_empty(kfs: KernelFs) -> None:
 
 
 def test_symlink_in_netns_runs_nsenter(monkeypatch: pytest.MonkeyPatch, kfs: KernelFs) -> None:
-    seen: list[list[str]] = []
-
-    def fake_run(argv: list[str], timeout_s: float, input_text: str | None = None) -> ProcResult:
-        seen.append(list(argv))
-        return ProcResult(tuple(argv), 0, "", "")
-
-    monkeypatch.setattr(kernelfs, "run", fake_run)
+    recorder = RecordingRun()
+    monkeypatch.setattr(kernelfs, "run", recorder)
     kfs.symlink("/a", "/b", netns="nvmfh-tgt")
-    (argv,) = seen
+    (argv,) = recorder.calls
     assert argv[:4] == ["nsenter", "--net=/run/netns/nvmfh-tgt", "--", "ln"]
     assert "-s" in argv
     assert argv[-2:] == [str(kfs.path("/a")), str(kfs.path("/b"))]

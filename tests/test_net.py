@@ -14,7 +14,7 @@ import pytest
 from harness import net
 from harness.errors import HarnessError
 from harness.net import LOOPBACK_ADDR, NAME_PREFIX, TARGET_NETNS, Network
-from harness.procs import ProcResult
+from tests.fakes import RecordingRun
 
 IFNAMSIZ = 16  # interface names are at most 15 characters
 
@@ -182,14 +182,9 @@ def test_the_mark_names_the_mount_and_the_mount_namespace(tmp_path: Path) -> Non
 @pytest.fixture
 def fake_umount(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """net.run faked: records each command, succeeds."""
-    calls: list[list[str]] = []
-
-    def fake_run(argv: list[str], timeout_s: float) -> ProcResult:
-        calls.append(list(argv))
-        return ProcResult(tuple(argv), 0, "", "")
-
-    monkeypatch.setattr(net, "run", fake_run)
-    return calls
+    recorder = RecordingRun()
+    monkeypatch.setattr(net, "run", recorder)
+    return recorder.calls
 
 
 def test_our_empty_mount_is_reported_and_unmounted(
@@ -257,6 +252,6 @@ def test_release_netns_dir_says_why_umount_failed(
 ) -> None:
     netns_dir, mark, mountinfo = fake_mounts(tmp_path, mounted=True)
     net.mark_netns_dir_mount(netns_dir, mark, mountinfo)
-    monkeypatch.setattr(net, "run", lambda argv, timeout_s: ProcResult(tuple(argv), 32, "", "busy"))
+    monkeypatch.setattr(net, "run", RecordingRun(returncode=32, stderr="busy"))
     assert net.release_netns_dir(netns_dir, mark, mountinfo) == [f"umount {netns_dir}: busy"]
     assert mark.exists()

@@ -20,7 +20,7 @@ import pytest
 from harness import kbuild, ns_visibility, nvmet_variant, target
 from harness.errors import HarnessError, SafetyError, ToolError
 from harness.kernelfs import KernelFs
-from harness.procs import ProcResult
+from tests.fakes import RecordingRun
 
 RELEASE = "6.1.0-99-amd64"
 VERMAGIC = f"{RELEASE} SMP preempt mod_unload modversions"
@@ -463,15 +463,10 @@ def test_unknown_out_of_tree_nvmet(env: dict[str, Path]) -> None:
 @pytest.fixture
 def modprobes(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """target.run replaced by a recorder that succeeds; configfs counted as mounted."""
-    seen: list[list[str]] = []
-
-    def fake_run(argv: list[str], timeout_s: float) -> ProcResult:
-        seen.append(list(argv))
-        return ProcResult(tuple(argv), 0, "", "")
-
-    monkeypatch.setattr(target, "run", fake_run)
+    recorder = RecordingRun()
+    monkeypatch.setattr(target, "run", recorder)
     monkeypatch.setattr(target, "_configfs_mounted", lambda: True)
-    return seen
+    return recorder.calls
 
 
 def loaded(sys_module: Path, name: str, taint: str = "") -> None:
