@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import cleanup
-from harness import config as config_mod
-from harness.config import CampaignConfig
-from harness.host import MultipathDevice
-from harness.kernelfs import KernelFs
-from harness.kmsg import KmsgReader
-from harness.testbed import Testbed, new_run_id
-from harness.workload import FioJob
+from harness.bed import cleanup
+from harness.bed.host import MultipathDevice
+from harness.bed.testbed import Testbed, new_run_id
+from harness.campaign.kmsg import KmsgReader
+from harness.campaign.workload import FioJob
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.kernelfs import KernelFs
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -73,7 +73,7 @@ def loaded_variant(request: pytest.FixtureRequest) -> str:
     variant = str(request.config.getoption("--kernel-variant"))
     if _why_not_runnable():
         return variant
-    from harness import variants
+    from harness.bed import variants
 
     variants.load_variant(variant)
     return variant

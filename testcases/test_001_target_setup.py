@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.host import MultipathDevice
-from harness.target import NVMET
-from harness.testbed import Testbed
+from harness.bed.host import MultipathDevice
+from harness.bed.target import NVMET
+from harness.bed.testbed import Testbed
 
 
 def test_target_in_configfs(nvmet_target: Testbed) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness.host import MultipathDevice
-from harness.testbed import Testbed
-from harness.workload import FioJob, FioRun
+from harness.bed.host import MultipathDevice
+from harness.bed.testbed import Testbed
+from harness.campaign.workload import FioJob, FioRun
 
 
 def test_io_flows_on_both_paths(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as config_mod
-from harness.campaign import Campaign
-from harness.config import CampaignConfig, FaultKind
-from harness.results import RESULTS_FILE, Verdict, read_records
+from harness.campaign.runner import Campaign
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig, FaultKind
+from harness.core.results import RESULTS_FILE, Verdict, read_records
 
 # backing_stall is a hang on purpose: test_006_hang.py.
 LOOPBACK_FAULTS = [k for k in FaultKind if k not in (FaultKind.LINK_DOWN, FaultKind.BACKING_STALL)]

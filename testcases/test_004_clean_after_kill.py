@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import cleanup
-from harness.kernelfs import KernelFs
+from harness.bed import cleanup
+from harness.core.kernelfs import KernelFs
 
 REPO = Path(__file__).resolve().parent.parent
 

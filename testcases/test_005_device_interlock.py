@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import SafetyError
-from harness.host import PathEndpoint
-from harness.safety import require_harness_device
-from harness.target import NamespaceSpec, NvmetTarget, PortSpec, SubsystemSpec, TargetSpec
-from harness.testbed import Testbed
+from harness.bed.host import PathEndpoint
+from harness.bed.safety import require_harness_device
+from harness.bed.target import NamespaceSpec, NvmetTarget, PortSpec, SubsystemSpec, TargetSpec
+from harness.bed.testbed import Testbed
+from harness.core.errors import SafetyError
 
 DECOY_NQN = "nqn.2026-11.io.decoy:not-the-harness"
 DECOY_PORT = 7001  # outside the harness's port id range: clean would not remove it

@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from harness import config as config_mod
-from harness.campaign import Campaign
-from harness.results import RESULTS_FILE, Verdict, read_records
+from harness.campaign.runner import Campaign
+from harness.config import campaign as config_mod
+from harness.core.results import RESULTS_FILE, Verdict, read_records
 
 REPO = Path(__file__).resolve().parent.parent
 

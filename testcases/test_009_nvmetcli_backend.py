@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from harness import config as config_mod
-from harness.config import CampaignConfig
-from harness.errors import SafetyError
-from harness.target import NVMET, NvmetTarget, SubsystemSpec, TargetSpec, load_modules
-from harness.testbed import Testbed, new_run_id
+from harness.bed.target import NVMET, NvmetTarget, SubsystemSpec, TargetSpec, load_modules
+from harness.bed.testbed import Testbed, new_run_id
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.errors import SafetyError
 
 FOREIGN_NQN = "nqn.2026-11.io.decoy:someone-elses-target"
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as config_mod
-from harness.campaign import Campaign
-from harness.results import RESULTS_FILE, read_records
-from harness.widener import Widener, WidenerConfig
+from harness.campaign.runner import Campaign
+from harness.campaign.widener import Widener, WidenerConfig
+from harness.config import campaign as config_mod
+from harness.core.results import RESULTS_FILE, read_records
 
 REPO = Path(__file__).resolve().parent.parent
 RACE_CONFIGS = ["race-ctrl-delete-widened", "race-ns-remove-path"]

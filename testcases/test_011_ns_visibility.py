@@ -12,7 +12,7 @@ measured, not judged. Each case writes what it measured (fio errors and errnos, 
 lines) to ``ns_visibility_<mode>.json`` in its results directory.
 
 The modules are built on the host before the VM boots:
-``python -m harness.nvmet_variant build --release <release of the VM's kernel>``.
+``python -m harness.kernels.nvmet_variant build --release <release of the VM's kernel>``.
 """
 
 from __future__ import annotations
@@ -28,15 +28,16 @@ from typing import Any
 
 import pytest
 
-from harness import config as config_mod
-from harness import kbuild, ns_visibility, nvmet_variant, variants
-from harness.config import CampaignConfig
-from harness.host import ControllerInfo, MultipathDevice
-from harness.kernelfs import KernelFs
-from harness.kmsg import KmsgReader, format_record
-from harness.procs import run
-from harness.testbed import Testbed, new_run_id
-from harness.workload import FioJob, FioRun
+from harness.bed import ns_visibility, variants
+from harness.bed.host import ControllerInfo, MultipathDevice
+from harness.bed.testbed import Testbed, new_run_id
+from harness.campaign.kmsg import KmsgReader, format_record
+from harness.campaign.workload import FioJob, FioRun
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.kernelfs import KernelFs
+from harness.core.procs import run
+from harness.kernels import kbuild, nvmet_variant
 
 WAIT_S = 30.0  # for the host's rescan to remove or re-add a per-path disk (TCG)
 KFS_TIMEOUT_S = 60.0
@@ -50,7 +51,7 @@ pytestmark = pytest.mark.skipif(
     nvmet_variant.load_record(kbuild.default_cache_dir(), platform.release()) is None,
     reason=(
         f"the patched nvmet for {platform.release()} is not built: on the host run "
-        f"python -m harness.nvmet_variant build --release {platform.release()}"
+        f"python -m harness.kernels.nvmet_variant build --release {platform.release()}"
     ),
 )
 

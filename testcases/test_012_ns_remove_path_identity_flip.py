@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from harness.bed.testbed import Testbed
+from harness.campaign.workload import FioJob, FioRun
 from harness.faults import make_path_removal
-from harness.testbed import Testbed
-from harness.workload import FioJob, FioRun
 
 WAIT_S = 20.0
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as config_mod
-from harness import rdma
-from harness.config import CampaignConfig
-from harness.procs import run
-from harness.testbed import Testbed, new_run_id
+from harness.bed import rdma
+from harness.bed.testbed import Testbed, new_run_id
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.procs import run
 
 
 @pytest.mark.usefixtures("rdma_modules")

@@ -19,14 +19,14 @@ import statistics
 import time
 from pathlib import Path
 
-from harness import config as config_mod
-from harness import net
-from harness.config import CampaignConfig
-from harness.host import read_module_params
-from harness.kernelfs import KernelFs
-from harness.net import NetemSpec
-from harness.passthru import NVME_IOCTL_IO_CMD, read_command
-from harness.testbed import Testbed, new_run_id
+from harness.bed import net
+from harness.bed.host import read_module_params
+from harness.bed.net import NetemSpec
+from harness.bed.testbed import Testbed, new_run_id
+from harness.campaign.passthru import NVME_IOCTL_IO_CMD, read_command
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.kernelfs import KernelFs
 
 READS = 20
 DELAY_MS = 50.0

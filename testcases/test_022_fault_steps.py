@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness import config as config_mod
-from harness.campaign import Campaign
-from harness.config import CampaignConfig
-from harness.results import RESULTS_FILE, Verdict, read_records
+from harness.campaign.runner import Campaign
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.results import RESULTS_FILE, Verdict, read_records
 
 
 def with_steps(config: CampaignConfig, steps: list[dict[str, Any]], **host: Any) -> CampaignConfig:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as config_mod
-from harness.campaign import Campaign
-from harness.config import CampaignConfig
-from harness.results import RESULTS_FILE, RUN_FILE, Verdict, read_records
+from harness.campaign.runner import Campaign
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.results import RESULTS_FILE, RUN_FILE, Verdict, read_records
 
 RDMA_FAULTS = ["ctrl_delete", "ctrl_reset", "port_remove", "ana_change", "ns_disable"]
 # Seen in both runs (2026-12-01, 6.1.192, TCG): after link_down's link up the rdma controller

@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from harness import config as config_mod
-from harness.config import CampaignConfig
+from harness.bed.target import ANA_STATES
+from harness.bed.testbed import Testbed, new_run_id
+from harness.campaign.workload import FioJob, FioRun
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
 from harness.faults import FaultAction, FaultInjector
-from harness.target import ANA_STATES
-from harness.testbed import Testbed, new_run_id
-from harness.workload import FioJob, FioRun
 
 WINDOW_S = 3.0  # IO counted over this long; a TCG guest completes thousands of IOs in it
 STATE_TIMEOUT_S = 20.0  # < 2 x ANATT (20 s): "change" resets the controller after that

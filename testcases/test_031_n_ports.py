@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as config_mod
-from harness.campaign import Campaign
-from harness.config import CampaignConfig
+from harness.bed.testbed import Testbed, new_run_id
+from harness.campaign.floor import wait_until
+from harness.campaign.runner import Campaign
+from harness.campaign.workload import FioJob, FioRun
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.results import RESULTS_FILE, RUN_FILE, Verdict, read_records
 from harness.faults import FaultAction, FaultInjector, all_paths_ready
-from harness.floor import wait_until
-from harness.results import RESULTS_FILE, RUN_FILE, Verdict, read_records
-from harness.testbed import Testbed, new_run_id
-from harness.workload import FioJob, FioRun
 
 MOVED_IOS = 50  # IOs a path must complete to count as carrying IO
 IO_WAIT_S = 90.0  # fio and 6 paths start slowly under TCG on a loaded host

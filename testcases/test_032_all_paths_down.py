@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import all_paths_down as apd
-from harness import config as config_mod
-from harness.config import CampaignConfig
+from harness.bed.testbed import Testbed, new_run_id
+from harness.campaign import all_paths_down as apd
+from harness.campaign.floor import wait_until
+from harness.campaign.kmsg import KernelLogSummary, KmsgReader, format_record
+from harness.campaign.workload import FioJob, FioRun
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
 from harness.faults import FaultAction, FaultInjector, all_paths_ready
-from harness.floor import wait_until
-from harness.kmsg import KernelLogSummary, KmsgReader, format_record
-from harness.testbed import Testbed, new_run_id
-from harness.workload import FioJob, FioRun
 
 DOWN_S = 5.0
 IO_WAIT_S = 90.0

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as config_mod
-from harness.campaign import Campaign
-from harness.config import CampaignConfig
-from harness.results import RESULTS_FILE, read_records
-from harness.stale_write import BLOCK_BYTES, DeviceIo, StaleWriteChecker, tail_region
-from harness.testbed import Testbed, new_run_id
+from harness.bed.testbed import Testbed, new_run_id
+from harness.campaign.runner import Campaign
+from harness.campaign.stale_write import BLOCK_BYTES, DeviceIo, StaleWriteChecker, tail_region
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.results import RESULTS_FILE, read_records
 
 FAULTS = ["ctrl_delete", "port_remove"]
 

@@ -15,16 +15,16 @@ from typing import Any
 
 import pytest
 
-from harness import backing as backing_mod
-from harness import config as config_mod
-from harness.campaign import Campaign
-from harness.config import CampaignConfig
+from harness.bed import backing as backing_mod
+from harness.bed.target import NVMET
+from harness.bed.testbed import NSID, Testbed, new_run_id
+from harness.campaign.kmsg import KmsgReader
+from harness.campaign.runner import Campaign
+from harness.campaign.workload import FioJob, FioRun
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.results import RESULTS_FILE, Verdict, read_records
 from harness.faults import FaultAction, FaultInjector
-from harness.kmsg import KmsgReader
-from harness.results import RESULTS_FILE, Verdict, read_records
-from harness.target import NVMET
-from harness.testbed import NSID, Testbed, new_run_id
-from harness.workload import FioJob, FioRun
 
 NAMESPACES = 3
 WAIT_S = 30.0

@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 
-from harness import config as config_mod
-from harness.config import CampaignConfig
+from harness.bed.testbed import Testbed, new_run_id
+from harness.campaign.floor import wait_until
+from harness.campaign.kmsg import KmsgReader, format_record, summarize
+from harness.campaign.workload import FioJob, FioResult, FioRun
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
 from harness.faults import FaultAction, FaultInjector, all_paths_ready
-from harness.floor import wait_until
-from harness.kmsg import KmsgReader, format_record, summarize
-from harness.testbed import Testbed, new_run_id
-from harness.workload import FioJob, FioResult, FioRun
 
 IO_WAIT_S = 90.0  # fio starts slowly under TCG on a loaded host
 MOVED_IOS = 50

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import config as config_mod
-from harness import floor
-from harness import testbed as testbed_mod
-from harness.config import CampaignConfig
+from harness.bed import testbed as testbed_mod
+from harness.campaign import floor
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
 
 PACE = Path(__file__).resolve().parents[1] / "configs" / "pace.toml"
 

@@ -26,9 +26,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import KernelFsError
-from harness.kernelfs import KernelFs
-from harness.procs import ProcResult
+from harness.core.errors import KernelFsError
+from harness.core.kernelfs import KernelFs
+from harness.core.procs import ProcResult
 
 SUBSYS_DEVICES = "sys/devices/virtual/nvme-subsystem"
 CTRL_DEVICES = "sys/devices/virtual/nvme-fabrics/ctl"
@@ -545,7 +545,7 @@ class FakeNvmetFs(KernelFs):
 
 @dataclass
 class RecordingRun:
-    """A stand-in for ``harness.procs.run``: records each argv in ``calls`` and answers with
+    """A stand-in for ``harness.core.procs.run``: records each argv in ``calls`` and answers with
     ``returncode`` and ``stderr`` (default: success), without running anything."""
 
     returncode: int = 0

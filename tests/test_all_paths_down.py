@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from harness import all_paths_down as apd
-from harness import config as config_mod
-from harness.kmsg import KernelLogSummary, KmsgRecord
-from harness.results import Verdict
+from harness.campaign import all_paths_down as apd
+from harness.campaign.kmsg import KernelLogSummary, KmsgRecord
+from harness.config import campaign as config_mod
+from harness.core.results import Verdict
 
 
 @pytest.mark.parametrize(

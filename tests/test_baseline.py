@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import baseline, cli, known_failures, nightly
-from harness.baseline import Judgement, RunCounts
-from harness.errors import ConfigError, HarnessError
+from harness.ci import baseline, known_failures, nightly
+from harness.ci.baseline import Judgement, RunCounts
+from harness.cli import app as cli
+from harness.core.errors import ConfigError, HarnessError
 
 DATA = Path(__file__).parent / "data" / "nightly"
 REPO = Path(__file__).resolve().parent.parent

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from harness import bench
-from harness.bench import (
+from harness.bench import benchmark as bench
+from harness.bench.benchmark import (
     EioRun,
     LineTimer,
     censored_median,
@@ -22,7 +22,13 @@ from harness.bench import (
     markdown,
     throughput,
 )
-from harness.results import RESULTS_FILE, RUN_FILE, SUMMARY_FILE, JsonlWriter, write_json_atomic
+from harness.core.results import (
+    RESULTS_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    JsonlWriter,
+    write_json_atomic,
+)
 from tests.test_fio_p99 import with_clat
 from tests.test_workload import fio_job, fio_output
 
@@ -433,7 +439,7 @@ def test_parser_scenarios_and_defaults(tmp_path: Path) -> None:
 
 
 def test_vm_timeout_grows_with_iterations() -> None:
-    from harness.config import CampaignConfig, override
+    from harness.config.campaign import CampaignConfig, override
 
     small = bench._vm_timeout(override(CampaignConfig(), "campaign", iterations=1))
     large = bench._vm_timeout(override(CampaignConfig(), "campaign", iterations=10))
@@ -441,8 +447,8 @@ def test_vm_timeout_grows_with_iterations() -> None:
 
 
 def test_pace_goal_floor_multiple_and_previous_figures(tmp_path: Path) -> None:
-    from harness.bench import _floor_goal_cell, _goal_cell, previous_rates
-    from harness.errors import HarnessError
+    from harness.bench.benchmark import _floor_goal_cell, _goal_cell, previous_rates
+    from harness.core.errors import HarnessError
 
     ops: list[Any] = [
         {"name": "ns_remove_path", "action_s": [0.3], "total_s": [0.3]},

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from harness import campaign
-from harness import config as config_mod
-from harness.campaign import ProgressMonitor, jitters, plan, stuck_tasks, verdict
-from harness.config import CampaignConfig
-from harness.errors import HarnessError
+from harness.campaign import runner as campaign
+from harness.campaign.runner import ProgressMonitor, jitters, plan, stuck_tasks, verdict
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.errors import HarnessError
+from harness.core.results import IterationRecord, Verdict
 from harness.faults import FaultAction, fault_classes
-from harness.results import IterationRecord, Verdict
 from tests.test_results import make_record
 
 FAULTS = ["ctrl_delete", "ctrl_reset", "port_remove"]

@@ -1,4 +1,4 @@
-"""harness.changelog on changelogs shaped like Debian's (newest entry first)."""
+"""harness.kernels.changelog on changelogs shaped like Debian's (newest entry first)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import changelog
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.kernels import changelog
 
 FIX = "    - nvme-multipath: set BIO_REMAPPED on bios remapped to per-path namespace disks"
 ZERO = "    - block: make bio_check_eod work for zero sized devices"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.cleanup import our_controllers, our_processes
-from harness.kernelfs import KernelFs
-from harness.target import NQN_PREFIX
+from harness.bed.cleanup import our_controllers, our_processes
+from harness.bed.target import NQN_PREFIX
+from harness.core.kernelfs import KernelFs
 from tests.fakes import FakeSysfs
 
 OURS = f"{NQN_PREFIX}subsys-1"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness.cli import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, main
-from harness.results import RESULTS_FILE, JsonlWriter, Verdict
+from harness.cli.app import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, main
+from harness.core.results import RESULTS_FILE, JsonlWriter, Verdict
 from tests.test_results import record_dict
 
 
@@ -210,8 +210,8 @@ def test_a_vm_campaign_runs_a_frozen_copy_of_its_config(tmp_path: Path) -> None:
     edit of the original file while it waits for its turn in the VM changes nothing."""
     import argparse
 
-    from harness import cli
-    from harness import config as config_mod
+    from harness.cli import app as cli
+    from harness.config import campaign as config_mod
 
     source = tmp_path / "race.toml"
     source.write_text(

@@ -18,9 +18,8 @@ from typing import Any
 
 import pytest
 
-from harness import cli, vm_batch
-from harness import compare as compare_mod
-from harness.compare import (
+from harness.analysis import compare as compare_mod
+from harness.analysis.compare import (
     Comparison,
     ComparisonVerdict,
     VariantOutcome,
@@ -29,8 +28,10 @@ from harness.compare import (
     render,
     write,
 )
-from harness.results import RESULTS_FILE, JsonlWriter, Verdict
-from harness.vm import VmResult
+from harness.cli import app as cli
+from harness.core.results import RESULTS_FILE, JsonlWriter, Verdict
+from harness.vm import batch as vm_batch
+from harness.vm.boot import VmResult
 from tests.test_results import record_dict
 
 RACE: dict[str, Any] = {
@@ -399,8 +400,8 @@ class FakeGuest:
 @pytest.fixture
 def fake_vm(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Install a FakeGuest (returned by the fixture's result with the wanted rates)."""
-    from harness import kbuild
-    from harness import vm as vm_mod
+    from harness.kernels import kbuild
+    from harness.vm import boot as vm_mod
 
     def build_variant(variant: str, **_: Any) -> SimpleNamespace:
         return SimpleNamespace(
@@ -493,7 +494,7 @@ def test_compare_cli_says_when_the_vm_ended_before_any_campaign(
 ) -> None:
     """The CI failure of 2026-12-01: qemu aborted under KVM, no campaign started. One line
     says so with qemu's last words, and the exit status is an infrastructure failure."""
-    from harness import vm as vm_mod
+    from harness.vm import boot as vm_mod
 
     fake_vm({})
     monkeypatch.setattr(vm_mod, "run_in_vm", dead_vm)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.config import (
+from harness.config.campaign import (
     BOUNDS,
     CHOICES,
     SECTIONS,
@@ -27,7 +27,7 @@ from harness.config import (
     to_toml,
     validate,
 )
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = REPO / "configs" / "schema.json"
@@ -513,7 +513,7 @@ def test_schema_file_is_current() -> None:
     expected = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
     assert SCHEMA_FILE.read_text(encoding="utf-8") == expected, (
         "configs/schema.json is stale: regenerate it with\n"
-        "python -c 'import json; from harness.config import json_schema; "
+        "python -c 'import json; from harness.config.campaign import json_schema; "
         "print(json.dumps(json_schema(), indent=2, sort_keys=True))' > configs/schema.json"
     )
 

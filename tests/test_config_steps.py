@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from harness.config import (
+from harness.config.campaign import (
     CampaignConfig,
     Step,
     fault_kinds,
@@ -18,7 +18,7 @@ from harness.config import (
     to_toml,
     validate,
 )
-from harness.errors import ConfigError
+from harness.core.errors import ConfigError
 
 DELETE_WHILE_RECONNECTING = """
 [campaign]

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, doctor, prepared, vm
-from harness.errors import HarnessError
+from harness.cli import app as cli
+from harness.core.errors import HarnessError
+from harness.kernels import prepared
+from harness.vm import boot as vm
+from harness.vm import doctor
 from tests.test_vm import prepared_record
 
 IMAGE = "/boot/vmlinuz-6.1.0-57-amd64"
@@ -105,7 +108,7 @@ def test_vm_commands_take_boot_timeout() -> None:
 
 
 def test_nvmet_checks_say_what_is_built_and_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness import nvmet_variant
+    from harness.kernels import nvmet_variant
 
     monkeypatch.setattr(nvmet_variant, "load_record", lambda cache, release: None)
     loaded = nvmet_variant.LoadedNvmet(
@@ -115,5 +118,5 @@ def test_nvmet_checks_say_what_is_built_and_loaded(monkeypatch: pytest.MonkeyPat
     built, now = doctor.nvmet_checks("6.1.0-57-amd64")
     assert not built.ok and built.optional
     assert "not built for 6.1.0-57-amd64" in built.detail
-    assert built.fix == "python -m harness.nvmet_variant build --release 6.1.0-57-amd64"
+    assert built.fix == "python -m harness.kernels.nvmet_variant build --release 6.1.0-57-amd64"
     assert now.ok and "490F202F" in now.detail and "out of tree" in now.detail

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from harness import fault_list
-from harness.fault_list import ParamInfo
 from harness.faults import fault_classes
 from harness.faults.base import Param
+from harness.report import fault_table as fault_list
+from harness.report.fault_table import ParamInfo
 
 
 def test_every_fault_lists_exactly_its_declared_params() -> None:

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from harness import config as config_mod
-from harness import fault_list
-from harness.config import FaultKind
-from harness.errors import ConfigError, HarnessError
+from harness.config import campaign as config_mod
+from harness.config.campaign import FaultKind
+from harness.core.errors import ConfigError, HarnessError
 from harness.faults import FaultAction, FaultInjector, fault_class, fault_classes
 from harness.faults.base import Fault, register
+from harness.report import fault_table as fault_list
 from tests.test_floor import as_testbed, fake_bed
 
 FAULTS_DIR = Path(__file__).resolve().parent.parent / "harness" / "faults"
@@ -134,7 +134,7 @@ def test_a_new_fault_module_is_a_config_name_without_touching_config() -> None:
 
 
 class RecordingNetwork:
-    """The part of harness.net.Network a link fault uses, recording each call."""
+    """The part of harness.bed.net.Network a link fault uses, recording each call."""
 
     netns = "nvmfh-test"
 
@@ -157,7 +157,7 @@ class RecordingNetwork:
 def test_path_stall_is_one_new_module() -> None:
     """The fault added as one file (harness/faults/path_stall.py): registered, its config
     requirement checked, inject/restore through the injector, undone by restore_everything."""
-    from harness.net import NetemSpec
+    from harness.bed.net import NetemSpec
 
     cls = fault_class("path_stall")
     base = config_mod.validate({"campaign": {"faults": ["ctrl_delete"]}})
@@ -178,7 +178,7 @@ def test_path_stall_is_one_new_module() -> None:
 
 
 def test_path_netem_takes_its_impairment_from_args() -> None:
-    from harness.net import NetemSpec
+    from harness.bed.net import NetemSpec
 
     bed = fake_bed()
     network = RecordingNetwork()
@@ -217,7 +217,7 @@ def test_ctrl_reset_without_wait_writes_in_the_background_and_returns_once_not_l
     """``args.wait = false``: the reset is written by another process (the sysfs write
     blocks until the reconnect is done), inject returns when the controller left live, and
     restore reaps the writer, noting a failed write."""
-    from harness.kernelfs import KernelFs
+    from harness.core.kernelfs import KernelFs
 
     bed = fake_bed()
     attr = tmp_path / "sys/class/nvme/nvme1/reset_controller"

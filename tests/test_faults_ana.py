@@ -10,13 +10,9 @@ from typing import Any, cast
 
 import pytest
 
-from harness import config as config_mod
-from harness import testbed as testbed_mod
-from harness.errors import ConfigError, HarnessError
-from harness.faults import FaultAction, FaultInjector, fault_class
-from harness.faults.ana_swap import parse_layout, swap_states
-from harness.host import PathEndpoint
-from harness.target import (
+from harness.bed import testbed as testbed_mod
+from harness.bed.host import PathEndpoint
+from harness.bed.target import (
     ANA_STATES,
     NQN_PREFIX,
     PORT_ID_BASE,
@@ -29,6 +25,10 @@ from harness.target import (
     namespace_ana_group,
     port_ana_groups,
 )
+from harness.config import campaign as config_mod
+from harness.core.errors import ConfigError, HarnessError
+from harness.faults import FaultAction, FaultInjector, fault_class
+from harness.faults.ana_swap import parse_layout, swap_states
 from tests.fakes import FakeNvmetFs
 
 NQN = f"{NQN_PREFIX}subsys-ana"

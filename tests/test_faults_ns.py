@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from harness import backing as backing_mod
-from harness import config as config_mod
-from harness import testbed as testbed_mod
-from harness.errors import ConfigError, HarnessError, SafetyError
+from harness.bed import backing as backing_mod
+from harness.bed import testbed as testbed_mod
+from harness.bed.host import MultipathDevice, NvmeHost
+from harness.bed.net import Network
+from harness.bed.safety import require_harness_devices
+from harness.bed.target import NamespaceIdentity, NvmetTarget
+from harness.config import campaign as config_mod
+from harness.core.errors import ConfigError, HarnessError, SafetyError
 from harness.faults import FaultAction, FaultInjector, fault_class
-from harness.host import MultipathDevice, NvmeHost
-from harness.net import Network
-from harness.safety import require_harness_devices
-from harness.target import NamespaceIdentity, NvmetTarget
 from tests.fakes import FakeNvmetFs, FakeSysfs
 
 RUN_ID = "20261201-101010-abcdef"

@@ -12,14 +12,14 @@ from typing import Any, cast
 
 import pytest
 
-from harness import config as config_mod
-from harness import testbed as testbed_mod
-from harness.errors import ConfigError, HarnessError, KernelFsError
+from harness.bed import testbed as testbed_mod
+from harness.bed.host import NvmeHost
+from harness.bed.net import Network
+from harness.config import campaign as config_mod
+from harness.core.errors import ConfigError, HarnessError, KernelFsError
+from harness.core.kernelfs import FABRICS_DEVICE, KernelFs
 from harness.faults import FaultAction, FaultInjector, fault_class
 from harness.faults.iopolicy_switch import other_policy
-from harness.host import NvmeHost
-from harness.kernelfs import FABRICS_DEVICE, KernelFs
-from harness.net import Network
 from tests.fakes import FakeSysfs
 
 KERNEL_61_IOPOLICIES = ("numa", "round-robin")  # multipath.c:nvme_iopolicy_names

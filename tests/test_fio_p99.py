@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from harness import campaign as campaign_mod
-from harness.campaign import Campaign
-from harness.config import CampaignConfig, override
-from harness.results import SUMMARY_FILE
-from harness.workload import P99_KEY, FioJob, FioResult, p99_clat_us, parse_result
+from harness.campaign import runner as campaign_mod
+from harness.campaign.runner import Campaign
+from harness.campaign.workload import P99_KEY, FioJob, FioResult, p99_clat_us, parse_result
+from harness.config.campaign import CampaignConfig, override
+from harness.core.results import SUMMARY_FILE
 from tests.test_workload import fio_job, fio_output
 
 

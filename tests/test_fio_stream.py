@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from harness.fio_stream import (
+from harness.campaign.fio_stream import (
     FioSnapshot,
     FioStream,
     FioStreamError,
@@ -23,7 +23,7 @@ from harness.fio_stream import (
     snapshot_of,
     window_result,
 )
-from harness.workload import FioJob, StampedLine
+from harness.campaign.workload import FioJob, StampedLine
 
 MIB = 1024 * 1024
 EIO_LINE = "fio: io_u error on file /dev/nvme1n1: Input/output error: write offset=8192, buflen=512"

@@ -9,13 +9,21 @@ from typing import Any, cast
 
 import pytest
 
-from harness import config as config_mod
-from harness import floor
-from harness import testbed as testbed_mod
-from harness.config import CampaignConfig
-from harness.errors import HarnessError
-from harness.floor import FloorOp, OpStats, floor_ops, measure, render, run_floor, write_floor
-from harness.host import ControllerInfo, MultipathDevice, PathEndpoint
+from harness.bed import testbed as testbed_mod
+from harness.bed.host import ControllerInfo, MultipathDevice, PathEndpoint
+from harness.campaign import floor
+from harness.campaign.floor import (
+    FloorOp,
+    OpStats,
+    floor_ops,
+    measure,
+    render,
+    run_floor,
+    write_floor,
+)
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.errors import HarnessError
 
 # --- measure with a fake clock -------------------------------------------------------------------
 

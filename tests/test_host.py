@@ -9,9 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from harness import host as host_module
-from harness.errors import HarnessError, KernelFsError, ToolError
-from harness.host import (
+from harness.bed import host as host_module
+from harness.bed.host import (
     HOST_NQN_PREFIX,
     HostIdentity,
     MultipathDevice,
@@ -21,8 +20,9 @@ from harness.host import (
     _fabrics_instance,
     parse_address,
 )
-from harness.kernelfs import KernelFs
-from harness.procs import ProcResult
+from harness.core.errors import HarnessError, KernelFsError, ToolError
+from harness.core.kernelfs import KernelFs
+from harness.core.procs import ProcResult
 from tests.fakes import CTRL_DEVICES, FakeSysfs
 
 NQN = "nqn.2014-08.org.nvmexpress:nvmfh-test"

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError, KernelFsError
-from harness.host import (
+from harness.bed.host import (
     NVME_CORE_PARAMS,
     HostIdentity,
     NvmeHost,
@@ -17,7 +16,8 @@ from harness.host import (
     restore_module_params,
     set_module_params,
 )
-from harness.kernelfs import KernelFs
+from harness.core.errors import HarnessError, KernelFsError
+from harness.core.kernelfs import KernelFs
 
 NQN = "nqn.2026-11.io.nvmf-harness:subsys-test"
 

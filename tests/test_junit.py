@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import xmlschema
 
-from harness.junit import junit_xml, write_junit
-from harness.results import FAILING_VERDICTS, Verdict, read_records
+from harness.core.junit import junit_xml, write_junit
+from harness.core.results import FAILING_VERDICTS, Verdict, read_records
 from tests.test_results import record_dict
 
 DATA = Path(__file__).parent / "data"

@@ -1,4 +1,4 @@
-"""harness.kbuild: patch detection and revert, the variant.json cache, vermagic checks.
+"""harness.kernels.kbuild: patch detection and revert, the variant.json cache, vermagic checks.
 
 The end-to-end tests use the real tar and patch, with fake make and modinfo on PATH.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import kbuild
-from harness.errors import HarnessError, ToolError
+from harness.core.errors import HarnessError, ToolError
+from harness.kernels import kbuild
 
 RELEASE = "6.1.0-99-amd64"
 VERMAGIC = f"{RELEASE} SMP preempt mod_unload modversions"

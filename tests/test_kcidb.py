@@ -10,8 +10,9 @@ from pathlib import Path
 import kcidb_io
 import pytest
 
-from harness import kcidb, nightly
-from harness.errors import HarnessError
+from harness.ci import nightly
+from harness.core.errors import HarnessError
+from harness.report import kcidb
 
 DATA = Path(__file__).parent / "data" / "nightly"
 RELEASE = "6.1.0-57-amd64"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import kernelfs, kfs_child
-from harness.errors import KernelFsError, KernelFsTimeout
-from harness.kernelfs import KernelFs
+from harness.core import kernelfs, kfs_child
+from harness.core.errors import KernelFsError, KernelFsTimeout
+from harness.core.kernelfs import KernelFs
 from tests.fakes import RecordingRun
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.kmsg import (
+from harness.campaign.kmsg import (
     KernelLogSummary,
     KmsgReader,
     KmsgRecord,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.kmsg import (
+from harness.campaign.kmsg import (
     KERNEL_CLASSES,
     KernelLogSummary,
     KmsgRecord,

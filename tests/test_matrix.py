@@ -1,5 +1,5 @@
-"""harness.matrix and `nvmf-harness matrix`: per-release verdicts from compare's result, the
-table in four formats, preparation errors, and the CLI with the VM replaced by written
+"""harness.analysis.matrix and `nvmf-harness matrix`: per-release verdicts from compare's
+result, the table in four formats, preparation errors, and the CLI with the VM replaced by written
 results."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from harness import cli, compare, kbuild, matrix, releases
-from harness.errors import ToolError
-from harness.results import RESULTS_FILE, JsonlWriter
+from harness.analysis import compare, matrix
+from harness.cli import app as cli
+from harness.core.errors import ToolError
+from harness.core.results import RESULTS_FILE, JsonlWriter
+from harness.kernels import kbuild, releases
 from tests.test_compare import variant_records
 
 REL = "6.1.0-47-amd64"
@@ -350,8 +352,8 @@ def test_inconclusive_release_exits_1(
 
 
 def test_campaign_label_names_the_mechanism(tmp_path: Path) -> None:
-    from harness import matrix
-    from harness.results import write_json_atomic
+    from harness.analysis import matrix
+    from harness.core.results import write_json_atomic
 
     run = tmp_path / "unfixed"
     run.mkdir()

@@ -9,9 +9,9 @@ from pathlib import Path
 import kcidb_io
 import pytest
 
-from harness import merge, nightly
+from harness.ci import merge, nightly
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 DATA = Path(__file__).parent / "data" / "report" / "compare"
 RELEASE = "6.1.0-57-amd64"

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from harness import config as config_mod
-from harness import testbed as testbed_mod
-from harness.backing import Backing
-from harness.campaign import plan, resolve_path
-from harness.config import CampaignConfig
-from harness.errors import ConfigError
+from harness.bed import testbed as testbed_mod
+from harness.bed.backing import Backing
+from harness.bed.host import HostIdentity, NvmeHost
+from harness.bed.net import Network
+from harness.bed.target import NvmetTarget, find_leftovers
+from harness.campaign.runner import plan, resolve_path
+from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.errors import ConfigError
 from harness.faults import FaultAction, FaultInjector, all_paths_ready
-from harness.host import HostIdentity, NvmeHost
-from harness.net import Network
-from harness.target import NvmetTarget, find_leftovers
 from tests.fakes import FakeNvmetFs, FakeSysfs
 from tests.test_floor import FakeBed, FakeKernel, FakePath, as_testbed
 

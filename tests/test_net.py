@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import net
-from harness.errors import HarnessError
-from harness.net import LOOPBACK_ADDR, NAME_PREFIX, TARGET_NETNS, Network
+from harness.bed import net
+from harness.bed.net import LOOPBACK_ADDR, NAME_PREFIX, TARGET_NETNS, Network
+from harness.core.errors import HarnessError
 from tests.fakes import RecordingRun
 
 IFNAMSIZ = 16  # interface names are at most 15 characters

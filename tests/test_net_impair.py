@@ -7,8 +7,8 @@ from typing import Any
 import pyroute2
 import pytest
 
-from harness.errors import HarnessError
-from harness.net import NAME_PREFIX, TC_H_ROOT, NetemSpec, Network
+from harness.bed.net import NAME_PREFIX, TC_H_ROOT, NetemSpec, Network
+from harness.core.errors import HarnessError
 
 IFNAMSIZ = 16
 

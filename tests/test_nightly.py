@@ -13,9 +13,9 @@ from urllib.parse import unquote, urlparse
 import kcidb_io
 import pytest
 
-from harness import nightly
-from harness.errors import HarnessError
-from harness.results import RESULTS_FILE
+from harness.ci import nightly
+from harness.core.errors import HarnessError
+from harness.core.results import RESULTS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "report"

@@ -1,4 +1,4 @@
-"""harness.ns_visibility against a fake nvmet configfs (tests.fakes.FakeNvmetFs).
+"""harness.bed.ns_visibility against a fake nvmet configfs (tests.fakes.FakeNvmetFs).
 
 ``PatchedNvmetFs`` adds what the test-only nvmet patch adds to configfs: an ``ns_visibility``
 attribute in every ANA group of a port (``visible`` at creation), which refuses values it does
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import ns_visibility, nvmet_variant
-from harness.errors import HarnessError, KernelFsError
-from harness.target import PORT_ID_BASE
+from harness.bed import ns_visibility
+from harness.bed.target import PORT_ID_BASE
+from harness.core.errors import HarnessError, KernelFsError
+from harness.kernels import nvmet_variant
 from tests.fakes import FakeNvmetFs
 
 P0, P1 = PORT_ID_BASE, PORT_ID_BASE + 1

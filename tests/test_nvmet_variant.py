@@ -1,4 +1,5 @@
-"""harness.nvmet_variant (build, cache, load) and harness.target.load_modules keeping it.
+"""harness.kernels.nvmet_variant (build, cache, load) and harness.bed.target.load_modules
+keeping it.
 
 The build tests use the real tar and patch on a fake source tarball, with fake make and
 modinfo on PATH and a small stand-in patch (the real one needs Debian's sources). The load
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import kbuild, ns_visibility, nvmet_variant, target
-from harness.errors import HarnessError, SafetyError, ToolError
-from harness.kernelfs import KernelFs
+from harness.bed import ns_visibility, target
+from harness.core.errors import HarnessError, SafetyError, ToolError
+from harness.core.kernelfs import KernelFs
+from harness.kernels import kbuild, nvmet_variant
 from tests.fakes import RecordingRun
 
 RELEASE = "6.1.0-99-amd64"
@@ -430,7 +432,7 @@ def test_unbuilt_says_how_to_build(env: dict[str, Path], tmp_path: Path) -> None
         nvmet_variant.load_patched_nvmet(
             release=RELEASE, cache_dir=tmp_path / "empty", fs=KernelFs(env["root"])
         )
-    assert info.value.hint == f"python -m harness.nvmet_variant build --release {RELEASE}"
+    assert info.value.hint == f"python -m harness.kernels.nvmet_variant build --release {RELEASE}"
 
 
 def test_a_changed_module_file_is_refused_before_anything_is_unloaded(

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import nvmetcli_backend, nvmetcli_json
-from harness.errors import HarnessError, SafetyError, ToolError
-from harness.procs import ProcResult
-from harness.target import NVMET, NvmetTarget, TargetSpec
+from harness.bed import nvmetcli_backend, nvmetcli_json
+from harness.bed.target import NVMET, NvmetTarget, TargetSpec
+from harness.core.errors import HarnessError, SafetyError, ToolError
+from harness.core.procs import ProcResult
 from tests.fakes import FakeNvmetFs
 from tests.test_target import FOREIGN_NQN, NQN, P0, P1, make_spec
 

@@ -10,9 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import ConfigError
-from harness.nvmetcli_json import from_nvmetcli, load, save, to_nvmetcli
-from harness.target import (
+from harness.bed.nvmetcli_json import from_nvmetcli, load, save, to_nvmetcli
+from harness.bed.target import (
     ANA_STATES,
     AnaGroupSpec,
     NamespaceSpec,
@@ -20,6 +19,7 @@ from harness.target import (
     SubsystemSpec,
     TargetSpec,
 )
+from harness.core.errors import ConfigError
 
 # What `nvmetcli save` wrote for a TCP target (nvmetcli's own tcp.json example, as saved by
 # nvmetcli: "param" and attributes the harness does not model are ignored on load).

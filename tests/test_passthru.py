@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.passthru import PASSTHRU_CMD, PassthruReaders, read_command
+from harness.campaign.passthru import PASSTHRU_CMD, PassthruReaders, read_command
 
 WAIT_S = 20.0
 

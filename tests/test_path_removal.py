@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from harness import ns_visibility
-from harness.config import NS_REMOVE_MECHANISMS
-from harness.errors import HarnessError
-from harness.kernelfs import KernelFs
-from harness.path_removal import (
+from harness.bed import ns_visibility
+from harness.bed.path_removal import (
     AEN_ANA_CHANGE_ONLY,
     VISIBILITY_OF_MECHANISM,
     IdentityFlip,
     PathSet,
     PortVisibility,
 )
+from harness.config.campaign import NS_REMOVE_MECHANISMS
+from harness.core.errors import HarnessError
+from harness.core.kernelfs import KernelFs
 
 NQN = "nqn.2026-11.io.nvmf-harness:subsys-test"
 HEAD_UUID = "11111111-2222-3333-4444-555555555555"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import prepared
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.kernels import prepared
 
 SECURITY = "http://deb.debian.org/debian-security bookworm-security/main amd64 Packages"
 SOURCE_MADISON = f"""\

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ToolError
-from harness.procs import ProcResult, require_tool, run
+from harness.core.errors import ToolError
+from harness.core.procs import ProcResult, require_tool, run
 
 
 def test_run_returns_output() -> None:

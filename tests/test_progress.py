@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.progress import VmProgress
+from harness.vm.progress import VmProgress
 
 LINE = (
     "nvmf-harness: [4/10] ctrl_delete path 1: eio_race (app EIO 2, EOD-race lines 2, "

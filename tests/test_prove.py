@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness import prove
-from harness.errors import HarnessError
+from harness.analysis import prove
+from harness.core.errors import HarnessError
 
 
 def write_part(part: Path, verdicts: list[str], elapsed_s: float | None = 60.0) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import rdma
-from harness.errors import HarnessError
-from harness.procs import ProcResult
+from harness.bed import rdma
+from harness.core.errors import HarnessError
+from harness.core.procs import ProcResult
 
 # What `modprobe X` adds to /sys/module on 6.1.0-57-amd64 (modinfo -F depends), starting
 # from a guest where only nvme_core and nvme_fabrics (nvme-tcp's) are loaded.

@@ -1,4 +1,4 @@
-"""harness.releases: packages from apt/dpkg (faked), changelog versions, the source cache,
+"""harness.kernels.releases: packages from apt/dpkg (faked), changelog versions, the source cache,
 and the source facts read from small trees with the real text of both bio_check_eod()s."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import releases
-from harness.errors import HarnessError, ToolError
-from harness.procs import ProcResult
+from harness.core.errors import HarnessError, ToolError
+from harness.core.procs import ProcResult
+from harness.kernels import releases
 from tests.test_kbuild import FIXED_SOURCE, UNFIXED_SOURCE
 
 # block/blk-core.c bio_check_eod() of Debian 6.1.170-3 (linux-source-6.1), before the commit

@@ -1,4 +1,4 @@
-"""harness.remote against a real SSH server: paramiko's server side on 127.0.0.1.
+"""harness.vm.remote against a real SSH server: paramiko's server side on 127.0.0.1.
 
 The test server accepts one client key (publickey only), runs exec requests the way sshd
 does (``/bin/sh -c COMMAND``, so a badly quoted command would really run its ``;`` part),
@@ -25,9 +25,9 @@ from typing import Any
 import paramiko
 import pytest
 
-from harness import cli
-from harness.errors import ToolError
-from harness.remote import RemoteError, RemoteHost, fingerprint, known_hosts_name
+from harness.cli import app as cli
+from harness.core.errors import ToolError
+from harness.vm.remote import RemoteError, RemoteHost, fingerprint, known_hosts_name
 
 PASSPHRASE = "Hunter2-secret-PASSPHRASE"
 WRONG_PASSPHRASE = "not-the-right-one-XYZZY"

@@ -1,4 +1,4 @@
-"""The HTML report: valid HTML, inline SVG plots (matplotlib, harness.plots), the numbers of
+"""The HTML report: valid HTML, inline SVG plots (matplotlib, harness.report.plots), the numbers of
 the records, escaping."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from harness import cli, report_html
-from harness.errors import HarnessError
-from harness.results import RESULTS_FILE
+from harness.cli import app as cli
+from harness.core.errors import HarnessError
+from harness.core.results import RESULTS_FILE
+from harness.report import html as report_html
 
 DATA = Path(__file__).parent / "data" / "report"
 COMPARE = DATA / "compare"  # a real compare run (race-ctrl-delete-widened, 10 iterations each)
@@ -289,7 +290,7 @@ def test_plots_import_under_an_unwritable_home_keeps_its_cache_in_tmp(tmp_path: 
     goes under the temp dir, and matplotlib prints no warning."""
     env = {k: v for k, v in os.environ.items() if k != "MPLCONFIGDIR"}
     env.update(HOME=str(tmp_path / "no-such-home"), TMPDIR=str(tmp_path))
-    code = "import os, harness.plots; print(os.environ['MPLCONFIGDIR'])"
+    code = "import os, harness.report.plots; print(os.environ['MPLCONFIGDIR'])"
     done = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import matrix, report_html
+from harness.analysis import matrix
+from harness.report import html as report_html
 from tests.test_matrix import saved_results
 
 DATA = Path(__file__).parent / "data" / "report"

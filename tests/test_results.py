@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import results
-from harness.results import (
+from harness.core import results
+from harness.core.results import (
     FaultSummary,
     IterationRecord,
     JsonlWriter,
@@ -380,7 +380,7 @@ def test_fault_summary_defaults() -> None:
 
 
 def test_a_race_seen_only_by_the_stale_write_checker_is_a_race_iteration() -> None:
-    from harness.results import is_race_iteration
+    from harness.core.results import is_race_iteration
 
     base = {"app_eio": 0, "another_path_live": True, "eod_race_lines": 2}
     assert not is_race_iteration(base)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import SafetyError
-from harness.safety import require_harness_device
-from harness.target import NQN_PREFIX
+from harness.bed.safety import require_harness_device
+from harness.bed.target import NQN_PREFIX
+from harness.core.errors import SafetyError
 from tests.fakes import FakeSysfs
 
 OURS = f"{NQN_PREFIX}subsys-run1"

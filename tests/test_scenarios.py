@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.results import RESULTS_FILE, SUMMARY_FILE, JsonlWriter
-from harness.scenarios import markdown, scenario_result, write
+from harness.analysis.scenarios import markdown, scenario_result, write
+from harness.core.results import RESULTS_FILE, SUMMARY_FILE, JsonlWriter
 
 
 def _record(iteration: int, eio: int, race_lines: int, live: bool = True) -> dict[str, Any]:

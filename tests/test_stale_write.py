@@ -14,13 +14,9 @@ from typing import Any, cast
 
 import pytest
 
-from harness.campaign import Campaign, verdict
-from harness.config import CampaignConfig, override
-from harness.errors import HarnessError
-from harness.host import MultipathDevice
-from harness.kernelfs import KernelFs
-from harness.results import FAILING_VERDICTS, Verdict, summarize
-from harness.stale_write import (
+from harness.bed.host import MultipathDevice
+from harness.campaign.runner import Campaign, verdict
+from harness.campaign.stale_write import (
     BLOCK_BYTES,
     BlockCodec,
     BlockIo,
@@ -28,7 +24,11 @@ from harness.stale_write import (
     StaleWriteChecker,
     tail_region,
 )
-from harness.workload import FioJob
+from harness.campaign.workload import FioJob
+from harness.config.campaign import CampaignConfig, override
+from harness.core.errors import HarnessError
+from harness.core.kernelfs import KernelFs
+from harness.core.results import FAILING_VERDICTS, Verdict, summarize
 from tests.test_results import make_record
 
 MIB = 1024 * 1024

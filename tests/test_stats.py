@@ -1,5 +1,5 @@
 """Fisher's exact test, Clopper-Pearson bounds and the power of the one-sided test, against
-known values and exact arithmetic (harness.stats wraps scipy.stats; these pin its meaning).
+known values and exact arithmetic (harness.analysis.stats wraps scipy.stats; these pin its meaning).
 
 Known values (hand-computed from the hypergeometric distribution, agree with R's
 fisher.test and scipy.stats.fisher_exact):
@@ -27,7 +27,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.stats import (
+from harness.analysis.stats import (
     binomial_cdf,
     clopper_pearson_interval,
     clopper_pearson_upper,

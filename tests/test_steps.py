@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from harness.config import Step
-from harness.errors import HarnessError
+from harness.campaign.steps import SequenceRunner, sequence_name, step_paths
+from harness.config.campaign import Step
+from harness.core.errors import HarnessError
 from harness.faults import FaultInjector
-from harness.steps import SequenceRunner, sequence_name, step_paths
 from tests.test_floor import FakeBed, FakeKernel, FakePath, as_testbed, fake_bed
 
 

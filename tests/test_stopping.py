@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from harness import cli, stopping
-from harness import compare as compare_mod
-from harness.compare import ComparisonVerdict, VariantOutcome, compare
-from harness.errors import HarnessError
-from harness.stats import fisher_exact_greater
-from harness.stopping import Decision, Look, SequentialPlan, StopReason, decide, make_plan
+from harness.analysis import compare as compare_mod
+from harness.analysis import stopping
+from harness.analysis.compare import ComparisonVerdict, VariantOutcome, compare
+from harness.analysis.stats import fisher_exact_greater
+from harness.analysis.stopping import Decision, Look, SequentialPlan, StopReason, decide, make_plan
+from harness.cli import app as cli
+from harness.core.errors import HarnessError
 from tests.test_compare import compare_cli, dead_vm, fake_vm
 
 __all__ = ["fake_vm"]  # the fixture, imported for the CLI tests below
@@ -342,7 +343,7 @@ def test_sequential_cli_refuses_iterations_in_one_line(
 def test_sequential_cli_with_a_vm_that_never_starts_a_campaign_exits_3(
     tmp_path: Path, fake_vm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness import vm as vm_mod
+    from harness.vm import boot as vm_mod
 
     fake_vm({})
     monkeypatch.setattr(vm_mod, "run_in_vm", dead_vm)

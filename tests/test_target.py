@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError, KernelFsError
-from harness.target import (
+from harness.bed.target import (
     ANA_STATES,
     NQN_PREFIX,
     PORT_ID_BASE,
@@ -28,6 +27,7 @@ from harness.target import (
     is_harness_port,
     remove_leftovers,
 )
+from harness.core.errors import HarnessError, KernelFsError
 from tests.fakes import FakeNvmetFs
 
 NQN = f"{NQN_PREFIX}subsys-1"

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from harness import testbed as testbed_mod
-from harness.config import CampaignConfig
-from harness.errors import HarnessError
+from harness.bed import testbed as testbed_mod
+from harness.config.campaign import CampaignConfig
+from harness.core.errors import HarnessError
 
 DEVICE: Any = object()
 

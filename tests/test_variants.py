@@ -1,4 +1,4 @@
-"""harness.variants against a fake /sys tree, with fake insmod/rmmod/modprobe/modinfo on PATH.
+"""harness.bed.variants against a fake /sys tree, with fake insmod/rmmod/modprobe/modinfo on PATH.
 
 The fake tools change the fake tree the way the kernel would: insmod makes
 /sys/module/<name>/{initstate,srcversion,taint} (srcversion = the .ko file's text, taint OE),
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import kbuild, variants
-from harness.errors import SafetyError, ToolError
-from harness.kernelfs import KernelFs
+from harness.bed import variants
+from harness.core.errors import SafetyError, ToolError
+from harness.core.kernelfs import KernelFs
+from harness.kernels import kbuild
 
 RELEASE = "6.1.0-99-amd64"
 DISTRO_SRC = "1F49BEBD82E17B252F08608"

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import prepared, vm
-from harness.errors import HarnessError, ToolError
-from harness.results import RESULTS_FILE, SUMMARY_FILE, JsonlWriter, read_records
-from harness.vm import (
+from harness.core.errors import HarnessError, ToolError
+from harness.core.results import RESULTS_FILE, SUMMARY_FILE, JsonlWriter, read_records
+from harness.kernels import prepared
+from harness.vm import boot as vm
+from harness.vm.boot import (
     GUEST_EXIT_FILE,
     VmResult,
     VmSpec,

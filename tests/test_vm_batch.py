@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, vm_batch
-from harness.errors import HarnessError
-from harness.results import RESULTS_FILE
-from harness.vm import guest_status
-from harness.vm_batch import GuestRun, RunState
+from harness.cli import app as cli
+from harness.core.errors import HarnessError
+from harness.core.results import RESULTS_FILE
+from harness.vm import batch as vm_batch
+from harness.vm.batch import GuestRun, RunState
+from harness.vm.boot import guest_status
 
 Behaviour = Callable[[GuestRun], str]  # "ok", "fail", "refused", "crash"
 

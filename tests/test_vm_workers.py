@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import vm_workers
-from harness.cli import EXIT_INFRA, main
-from harness.errors import HarnessError
+from harness.cli.app import EXIT_INFRA, main
+from harness.core.errors import HarnessError
+from harness.vm import workers as vm_workers
 
 CASE = '<testcase classname="testcases.test_{n:03d}" name="test_{n}" time="1.5"{body}'
 SUITE = (
@@ -146,8 +146,8 @@ def test_cli_workers_zero_is_refused(tmp_path: Path) -> None:
 def test_vm_pytest_runs_the_named_files_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], whole_directory: bool
 ) -> None:
-    from harness import vm
-    from harness.vm import VmResult
+    from harness.vm import boot as vm
+    from harness.vm.boot import VmResult
 
     kernel = tmp_path / "vmlinuz-6.1.0-57-amd64"
     kernel.write_bytes(b"MZ")

@@ -1,4 +1,4 @@
-"""harness.widener: program text, output parsing (a real capture), and the process handling
+"""harness.campaign.widener: program text, output parsing (a real capture), and the process handling
 (with a fake bpftrace on PATH)."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ConfigError, ToolError
-from harness.widener import (
+from harness.campaign.widener import (
     END_MARK,
     MAX_TURNS,
     READY_MARK,
@@ -25,6 +24,7 @@ from harness.widener import (
     parse_output,
     program_text,
 )
+from harness.core.errors import ConfigError, ToolError
 
 # Captured in the VM (6.1.0-56-amd64, TCG, bpftrace 0.17): delay_us=200, sample_every=4,
 # dd of 2000 4 KiB direct writes to a partition of a loop device. This run predates the

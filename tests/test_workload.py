@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.errors import HarnessError, ToolError
-from harness.workload import FioJob, FioRun, StampedLine, bare_fio, parse_result
+from harness.campaign.workload import FioJob, FioRun, StampedLine, bare_fio, parse_result
+from harness.core.errors import HarnessError, ToolError
 
 MIB = 1024 * 1024
 MULTIPLE_WRITERS = (

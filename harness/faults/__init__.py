@@ -1,5 +1,7 @@
 """Path faults: one module per fault in this package, found by a registry (faults/base.py).
 
+Guest code: may import ``harness.bed`` and ``harness.core`` only.
+
 | fault          | inject                                     | restore                           |
 |----------------|--------------------------------------------|-----------------------------------|
 | ctrl_delete    | host deletes the path's controller         | host connects the path again      |
@@ -21,7 +23,7 @@
 | rescan         | the controller rescans its namespaces      | nothing                           |
 
 Parameters (``Fault.params``) come from a config step's ``args``; a ``[[steps]]`` sequence
-(harness/steps.py) combines faults on chosen paths with waits on kernel state.
+(harness/campaign/steps.py) combines faults on chosen paths with waits on kernel state.
 
 ``nvmf-harness faults`` prints this list from the registry, with what each fault needs and
 whether this kernel has it. After a restore, ``FaultInjector.recover`` waits for every path
@@ -36,11 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.bed.host import MultipathDevice
+from harness.bed.testbed import Testbed
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, fault_class, fault_classes
 from harness.faults.ns_remove_path import NsRemovePath, make_path_removal
-from harness.host import MultipathDevice
-from harness.testbed import Testbed
 
 __all__ = [
     "Fault",

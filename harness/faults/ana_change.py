@@ -38,12 +38,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError
+from harness.bed.target import ANA_STATES, MAX_ANA_GROUPS, port_ana_groups
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, Param, register
-from harness.target import ANA_STATES, MAX_ANA_GROUPS, port_ana_groups
 
 if TYPE_CHECKING:
-    from harness.testbed import Testbed
+    from harness.bed.testbed import Testbed
 
 GROUP_PARAM = Param(
     int,

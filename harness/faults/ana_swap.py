@@ -32,13 +32,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import ConfigError, HarnessError
+from harness.bed.target import ANA_STATES
+from harness.core.errors import ConfigError, HarnessError
 from harness.faults.ana_change import GROUP_PARAM, path_ana_groups, set_path_ana
 from harness.faults.base import Fault, Param, register
-from harness.target import ANA_STATES
 
 if TYPE_CHECKING:
-    from harness.testbed import Testbed
+    from harness.bed.testbed import Testbed
 
 MAX_LAYOUT = 8  # target.paths is at most 8 (config.BOUNDS)
 # Write order within one inject: states a path selector uses first (multipath.c:

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from harness import backing as backing_mod
-from harness.errors import HarnessError
+from harness.bed import backing as backing_mod
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, register
 
 if TYPE_CHECKING:
-    from harness.config import CampaignConfig
+    from harness.config.campaign import CampaignConfig
 
 
 @register

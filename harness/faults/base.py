@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from harness.config import CampaignConfig
-    from harness.testbed import Testbed
+    from harness.bed.testbed import Testbed
+    from harness.config.campaign import CampaignConfig
 
 _REGISTRY: dict[str, type[Fault]] = {}
 
@@ -40,7 +40,7 @@ class Param:
 
     def check(self, where: str, value: Any) -> Any:
         """``value`` in this parameter's type, or ConfigError naming ``where``."""
-        from harness.errors import ConfigError
+        from harness.core.errors import ConfigError
 
         kind = self.kind
         ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
@@ -95,7 +95,7 @@ class Fault:
     def check_args(cls, raw: Mapping[str, Any], where: str = "args") -> dict[str, Any]:
         """Every parameter's value: ``raw``'s, checked, else the default. ConfigError (one
         line naming ``where.<param>``) for an unknown name or a bad value."""
-        from harness.errors import ConfigError
+        from harness.core.errors import ConfigError
 
         for name in raw:
             if name not in cls.params:
@@ -177,7 +177,7 @@ def controller_of(bed: Testbed, path: int) -> str | None:
 
 def require_controller(bed: Testbed, path: int) -> str:
     """``controller_of``, or HarnessError when the path has none."""
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     name = controller_of(bed, path)
     if name is None:

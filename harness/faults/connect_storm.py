@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from harness.errors import HarnessError, KernelFsError
+from harness.core.errors import HarnessError, KernelFsError
 from harness.faults.base import Fault, Param, controller_of, register, require_controller
 
 # The kernel reuses the lowest free instance (nvmeX) and nvmet the lowest free cntlid, so a

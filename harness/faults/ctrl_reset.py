@@ -13,16 +13,16 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError
+from harness.bed.host import CTRL_CLASS
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, Param, register, require_controller
-from harness.host import CTRL_CLASS
 
 LEAVE_LIVE_TIMEOUT_S = 10.0
 WRITER_TIMEOUT_S = 60.0
 POLL_S = 0.005
 
 if TYPE_CHECKING:
-    from harness.testbed import Testbed
+    from harness.bed.testbed import Testbed
 
 
 @register

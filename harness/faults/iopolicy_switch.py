@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, Param, register
 
 if TYPE_CHECKING:
-    from harness.testbed import Testbed
+    from harness.bed.testbed import Testbed
 
 # What ``policy = "other"`` switches between (both exist in every kernel with multipath).
 SWITCHABLE = ("numa", "round-robin")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, register
 
 if TYPE_CHECKING:
-    from harness.config import CampaignConfig
+    from harness.config.campaign import CampaignConfig
 
 
 @register

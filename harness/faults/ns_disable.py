@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.errors import HarnessError
+from harness.bed.testbed import NSID
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, register
-from harness.testbed import NSID
 
 
 @register

@@ -36,14 +36,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import HarnessError
+from harness.bed.target import NamespaceIdentity
+from harness.bed.testbed import NSID
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, Param, register
-from harness.target import NamespaceIdentity
-from harness.testbed import NSID
 
 if TYPE_CHECKING:
-    from harness.config import CampaignConfig
-    from harness.testbed import Testbed
+    from harness.bed.testbed import Testbed
+    from harness.config.campaign import CampaignConfig
 
 POLL_S = 0.05
 RESCAN_EVERY_S = 2.0  # between rescans of controllers that still lack the new identity

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from harness import path_removal
+from harness.bed import path_removal
 from harness.faults.base import Fault, register, require_controller
 
 if TYPE_CHECKING:
-    from harness.config import CampaignConfig
-    from harness.testbed import Testbed
+    from harness.bed.testbed import Testbed
+    from harness.config.campaign import CampaignConfig
 
 
 def make_path_removal(bed: Testbed) -> path_removal.PathRemoval:

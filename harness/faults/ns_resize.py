@@ -16,14 +16,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from harness import backing as backing_mod
-from harness.errors import HarnessError
+from harness.bed import backing as backing_mod
+from harness.bed.testbed import NSID
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, Param, register
-from harness.testbed import NSID
 
 if TYPE_CHECKING:
-    from harness.config import CampaignConfig
-    from harness.testbed import Testbed
+    from harness.bed.testbed import Testbed
+    from harness.config.campaign import CampaignConfig
 
 POLL_S = 0.05
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from harness.bed.net import NetemSpec
 from harness.faults.base import Param, register
 from harness.faults.path_stall import PathStall
-from harness.net import NetemSpec
 
 if TYPE_CHECKING:
-    from harness.config import CampaignConfig
+    from harness.config.campaign import CampaignConfig
 
 
 @register

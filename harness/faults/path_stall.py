@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from harness.errors import HarnessError
+from harness.bed.net import NetemSpec
+from harness.core.errors import HarnessError
 from harness.faults.base import Fault, register
-from harness.net import NetemSpec
 
 if TYPE_CHECKING:
-    from harness.config import CampaignConfig
+    from harness.config.campaign import CampaignConfig
 
 
 @register

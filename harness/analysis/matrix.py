@@ -1,0 +1,442 @@
+"""Real Debian kernel releases as a matrix: is a release affected, and does the patch fix it?
+
+For each release (``harness.kernels.releases``): its own source is fetched, its source facts read
+(fix in ``multipath.c``, zero-size check in ``bio_check_eod()``), and both module variants
+built from that source (``harness.kernels.kbuild``): the one equal to the source is "as shipped"
+(patch_action "none"), the other has the fix toggled. The CLI (``nvmf-harness matrix``) boots
+each release once and runs the same campaign on both variants back to back; this module turns
+the two results directories of each release into a verdict with
+``harness.analysis.compare.compare(outcome(unfixed), outcome(fixed))`` and writes the table as text,
+Markdown, JSON and a self-contained HTML page.
+
+Verdicts per release (:func:`release_verdict`), from compare's result (one-sided Fisher
+test of the unfixed race rate above the fixed one, at compare's alpha 0.01):
+
+- ``affected``: a stock source (no fix): the as-shipped unfixed variant fails significantly
+  more than the patched build; or a source with the fix whose as-shipped variant still shows
+  the race (compare's NOT FIXED: one race iteration is a counterexample);
+- ``fixed``: the source carries the fix; the toggled-unfixed variant fails significantly, the
+  shipped fix never (compare's REPRODUCED AND FIXED);
+- ``not affected``: neither variant fails, both runs were clean, and the source lacks the
+  zero-size end-of-device check, so a zeroed per-path disk skips ``bio_check_eod()``
+  (block/blk-core.c, built into the image: no module variant changes it) and the race cannot
+  fail a bio;
+- ``inconclusive``: anything else, with compare's iterations per variant that would decide it.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import compare
+from harness.core.errors import ToolError
+from harness.core.results import RUN_FILE, format_cell, read_json_object, write_json_atomic
+from harness.kernels import kbuild, releases
+
+DEFAULT_CONFIG = kbuild.repo_root() / "configs" / "race-ns-remove-path.toml"
+FALLBACK_CONFIG = kbuild.repo_root() / "configs" / "race-ctrl-delete-widened.toml"
+# Its own module cache: a release's own source can differ from the one compare builds from
+# (/usr/src/linux-source-6.1.tar.xz), and one cache would rebuild under a running compare.
+MODULES_CACHE = kbuild.repo_root() / "build" / "matrix-modules"
+MATRIX_JSON = "matrix.json"
+MATRIX_TEXT = "matrix.txt"
+MATRIX_MARKDOWN = "matrix.md"
+MATRIX_HTML = "matrix.html"
+# Variants in the order they run and are shown; compare() takes them as stock, patched.
+UNFIXED, FIXED = kbuild.VARIANTS[1], kbuild.VARIANTS[0]
+MATRIX_VARIANTS: tuple[str, ...] = (UNFIXED, FIXED)
+
+
+class ReleaseVerdict(StrEnum):
+    AFFECTED = "affected"
+    NOT_AFFECTED = "not affected"
+    FIXED = "fixed"
+    INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class PreparedRelease:
+    """A release ready to boot: installed, its source fetched, both variants built."""
+
+    release: releases.Release
+    source_tarball: str
+    facts: releases.SourceFacts
+    builds: dict[str, kbuild.VariantBuild]  # by variant name
+
+    @property
+    def as_shipped_variant(self) -> str:
+        """The variant whose source is the release's own, unchanged."""
+        return FIXED if self.facts.has_fix else UNFIXED
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    """One variant of one release in the table."""
+
+    variant: str
+    as_shipped: bool
+    patch_action: str  # "none", "applied", "reverted"
+    patch_method: str  # "none", "patch", "toggle"
+    srcversion: str  # nvme_core's, as the guest recorded it ("" when the run recorded none)
+    built_srcversion: str  # as kbuild recorded it
+    iterations: int
+    app_eio_iterations: int
+    race_iterations: int
+    crashed: bool
+    campaign: str = ""  # the campaign that ran, from run.json (campaign_label)
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """The matrix line of one release: source facts, both variants, the verdict."""
+
+    release: str
+    debian_version: str
+    source: str  # linux-source-X.Y=<version>
+    source_kernel_version: str  # VERSION.PATCHLEVEL.SUBLEVEL of the top Makefile
+    fix_in_source: bool
+    zero_size_eod_check: bool
+    rows: tuple[VariantRow, ...]
+    fisher_p: float  # of compare(unfixed, fixed): one-sided, unfixed race rate > fixed
+    needed_iterations: int | None  # per variant, compare's figure for an undecided one
+    verdict: ReleaseVerdict
+    reason: str
+    comparison: dict[str, Any]  # compare's own record
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = str(self.verdict)
+        return data
+
+
+def prepare_release(
+    name: str,
+    modules_cache: Path | None = None,
+    source_cache: Path | None = None,
+    jobs: int = 2,
+) -> PreparedRelease:
+    """Check ``name`` is installed, fetch its own source, read its facts, build both variants.
+
+    Raises HarnessError whose hint is the apt command when the image, headers or source is
+    missing; ToolError when a build fails or the as-shipped build disagrees with the facts.
+    """
+    release = releases.lookup(name)
+    releases.require_installed(release)
+    fetched = releases.fetch_source(release, source_cache)
+    facts = releases.source_facts(fetched.tarball)
+    builds = {
+        variant: kbuild.build_variant(
+            variant,
+            release=release.name,
+            cache_dir=modules_cache,
+            source_tarball=fetched.tarball,
+            jobs=jobs,
+        )
+        for variant in MATRIX_VARIANTS
+    }
+    shipped = [variant for variant, build in builds.items() if build.as_shipped]
+    expected = FIXED if facts.has_fix else UNFIXED
+    if shipped != [expected]:
+        raise ToolError(
+            f"{release.name}: the builds say {shipped or 'no variant'} is as shipped, the "
+            f"source facts say {expected}"
+        )
+    return PreparedRelease(release, str(fetched.tarball), facts, builds)
+
+
+def release_verdict(
+    facts: releases.SourceFacts, comparison: compare.Comparison
+) -> tuple[ReleaseVerdict, str]:
+    """The verdict for one release and a one-sentence reason.
+
+    ``comparison`` is ``compare(outcome(unfixed), outcome(fixed))`` (harness.analysis.compare: its
+    one-sided Fisher test at its alpha, its verdict); ``facts`` are of the release's own
+    source: which variant is as shipped, and whether bio_check_eod() can fail a bio to a
+    zero-capacity disk at all.
+    """
+    unfixed, fixed = comparison.stock, comparison.patched
+    test = f"one-sided p={comparison.fisher_p_one_sided:.3g}, alpha={comparison.alpha:g}"
+    cannot_fail = (
+        not facts.zero_size_eod_check
+        and not unfixed.failed
+        and not fixed.failed
+        and unfixed.clean
+        and fixed.clean
+    )
+    if facts.has_fix:
+        if comparison.verdict == compare.ComparisonVerdict.NOT_FIXED:
+            return ReleaseVerdict.AFFECTED, (
+                f"as shipped (with the fix) shows the race in {fixed.race_iterations}/"
+                f"{fixed.trials} iterations: one is a counterexample"
+            )
+        if comparison.verdict == compare.ComparisonVerdict.REPRODUCED_AND_FIXED:
+            return ReleaseVerdict.FIXED, (
+                f"unfixed toggle fails in {unfixed.race_iterations}/{unfixed.trials}, as "
+                f"shipped in 0/{fixed.trials} ({test})"
+            )
+    elif comparison.reproduced:  # a stock kernel: as shipped = unfixed
+        tail = (
+            "the patch removes it"
+            if not fixed.failed
+            else f"the patched build still fails in {fixed.race_iterations}/{fixed.trials}"
+        )
+        return ReleaseVerdict.AFFECTED, (
+            f"as shipped fails in {unfixed.race_iterations}/{unfixed.trials} iterations "
+            f"({test}); {tail}"
+        )
+    if cannot_fail:
+        return ReleaseVerdict.NOT_AFFECTED, (
+            f"no variant fails ({unfixed.trials} + {fixed.trials} iterations), and this "
+            "source's bio_check_eod() skips zero-capacity disks: the race cannot fail a bio"
+        )
+    need = (
+        f"; about {comparison.needed_iterations} iterations per variant would decide it"
+        if comparison.needed_iterations is not None
+        else ""
+    )
+    return ReleaseVerdict.INCONCLUSIVE, (
+        f"unfixed {unfixed.race_iterations}/{unfixed.trials}, fixed "
+        f"{fixed.race_iterations}/{fixed.trials} ({test}; compare: "
+        f"{comparison.verdict.value}){need}"
+    )
+
+
+def campaign_label(rundir: Path) -> str:
+    """What ran in ``rundir``, from its run.json: the campaign's name and, for
+    ns_remove_path, the mechanism, e.g. ``race-ns-remove-path (identity_flip)``; "" when the
+    run recorded no run.json. Rows of one table must show the same campaign."""
+    config = read_json_object(rundir / RUN_FILE).get("config")
+    if not isinstance(config, dict):
+        return ""
+    name = str(config.get("campaign", {}).get("name", ""))
+    if "ns_remove_path" in config.get("campaign", {}).get("faults", []):
+        return f"{name} ({config.get('ns_remove_path', {}).get('mechanism', '?')})"
+    return name
+
+
+def _row(
+    variant: str,
+    outcome: compare.VariantOutcome,
+    build: kbuild.VariantBuild | None,
+    campaign: str = "",
+) -> VariantRow:
+    return VariantRow(
+        variant=variant,
+        as_shipped=build.as_shipped if build is not None else False,
+        patch_action=build.patch_action if build is not None else "",
+        patch_method=build.patch_method if build is not None else "",
+        srcversion=outcome.srcversion,
+        built_srcversion=build.srcversion.get(kbuild.CORE_MODULE, "") if build else "",
+        iterations=outcome.iterations,
+        app_eio_iterations=outcome.iterations_with_app_eio,
+        race_iterations=outcome.race_iterations,
+        crashed=outcome.crashed,
+        campaign=campaign,
+    )
+
+
+def release_result(
+    prepared: PreparedRelease, results_dir: Path, alpha: float = compare.DEFAULT_ALPHA
+) -> ReleaseResult:
+    """The matrix line of a release from ``results_dir/<variant>/results.jsonl`` of both runs.
+
+    A run whose guest recorded a srcversion other than its build's raises ToolError: the
+    wrong modules were loaded and the line would be meaningless.
+    """
+    outcomes = {v: compare.outcome(v, results_dir / v) for v in MATRIX_VARIANTS}
+    for variant, outcome in outcomes.items():
+        built = prepared.builds[variant].srcversion.get(kbuild.CORE_MODULE, "")
+        if outcome.srcversion and built and outcome.srcversion != built:
+            raise ToolError(
+                f"{prepared.release.name} {variant}: the guest ran nvme_core "
+                f"{outcome.srcversion}, the build is {built}"
+            )
+    comparison = compare.compare(outcomes[UNFIXED], outcomes[FIXED], alpha=alpha)
+    verdict, reason = release_verdict(prepared.facts, comparison)
+    return ReleaseResult(
+        release=prepared.release.name,
+        debian_version=prepared.release.debian_version,
+        source=prepared.release.source_spec,
+        source_kernel_version=prepared.facts.version,
+        fix_in_source=prepared.facts.has_fix,
+        zero_size_eod_check=prepared.facts.zero_size_eod_check,
+        rows=tuple(
+            _row(v, outcomes[v], prepared.builds.get(v), campaign_label(results_dir / v))
+            for v in MATRIX_VARIANTS
+        ),
+        fisher_p=comparison.fisher_p_one_sided,
+        needed_iterations=comparison.needed_iterations,
+        verdict=verdict,
+        reason=reason,
+        comparison=comparison.to_dict(),
+    )
+
+
+# --- the table ------------------------------------------------------------------------------
+
+COLUMNS: tuple[str, ...] = (
+    "release",
+    "Debian version",
+    "fix in source (as shipped)",
+    "zero-size EOD check in source",
+    "variant",
+    "campaign",
+    "as shipped?",
+    "nvme_core srcversion",
+    "iterations",
+    "app EIO iterations",
+    "race iterations",
+    "p (vs the other variant)",
+    "verdict",
+)
+
+
+def table_rows(results: Sequence[ReleaseResult]) -> list[list[str]]:
+    """One list of cells per variant row, in COLUMNS order."""
+    rows: list[list[str]] = []
+    for result in results:
+        for row in result.rows:
+            rows.append(
+                [
+                    result.release,
+                    result.debian_version,
+                    format_cell(result.fix_in_source),
+                    format_cell(result.zero_size_eod_check),
+                    row.variant + (" (toggled by edit)" if row.patch_method == "toggle" else ""),
+                    row.campaign or "-",
+                    format_cell(row.as_shipped),
+                    row.srcversion or row.built_srcversion or "-",
+                    str(row.iterations) + (" (VM died)" if row.crashed else ""),
+                    str(row.app_eio_iterations),
+                    str(row.race_iterations),
+                    format_cell(result.fisher_p),
+                    str(result.verdict),
+                ]
+            )
+    return rows
+
+
+def render_text(results: Sequence[ReleaseResult]) -> str:
+    """The table for a terminal (aligned columns), then one reason line per release."""
+    rows = [list(COLUMNS), *table_rows(results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append("")
+    lines += [f"{r.release} ({r.debian_version}): {r.verdict}: {r.reason}" for r in results]
+    return "\n".join(lines)
+
+
+def render_markdown(results: Sequence[ReleaseResult]) -> str:
+    """A Markdown table with the same cells, then the reasons as a list."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    lines = [line(COLUMNS), line(["---"] * len(COLUMNS))]
+    lines += [line(row) for row in table_rows(results)]
+    lines.append("")
+    lines += [f"- **{r.release}** ({r.debian_version}): {r.verdict}: {r.reason}" for r in results]
+    return "\n".join(lines) + "\n"
+
+
+VERDICT_COLOURS = {
+    ReleaseVerdict.AFFECTED: "#f4c7c3",
+    ReleaseVerdict.FIXED: "#c8e6c9",
+    ReleaseVerdict.NOT_AFFECTED: "#e3ecf7",
+    ReleaseVerdict.INCONCLUSIVE: "#fff3c4",
+}
+
+
+MATRIX_VARIANT_COLOURS = {UNFIXED: "#d62728", FIXED: "#1f77b4"}
+
+
+def matrix_chart(results: Sequence[ReleaseResult]) -> str:
+    """The matrix as a chart (inline SVG, harness.report.plots): per release, the race iterations of
+    each variant out of its iterations with the exact 95 % interval, the release's rows shaded
+    in its verdict's colour, the verdict and Fisher's p after the unfixed row's numbers."""
+    from harness.report import plots
+
+    rows: list[plots.HitRate] = []
+    for result in results:
+        for row in result.rows:
+            rows.append(
+                plots.HitRate(
+                    label=f"{result.release} {row.variant}"
+                    + (" (as shipped)" if row.as_shipped else ""),
+                    hits=row.race_iterations,
+                    trials=row.iterations,
+                    color=MATRIX_VARIANT_COLOURS.get(row.variant, plots.VARIANT_COLORS[0]),
+                    shade=VERDICT_COLOURS[result.verdict],
+                    note=(
+                        f"{result.verdict}, p={format_cell(result.fisher_p)}"
+                        if row.variant == UNFIXED
+                        else ""
+                    ),
+                )
+            )
+    shown = [v for v in ReleaseVerdict if any(r.verdict == v for r in results)]
+    return plots.hit_rate_chart(
+        rows,
+        label="Race iterations per release and variant",
+        legend=[(VERDICT_COLOURS[v], str(v)) for v in shown],
+        key="matrix",
+    )
+
+
+def render_html(results: Sequence[ReleaseResult], title: str = "Kernel release matrix") -> str:
+    """A self-contained HTML page (inline style and SVG, no scripts, no URLs): the chart of
+    race iterations per release and variant, the table, the reasons."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+    body: list[str] = []
+    cells = table_rows(results)
+    index = 0
+    for result in results:
+        colour = VERDICT_COLOURS[result.verdict]
+        for _row in result.rows:
+            tds = "".join(f"<td>{html.escape(cell)}</td>" for cell in cells[index])
+            body.append(f'<tr style="background:{colour}">{tds}</tr>')
+            index += 1
+    reasons = "".join(
+        f"<li><b>{html.escape(r.release)}</b> ({html.escape(r.debian_version)}, source "
+        f"{html.escape(r.source)}): {html.escape(str(r.verdict))}: {html.escape(r.reason)}</li>"
+        for r in results
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:system-ui,'DejaVu Sans',sans-serif;margin:1.5em}"
+        "table{border-collapse:collapse;font-size:14px}"
+        "th,td{border:1px solid #999;padding:.25em .5em;text-align:left}th{background:#eee}"
+        "svg.chart{display:block;margin:4px 0 8px;max-width:100%;height:auto}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{matrix_chart(results)}"
+        f"<table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table><ul>{reasons}</ul>"
+        "<p>race iterations: application EIO with the EOD-race kernel line while another "
+        "path was live; bars are their share of the iterations, whiskers the exact "
+        "(Clopper-Pearson) 95 % interval. p: one-sided Fisher exact test, unfixed race rate "
+        "above fixed (harness.analysis.compare).</p></body></html>\n"
+    )
+
+
+def write(results: Sequence[ReleaseResult], outdir: Path) -> str:
+    """Write matrix.json, matrix.txt, matrix.md and matrix.html to ``outdir``; return the text."""
+    text = render_text(results)
+    outdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(outdir / MATRIX_JSON, {"releases": [r.to_dict() for r in results]})
+    (outdir / MATRIX_TEXT).write_text(text + "\n")
+    (outdir / MATRIX_MARKDOWN).write_text(render_markdown(results))
+    (outdir / MATRIX_HTML).write_text(render_html(results))
+    return text
+
+
+def default_config() -> Path:
+    """configs/race-ns-remove-path.toml, or the widened controller-delete race until it exists."""
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else FALLBACK_CONFIG

@@ -1,0 +1,390 @@
+"""The kernel under test that scripts/setup prepared, and how setup chooses it.
+
+Module variants are built from Debian's ``linux-source-6.1`` against
+``linux-headers-<release>`` and loaded into ``linux-image-<release>``: the three packages
+must come from the same Debian version (6.1.0-57-amd64 and linux-source-6.1 6.1.192-3, say),
+or the unfixed/fixed modules would not be the kernel's own source. So the kernel under test
+is not "the newest image in /boot" but the release scripts/setup chose and installed, which
+it records in ``build/prepared-kernel.json``::
+
+    {"release": "6.1.0-57-amd64", "image": "/boot/vmlinuz-6.1.0-57-amd64",
+     "packages": {"linux-image-6.1.0-57-amd64": "6.1.192-3",
+                  "linux-headers-6.1.0-57-amd64": "6.1.192-3", "linux-source-6.1": "6.1.192-3"},
+     "source_tarball": "/usr/src/linux-source-6.1.tar.xz", "chosen_by": "...", ...}
+
+scripts/setup runs this module with the system python3 (before the virtualenv exists), so it
+imports nothing outside the standard library and harness.core.errors/harness.core.procs:
+
+    python3 -m harness.kernels.prepared choose [RELEASE]   print "RELEASE<TAB>VERSION<TAB>HOW"
+    python3 -m harness.kernels.prepared record RELEASE HOW  check the packages, write the record
+    python3 -m harness.kernels.prepared show               the record, or what is missing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+from harness.core.paths import BUILD_DIR
+from harness.core.procs import run
+
+RECORD_FILE = BUILD_DIR / "prepared-kernel.json"
+SOURCE_PACKAGE = "linux-source-6.1"
+SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
+BOOT_DIR = Path("/boot")
+# Debian 12's generic 6.1 kernels: linux-image-6.1.0-<abi>-amd64 (signed; "-unsigned" apart).
+IMAGE_NAME_RE = re.compile(r"^linux-image-(6\.1\.0-\d+-amd64)$")
+RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
+APT_TIMEOUT_S = 60.0
+ORIGIN_PREPARED = "prepared by scripts/setup"
+ORIGIN_ARGUMENT = "--kernel"
+
+
+@dataclass(frozen=True)
+class PreparedKernel:
+    """What scripts/setup installed for the kernel under test (``build/prepared-kernel.json``).
+
+    ``packages`` maps Debian package name to its installed version; ``chosen_by`` says how
+    the release was picked (matching linux-source-6.1, NVMF_HARNESS_RELEASE, argument).
+    """
+
+    release: str
+    image: str
+    packages: dict[str, str]
+    source_tarball: str
+    chosen_by: str
+    prepared_at: str
+
+    @property
+    def source_version(self) -> str:
+        return self.packages.get(SOURCE_PACKAGE, "")
+
+
+def packages_of(release: str) -> list[str]:
+    """The Debian packages a release under test needs: image, headers, the 6.1 source."""
+    return [f"linux-image-{release}", f"linux-headers-{release}", SOURCE_PACKAGE]
+
+
+def load(path: Path = RECORD_FILE) -> PreparedKernel:
+    """The record scripts/setup wrote.
+
+    Raises HarnessError (with the command that fixes it) when there is none, it is unreadable,
+    or its kernel image is gone from /boot.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        record = PreparedKernel(
+            release=str(data["release"]),
+            image=str(data["image"]),
+            packages={str(k): str(v) for k, v in dict(data["packages"]).items()},
+            source_tarball=str(data["source_tarball"]),
+            chosen_by=str(data.get("chosen_by", "")),
+            prepared_at=str(data.get("prepared_at", "")),
+        )
+    except FileNotFoundError as exc:
+        raise HarnessError(
+            f"no kernel under test prepared ({path} is missing)",
+            hint="run: sudo scripts/setup, or pass --kernel /boot/vmlinuz-<release>",
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HarnessError(
+            f"cannot read {path}: {exc}", hint="run sudo scripts/setup again to rewrite it"
+        ) from exc
+    if not Path(record.image).is_file():
+        raise HarnessError(
+            f"the prepared kernel {record.release}: {record.image} is missing",
+            hint=f"apt-get install linux-image-{record.release}, or run sudo scripts/setup",
+        )
+    return record
+
+
+def prepared_release(path: Path = RECORD_FILE) -> str | None:
+    """The prepared release, or None when scripts/setup recorded none (no error raised)."""
+    try:
+        return load(path).release
+    except HarnessError:
+        return None
+
+
+def kernel_origin(image: str, path: Path = RECORD_FILE) -> str:
+    """How ``image`` came to be the kernel under test, for the lines a person reads:
+    ``"prepared by scripts/setup"`` when it is the recorded image, else ``"--kernel"``."""
+    try:
+        record = load(path)
+    except HarnessError:
+        return ORIGIN_ARGUMENT
+    same = Path(image).resolve() == Path(record.image).resolve()
+    return ORIGIN_PREPARED if same else ORIGIN_ARGUMENT
+
+
+def write(record: PreparedKernel, path: Path = RECORD_FILE) -> None:
+    """Write the record atomically (a temporary file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# --- choosing a release (scripts/setup) ----------------------------------------------------------
+
+
+def parse_policy(text: str) -> dict[str, tuple[str, str]]:
+    """``apt-cache policy PKG...`` output -> {package: (installed, candidate)}.
+
+    A version of ``(none)`` becomes ``""``.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    package = ""
+    installed = candidate = ""
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.rstrip().endswith(":"):
+            if package:
+                found[package] = (installed, candidate)
+            package, installed, candidate = line.rstrip()[:-1], "", ""
+            continue
+        key, _, value = line.strip().partition(":")
+        value = value.strip()
+        value = "" if value == "(none)" else value
+        if key == "Installed":
+            installed = value
+        elif key == "Candidate":
+            candidate = value
+    if package:
+        found[package] = (installed, candidate)
+    return found
+
+
+def parse_madison(text: str) -> list[str]:
+    """``apt-cache madison PKG`` output -> the versions the apt sources offer."""
+    versions = []
+    for line in text.splitlines():
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) >= 3 and parts[1] and parts[1] not in versions:
+            versions.append(parts[1])
+    return versions
+
+
+def match_release(source_version: str, image_versions: Mapping[str, str]) -> str | None:
+    """The release whose image package has ``source_version`` ({release: version} given)."""
+    matching = [rel for rel, version in image_versions.items() if version == source_version]
+    return max(matching, key=_abi) if matching else None
+
+
+def _abi(release: str) -> int:
+    match = re.search(r"-(\d+)-", release)
+    return int(match.group(1)) if match else -1
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The release setup installs: its Debian version (image = headers = source), and why."""
+
+    release: str
+    version: str
+    chosen_by: str
+
+
+Runner = Callable[[list[str]], str]
+
+
+def _apt_cache(argv: list[str]) -> str:
+    result = run(["apt-cache", *argv], timeout_s=APT_TIMEOUT_S)
+    return result.stdout
+
+
+def choose(requested: str = "", apt_cache: Runner = _apt_cache) -> Choice:
+    """Pick the release under test.
+
+    With ``requested`` (a release such as ``6.1.0-56-amd64``): that one, at its installed
+    version or else the apt candidate; linux-source-6.1 must be offered at that version.
+    Without: the ``linux-image-6.1.0-NN-amd64`` whose candidate version equals
+    linux-source-6.1's candidate (the newest such ABI). ``apt_cache(argv)`` returns the
+    output of ``apt-cache ARGV``. Raises HarnessError with the fix when no release fits.
+    """
+    if requested and not RELEASE_RE.match(requested):
+        raise HarnessError(f"{requested!r} is not a kernel release (e.g. 6.1.0-57-amd64)")
+    source_offered = parse_madison(apt_cache(["madison", SOURCE_PACKAGE]))
+    if requested:
+        image = f"linux-image-{requested}"
+        installed, candidate = parse_policy(apt_cache(["policy", image])).get(image, ("", ""))
+        version = installed or candidate
+        if not version:
+            raise HarnessError(
+                f"no package {image} in the apt sources",
+                hint="apt-get update, or choose a release listed by: "
+                "apt-cache search --names-only '^linux-image-6.1.0-[0-9]+-amd64$'",
+            )
+        if version not in source_offered:
+            raise HarnessError(
+                f"{SOURCE_PACKAGE} {version} (the source of {requested}) is not in the apt "
+                f"sources (offered: {', '.join(source_offered) or 'none'})",
+                hint="choose the release of one of those versions, or unset "
+                "NVMF_HARNESS_RELEASE to take the one matching the newest source",
+            )
+        return Choice(requested, version, "requested (NVMF_HARNESS_RELEASE or argument)")
+    policy = parse_policy(apt_cache(["policy", SOURCE_PACKAGE]))
+    source_candidate = policy.get(SOURCE_PACKAGE, ("", ""))[1]
+    if not source_candidate:
+        raise HarnessError(
+            f"{SOURCE_PACKAGE} is not in the apt sources", hint="apt-get update (Debian 12)"
+        )
+    names = apt_cache(["search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"])
+    images = sorted(
+        {m.group(0) for line in names.splitlines() if (m := IMAGE_NAME_RE.match(line.split()[0]))}
+        if names.strip()
+        else set()
+    )
+    versions: dict[str, str] = {}
+    if images:
+        for package, (_installed, candidate) in parse_policy(
+            apt_cache(["policy", *images])
+        ).items():
+            match = IMAGE_NAME_RE.match(package)
+            if match and candidate:
+                versions[match.group(1)] = candidate
+    release = match_release(source_candidate, versions)
+    if release is None:
+        raise HarnessError(
+            f"no linux-image-6.1.0-NN-amd64 in the apt sources has {SOURCE_PACKAGE}'s "
+            f"version {source_candidate}",
+            hint="apt-get update, or name one: NVMF_HARNESS_RELEASE=6.1.0-NN-amd64 scripts/setup",
+        )
+    return Choice(release, source_candidate, f"matches {SOURCE_PACKAGE} {source_candidate}")
+
+
+def installed_versions(packages: list[str]) -> dict[str, str]:
+    """{package: installed version} from dpkg-query; a package not installed is left out."""
+    found: dict[str, str] = {}
+    for package in packages:
+        result = run(
+            ["dpkg-query", "-W", "-f=${Status}\t${Version}", package], timeout_s=APT_TIMEOUT_S
+        )
+        status, _, version = result.stdout.partition("\t")
+        if result.ok and status.endswith("install ok installed") and version:
+            found[package] = version
+    return found
+
+
+def check_installed(release: str, versions: Mapping[str, str], boot: Path = BOOT_DIR) -> None:
+    """Raise HarnessError (one line, with the apt command) unless the image, headers and
+    source of ``release`` are installed at one and the same version and the image is there."""
+    wanted = packages_of(release)
+    missing = [package for package in wanted if package not in versions]
+    if missing:
+        raise HarnessError(
+            f"{release}: not installed: {', '.join(missing)}",
+            hint=f"apt-get install {' '.join(missing)}",
+        )
+    image_version = versions[wanted[0]]
+    differ = [p for p in wanted[1:] if versions[p] != image_version]
+    if differ:
+        found = ", ".join(f"{p} {versions[p]}" for p in differ)
+        raise HarnessError(
+            f"{release} is {image_version} but {found}",
+            hint="apt-get install --allow-downgrades "
+            + " ".join(f"{p}={image_version}" for p in differ),
+        )
+    if not (boot / f"vmlinuz-{release}").is_file():
+        raise HarnessError(
+            f"{boot}/vmlinuz-{release} is missing",
+            hint=f"apt-get install --reinstall linux-image-{release}",
+        )
+
+
+def record_installed(
+    release: str, chosen_by: str, path: Path = RECORD_FILE, boot: Path = BOOT_DIR
+) -> PreparedKernel:
+    """Check what dpkg says is installed for ``release`` and write the record."""
+    versions = installed_versions(packages_of(release))
+    check_installed(release, versions, boot)
+    record = PreparedKernel(
+        release=release,
+        image=str(boot / f"vmlinuz-{release}"),
+        packages={package: versions[package] for package in packages_of(release)},
+        source_tarball=str(SOURCE_TARBALL),
+        chosen_by=chosen_by,
+        prepared_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    try:
+        existing = load(path)
+    except HarnessError:
+        existing = None
+    if existing is not None and _same_kernel(existing, record):
+        return existing  # idempotent: a provisioned machine (or a read-only tree) is left as is
+    try:
+        write(record, path)
+    except OSError as exc:
+        raise HarnessError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint="run scripts/setup where the checkout is writable (as root)",
+        ) from exc
+    return record
+
+
+def _same_kernel(a: PreparedKernel, b: PreparedKernel) -> bool:
+    """Whether two records name the same release, image, package versions and source."""
+    return (a.release, a.image, a.packages, a.source_tarball, a.chosen_by) == (
+        b.release,
+        b.image,
+        b.packages,
+        b.source_tarball,
+        b.chosen_by,
+    )
+
+
+def still_installed(record: PreparedKernel) -> bool:
+    """Whether every package of the record is installed at the recorded version."""
+    return installed_versions(list(record.packages)) == record.packages
+
+
+def describe(record: PreparedKernel) -> str:
+    """One line: the release, its image and the package versions."""
+    return (
+        f"{record.release} ({record.image}; image/headers/source "
+        f"{record.packages.get(f'linux-image-{record.release}', '?')}/"
+        f"{record.packages.get(f'linux-headers-{record.release}', '?')}/"
+        f"{record.source_version or '?'}; {record.chosen_by})"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m harness.kernels.prepared", description=__doc__
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    cho = sub.add_parser("choose", help='print "RELEASE<TAB>VERSION<TAB>HOW"')
+    cho.add_argument("release", nargs="?", default="")
+    rec = sub.add_parser("record", help="check the installed packages, write the record")
+    rec.add_argument("release")
+    rec.add_argument("chosen_by")
+    sub.add_parser("current", help="print the recorded release if all its packages are installed")
+    sub.add_parser("show", help="the record in one line")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "choose":
+            choice = choose(args.release)
+            print(f"{choice.release}\t{choice.version}\t{choice.chosen_by}")
+        elif args.command == "record":
+            print(describe(record_installed(args.release, args.chosen_by)))
+        elif args.command == "current":
+            record = load()
+            if not still_installed(record):
+                return 1
+            print(f"{record.release}\t{record.source_version}\t{record.chosen_by}")
+        else:
+            print(describe(load()))
+    except HarnessError as exc:
+        print(f"prepared kernel: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,585 @@
+"""Debian kernel releases: their packages, their exact source, and what that source says.
+
+A *release* is a kernel ABI name as in ``/boot/vmlinuz-<release>`` (``6.1.0-47-amd64``,
+``6.12.107+deb12-amd64``). For one release this module finds, from apt and dpkg (never from a
+list in the code):
+
+- the image package (``linux-image-<release>``, or ``linux-image-<release>-unsigned``) and the
+  headers package (``linux-headers-<release>``), installed or not;
+- the Debian package version (``6.1.170-3``): ``dpkg-query`` when installed, else
+  ``apt-cache madison``, else the image's own changelog in ``/usr/share/doc``;
+- the source package holding that exact version (``linux-source-6.1=6.1.170-3``;
+  ``linux-source-6.12`` for 6.12.x).
+
+:func:`fetch_source` downloads that source package once into a cache under ``build/`` and
+unpacks its tarball; :func:`source_facts` reads from the tarball only the three files it needs
+(top Makefile, ``block/blk-core.c``, ``drivers/nvme/host/multipath.c``) and says whether the
+source carries the fix under test and the zero-size end-of-device check.
+
+Run ``python -m harness.kernels.releases --help`` (scripts/install-kernels uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from harness.core.errors import HarnessError, ToolError
+from harness.core.procs import ProcResult, run
+from harness.kernels import kbuild
+
+APT_TIMEOUT_S = 60.0
+DOWNLOAD_TIMEOUT_S = 1800.0
+UNPACK_TIMEOUT_S = 600.0
+FACTS_EXTRACT_TIMEOUT_S = 300.0
+DOC_ROOT = Path("/usr/share/doc")
+BOOT = Path("/boot")
+SOURCE_RECORD = "source.json"
+FACTS_FILE = "facts.json"
+FACTS_FORMAT = 1
+BLK_CORE = "block/blk-core.c"
+MULTIPATH_C = f"{kbuild.HOST_SUBDIR}/multipath.c"
+TOP_MAKEFILE = "Makefile"
+EOD_FUNCTION = "bio_check_eod(struct bio *bio)"
+# The commit "block: make bio_check_eod work for zero sized devices" dropped this operand;
+# with it, a disk of capacity 0 skips the end-of-device check.
+EOD_ZERO_SIZE_SKIP = re.compile(r"if\s*\(\s*nr_sectors\s*&&\s*maxsector\s*&&")
+EOD_ZERO_SIZE_CHECK = re.compile(r"if\s*\(\s*nr_sectors\s*&&\s*\(\s*nr_sectors\s*>\s*maxsector")
+RELEASE_PATTERN = re.compile(r"^\d+\.\d+\.\d+[-+][\w.+-]*$")
+# Binary package names whose suffix is a release: linux-image-REL, linux-image-REL-unsigned.
+IMAGE_PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+[-+][\w.+-]*?)(-unsigned)?$")
+
+Runner = Callable[[Sequence[str], float], ProcResult]
+
+
+def _run(argv: Sequence[str], timeout_s: float) -> ProcResult:
+    return run(argv, timeout_s=timeout_s)
+
+
+@dataclass(frozen=True)
+class Release:
+    """One Debian kernel release as apt and dpkg know it.
+
+    ``debian_version`` is the binary package version (``6.1.170-3``); ``source_package`` is
+    ``linux-source-<major>.<minor>``; ``source_version`` is the version of it that holds this
+    release's source (the same as ``debian_version``; "" when apt has no such version).
+    """
+
+    name: str
+    debian_version: str
+    image_package: str
+    image_installed: bool
+    headers_package: str
+    headers_installed: bool
+    source_package: str
+    source_version: str
+    source_versions_in_apt: tuple[str, ...]
+
+    @property
+    def upstream_version(self) -> str:
+        """``6.1.170`` of ``6.1.170-3``; ``6.12.107`` of ``6.12.107-1~deb12u1``."""
+        return self.debian_version.split("-", 1)[0]
+
+    @property
+    def source_spec(self) -> str:
+        """What ``apt-get download`` takes: ``linux-source-6.1=6.1.170-3``."""
+        return f"{self.source_package}={self.source_version}"
+
+    @property
+    def kernel_image(self) -> Path:
+        return BOOT / f"vmlinuz-{self.name}"
+
+    def install_command(self) -> str | None:
+        """The one apt command that installs what is missing of image and headers, or None."""
+        missing = [
+            package
+            for package, installed in (
+                (self.image_package, self.image_installed),
+                (self.headers_package, self.headers_installed),
+            )
+            if not installed
+        ]
+        return f"apt-get install {' '.join(missing)}" if missing else None
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What one release's source says, read from its own tarball.
+
+    ``has_fix``: ``nvme_ns_head_submit_bio()`` sets BIO_REMAPPED (drivers/nvme/host/multipath.c,
+    via kbuild.has_fix). ``zero_size_eod_check``: block/blk-core.c ``bio_check_eod()`` checks
+    disks of capacity 0 too (the commit "block: make bio_check_eod work for zero sized
+    devices"); without it a bio to a zeroed per-path disk passes the check, so the race under
+    test cannot fail it at all. That code is in the kernel image (block/), so no module
+    variant changes it. ``version`` is VERSION.PATCHLEVEL.SUBLEVEL of the top Makefile.
+    """
+
+    tarball: str
+    version: str
+    sublevel: int
+    has_fix: bool
+    zero_size_eod_check: bool
+
+
+@dataclass(frozen=True)
+class FetchedSource:
+    """A release's source tarball in the cache (``build/kernel-sources/<pkg>_<version>/``)."""
+
+    package: str
+    version: str
+    tarball: Path
+    downloaded: bool  # False when it was in the cache already
+
+
+def default_cache_dir() -> Path:
+    return kbuild.repo_root() / "build" / "kernel-sources"
+
+
+def series_of(version: str) -> str:
+    """``6.1`` of ``6.1.170-3``, ``6.12`` of ``6.12.107-1~deb12u1`` (or of a release name)."""
+    match = re.match(r"^(\d+)\.(\d+)", version)
+    if not match:
+        raise HarnessError(f"'{version}' is not a kernel version")
+    return f"{match.group(1)}.{match.group(2)}"
+
+
+def check_release_name(release: str) -> str:
+    """``release`` itself when it looks like an ABI release name, else HarnessError."""
+    if not RELEASE_PATTERN.match(release):
+        raise HarnessError(
+            f"'{release}' is not a kernel release name",
+            hint="give one like 6.1.0-47-amd64 (as in /boot/vmlinuz-<release>)",
+        )
+    return release
+
+
+def installed_version(package: str, runner: Runner = _run) -> str | None:
+    """The installed version of ``package`` (dpkg-query), or None when it is not installed."""
+    result = runner(
+        ["dpkg-query", "-W", "-f", "${db:Status-Abbrev}${Version}\n", package], APT_TIMEOUT_S
+    )
+    if not result.ok:
+        return None
+    for line in result.stdout.splitlines():
+        if line.startswith("ii"):
+            return line[3:].strip() or None
+    return None
+
+
+def apt_versions(package: str, runner: Runner = _run) -> list[str]:
+    """The versions of ``package`` in apt's index, newest first (``apt-cache madison``)."""
+    result = runner(["apt-cache", "madison", package], APT_TIMEOUT_S)
+    if not result.ok:
+        return []
+    versions: list[str] = []
+    for line in result.stdout.splitlines():
+        fields = [field.strip() for field in line.split("|")]
+        if len(fields) >= 2 and fields[0] == package and fields[1] not in versions:
+            versions.append(fields[1])
+    return versions
+
+
+def changelog_version(release: str, doc_root: Path = DOC_ROOT) -> str | None:
+    """The Debian version from ``/usr/share/doc/linux-image-<release>/changelog*.gz``.
+
+    The signed image's first entry says "Sign kernel from linux 6.1.192-2"; an unsigned one
+    starts with "linux (6.1.192-2)".
+    """
+    for package in (f"linux-image-{release}", f"linux-image-{release}-unsigned"):
+        for name in ("changelog.Debian.gz", "changelog.gz"):
+            path = doc_root / package / name
+            if not path.is_file():
+                continue
+            try:
+                with gzip.open(path, "rt", errors="replace") as stream:
+                    head = stream.read(4096)
+            except OSError:
+                continue
+            match = re.search(r"Sign kernel from linux (\S+)", head) or re.search(
+                r"^linux \((\S+)\)", head, re.MULTILINE
+            )
+            if match:
+                return match.group(1)
+    return None
+
+
+def lookup(release: str, runner: Runner = _run, doc_root: Path = DOC_ROOT) -> Release:
+    """What apt and dpkg know of ``release``.
+
+    Raises HarnessError when neither knows an image package of that name (hint: apt-get
+    update, or the name is wrong).
+    """
+    check_release_name(release)
+    signed = f"linux-image-{release}"
+    unsigned = f"{signed}-unsigned"
+    image_package = signed
+    version = installed_version(signed, runner)
+    if version is None:
+        version = installed_version(unsigned, runner)
+        if version is not None:
+            image_package = unsigned
+    image_installed = version is not None
+    if version is None:
+        for candidate in (signed, unsigned):
+            available = apt_versions(candidate, runner)
+            if available:
+                image_package, version = candidate, available[0]
+                break
+    if version is None:
+        version = changelog_version(release, doc_root)
+    if version is None:
+        raise HarnessError(
+            f"no Debian kernel package for release {release} (neither installed nor in apt)",
+            hint="apt-get update; and check the name with apt-cache search linux-image-",
+        )
+    headers_package = f"linux-headers-{release}"
+    headers_installed = installed_version(headers_package, runner) is not None
+    source_package = f"linux-source-{series_of(version)}"
+    source_versions = tuple(apt_versions(source_package, runner))
+    return Release(
+        name=release,
+        debian_version=version,
+        image_package=image_package,
+        image_installed=image_installed,
+        headers_package=headers_package,
+        headers_installed=headers_installed,
+        source_package=source_package,
+        source_version=version if version in source_versions else "",
+        source_versions_in_apt=source_versions,
+    )
+
+
+def installed_releases(runner: Runner = _run, boot: Path = BOOT) -> list[str]:
+    """Releases whose image package is installed (dpkg) and whose image is in /boot.
+
+    Returns release names, oldest first (by version).
+    """
+    result = runner(
+        ["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package}\n", "linux-image-*"],
+        APT_TIMEOUT_S,
+    )
+    found: set[str] = set()
+    for line in result.stdout.splitlines():
+        status, _, package = line.strip().partition(" ")
+        match = IMAGE_PACKAGE.match(package.strip())
+        if status.startswith("ii") and match and (boot / f"vmlinuz-{match.group(1)}").is_file():
+            found.add(match.group(1))
+    return sorted(found, key=version_key)
+
+
+def version_key(text: str) -> list[int]:
+    """Numbers of a release or version, for sorting (``6.1.0-47-amd64`` -> [6, 1, 0, 47, 64])."""
+    return [int(part) for part in re.findall(r"\d+", text)]
+
+
+def require_installed(release: Release) -> None:
+    """Raise HarnessError (hint: the one apt-get install command) unless image and headers
+    are installed and the image is in /boot."""
+    command = release.install_command()
+    if command is not None:
+        missing = [
+            what
+            for what, ok in (
+                ("image", release.image_installed),
+                ("headers", release.headers_installed),
+            )
+            if not ok
+        ]
+        raise HarnessError(
+            f"kernel {release.name} ({release.debian_version}): {' and '.join(missing)} not "
+            "installed",
+            hint=command,
+        )
+    if not release.kernel_image.is_file():
+        raise HarnessError(
+            f"kernel {release.name}: {release.kernel_image} is missing although "
+            f"{release.image_package} is installed",
+            hint=f"apt-get install --reinstall {release.image_package}",
+        )
+
+
+def with_source_version(release: Release, version: str) -> Release:
+    """``release`` with another version of its source package (the nearest one, when apt
+    has no source of the release's own version). Raises HarnessError when apt has not got
+    that version either."""
+    if version not in release.source_versions_in_apt:
+        have = ", ".join(release.source_versions_in_apt) or "none"
+        raise HarnessError(
+            f"apt has no {release.source_package} {version} (versions in apt: {have})",
+            hint="apt-get update",
+        )
+    return replace(release, source_version=version)
+
+
+def download_command(release: Release) -> str:
+    """The apt command that fetches the release's source package (for hints)."""
+    version = release.source_version or release.debian_version
+    return f"apt-get download {release.source_package}={version}"
+
+
+def source_dir(release: Release, cache_dir: Path | None = None) -> Path:
+    version = release.source_version or release.debian_version
+    safe = re.sub(r"[^\w.+-]", "_", f"{release.source_package}_{version}")
+    return (cache_dir or default_cache_dir()) / safe
+
+
+def cached_source(release: Release, cache_dir: Path | None = None) -> FetchedSource | None:
+    """The release's source tarball when :func:`fetch_source` has fetched it before."""
+    directory = source_dir(release, cache_dir)
+    record_path = directory / SOURCE_RECORD
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text())
+        tarball = Path(record["tarball"])
+        size = int(record["size"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+    if not tarball.is_file() or tarball.stat().st_size != size:
+        return None
+    return FetchedSource(str(record["package"]), str(record["version"]), tarball, False)
+
+
+def fetch_source(
+    release: Release, cache_dir: Path | None = None, runner: Runner = _run
+) -> FetchedSource:
+    """The release's own source tarball, downloaded and unpacked once.
+
+    ``apt-get download <source_spec>`` into ``build/kernel-sources/<pkg>_<version>/``, then
+    ``dpkg-deb -x``; the .deb is deleted after a good unpack and ``source.json`` records the
+    tarball. A second call finds ``source.json`` and does nothing. Raises HarnessError whose
+    hint is the apt command when apt has no such source version or the download fails.
+    """
+    found = cached_source(release, cache_dir)
+    if found is not None:
+        return found
+    if not release.source_version:
+        have = ", ".join(release.source_versions_in_apt) or "none"
+        raise HarnessError(
+            f"apt has no {release.source_package} {release.debian_version} (the source of "
+            f"{release.name}; versions in apt: {have})",
+            hint=download_command(release) + " after apt-get update, if the archive has it",
+        )
+    directory = source_dir(release, cache_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.deb"):
+        stale.unlink()
+    result = runner(
+        ["env", "-C", str(directory), "apt-get", "download", release.source_spec],
+        DOWNLOAD_TIMEOUT_S,
+    )
+    debs = sorted(directory.glob(f"{release.source_package}_*.deb"))
+    if not result.ok or len(debs) != 1:
+        raise HarnessError(
+            f"could not download {release.source_spec}: {result.one_line_error()}",
+            hint=download_command(release),
+        )
+    unpacked = directory / "root"
+    shutil.rmtree(unpacked, ignore_errors=True)
+    result = runner(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], UNPACK_TIMEOUT_S)
+    tarballs = sorted((unpacked / "usr" / "src").glob("linux-source-*.tar.*"))
+    if not result.ok or len(tarballs) != 1:
+        raise ToolError(
+            f"{debs[0].name} did not unpack to one usr/src/linux-source-*.tar.*: "
+            f"{result.one_line_error() if not result.ok else 'found ' + str(len(tarballs))}"
+        )
+    tarball = tarballs[0]
+    record = {
+        "package": release.source_package,
+        "version": release.source_version,
+        "deb": debs[0].name,
+        "tarball": str(tarball),
+        "size": tarball.stat().st_size,
+    }
+    tmp = directory / (SOURCE_RECORD + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, directory / SOURCE_RECORD)
+    debs[0].unlink()
+    return FetchedSource(release.source_package, release.source_version, tarball, True)
+
+
+# --- what the source says -------------------------------------------------------------------
+
+
+def function_body(source: str, signature: str) -> str:
+    """The text of the C function whose definition contains ``signature`` (to its ``}``).
+
+    Raises ToolError when the function is not there.
+    """
+    start = source.find(signature)
+    if start < 0:
+        raise ToolError(f"no function '{signature}' in the source: not a source we know")
+    end = source.find("\n}\n", start)
+    return source[start : end + 3 if end >= 0 else len(source)]
+
+
+def has_zero_size_eod_check(blk_core_c: str) -> bool:
+    """Whether block/blk-core.c ``bio_check_eod()`` fails bios to a zero-capacity disk.
+
+    Without the commit "block: make bio_check_eod work for zero sized devices" the condition
+    reads ``if (nr_sectors && maxsector && (...))``; with it, ``if (nr_sectors && (...))``.
+    Raises ToolError on a shape that is neither.
+    """
+    body = function_body(blk_core_c, EOD_FUNCTION)
+    if EOD_ZERO_SIZE_SKIP.search(body):
+        return False
+    if EOD_ZERO_SIZE_CHECK.search(body):
+        return True
+    raise ToolError("bio_check_eod() in block/blk-core.c has a shape this harness does not know")
+
+
+def makefile_version(makefile: str) -> tuple[str, int]:
+    """``("6.1.170", 170)`` from the top Makefile's VERSION, PATCHLEVEL and SUBLEVEL."""
+    values: dict[str, int] = {}
+    for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL"):
+        match = re.search(rf"^{key}\s*=\s*(\d+)\s*$", makefile, re.MULTILINE)
+        if not match:
+            raise ToolError(f"the top Makefile has no {key}: not a kernel source")
+        values[key] = int(match.group(1))
+    version = f"{values['VERSION']}.{values['PATCHLEVEL']}.{values['SUBLEVEL']}"
+    return version, values["SUBLEVEL"]
+
+
+def facts_of_tree(tree: Path, tarball: str = "") -> SourceFacts:
+    """The facts of an extracted source tree (only its three files are read)."""
+    try:
+        makefile = (tree / TOP_MAKEFILE).read_text(errors="replace")
+        blk_core = (tree / BLK_CORE).read_text(errors="replace")
+    except OSError as exc:
+        raise ToolError(f"{tree} is not a kernel source tree: {exc}") from exc
+    version, sublevel = makefile_version(makefile)
+    return SourceFacts(
+        tarball=tarball,
+        version=version,
+        sublevel=sublevel,
+        has_fix=kbuild.has_fix(tree / MULTIPATH_C),
+        zero_size_eod_check=has_zero_size_eod_check(blk_core),
+    )
+
+
+def extract_fact_files(tarball: Path, dest: Path, runner: Runner = _run) -> Path:
+    """Extract only the top Makefile, block/blk-core.c and multipath.c; returns the tree."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    result = runner(
+        [
+            "tar",
+            "-xf",
+            str(tarball),
+            "-C",
+            str(dest),
+            "--wildcards",
+            "--no-wildcards-match-slash",
+            f"*/{TOP_MAKEFILE}",
+            f"*/{BLK_CORE}",
+            f"*/{MULTIPATH_C}",
+        ],
+        FACTS_EXTRACT_TIMEOUT_S,
+    )
+    if not result.ok:
+        raise ToolError(
+            f"cannot extract the source files from {tarball}: {result.one_line_error()}"
+        )
+    trees = [p.parent for p in dest.glob(f"*/{TOP_MAKEFILE}")]
+    if len(trees) != 1:
+        raise ToolError(f"{tarball} has no single top directory with a Makefile")
+    return trees[0]
+
+
+def source_facts(
+    tarball: Path, cache_dir: Path | None = None, runner: Runner = _run
+) -> SourceFacts:
+    """The :class:`SourceFacts` of a source tarball, cached in ``facts.json`` beside it
+    (or under ``cache_dir``) and reused while the tarball's size and mtime are the same."""
+    stat = tarball.stat()
+    where = cache_dir or tarball.parent
+    facts_path = where / FACTS_FILE
+    key = {"tarball": str(tarball.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if facts_path.is_file():
+        try:
+            saved = json.loads(facts_path.read_text())
+            if saved.get("key") == key and saved.get("format") == FACTS_FORMAT:
+                return SourceFacts(**saved["facts"])
+        except (ValueError, TypeError, KeyError):
+            pass
+    staging = where / "facts-extract"
+    try:
+        tree = extract_fact_files(tarball, staging, runner)
+        facts = facts_of_tree(tree, str(tarball.resolve()))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    where.mkdir(parents=True, exist_ok=True)
+    tmp = facts_path.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps({"format": FACTS_FORMAT, "key": key, "facts": asdict(facts)}, indent=2)
+    )
+    os.replace(tmp, facts_path)
+    return facts
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def describe(release: Release) -> str:
+    """One line: release, version, what is installed, the source to fetch."""
+    image = "installed" if release.image_installed else "not installed"
+    headers = "installed" if release.headers_installed else "not installed"
+    source = release.source_spec if release.source_version else f"{release.source_package}: none"
+    return (
+        f"{release.name} {release.debian_version}: image {release.image_package} {image}, "
+        f"headers {headers}, source {source}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.kernels.releases",
+        description="Debian kernel releases: packages, exact source, and source facts.",
+    )
+    parser.add_argument("releases", nargs="*", help="release names (default: installed ones)")
+    parser.add_argument("--fetch-source", action="store_true", help="download+unpack the source")
+    parser.add_argument("--facts", action="store_true", help="print the source facts (fetches)")
+    parser.add_argument(
+        "--source-version",
+        help="fetch this version of the source package instead of the release's own (one "
+        "release only; for a release whose own source apt has not got)",
+    )
+    parser.add_argument("--cache-dir", type=Path, help=f"default: {default_cache_dir()}")
+    args = parser.parse_args(argv)
+    if args.source_version and len(args.releases) != 1:
+        parser.error("--source-version needs exactly one release")
+    status = 0
+    names = args.releases or installed_releases()
+    for name in names:
+        try:
+            release = lookup(name)
+            if args.source_version:
+                release = with_source_version(release, args.source_version)
+            print(describe(release), flush=True)
+            if args.fetch_source or args.facts:
+                fetched = fetch_source(release, args.cache_dir)
+                how = "downloaded" if fetched.downloaded else "cached"
+                print(f"  source {fetched.tarball} ({how})", flush=True)
+                if args.facts:
+                    facts = source_facts(fetched.tarball)
+                    print(
+                        f"  {facts.version}: fix in source {facts.has_fix}, zero-size EOD "
+                        f"check {facts.zero_size_eod_check}",
+                        flush=True,
+                    )
+        except HarnessError as exc:
+            print(f"releases: {name}: {exc}", file=sys.stderr, flush=True)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
