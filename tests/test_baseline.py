@@ -14,6 +14,7 @@ from harness.ci import baseline, known_failures, nightly
 from harness.ci.baseline import Judgement, RunCounts
 from harness.cli import app as cli
 from harness.core.errors import ConfigError, HarnessError
+from harness.core.exits import ExitCode
 
 DATA = Path(__file__).parent / "data" / "nightly"
 REPO = Path(__file__).resolve().parent.parent
@@ -197,7 +198,7 @@ def test_end_to_end_regression_against_the_baseline(tmp_path: Path) -> None:
     accept(tmp_path, ACCEPTED)
     directory = night(tmp_path)
     outcome = kcidb_run(directory, tmp_path)
-    assert outcome.exit == nightly.EXIT_REGRESSION
+    assert outcome.exit == ExitCode.FAILED
     (reason,) = outcome.reasons
     assert reason.startswith("race-ns-remove-path: regression: 6/10 failing vs baseline 0/20")
     assert "one-sided Fisher p=0.000354 < alpha=0.01" in reason
@@ -207,7 +208,7 @@ def test_end_to_end_regression_against_the_baseline(tmp_path: Path) -> None:
     assert "issues" not in doc
     assert doc["builds"][0]["misc"]["scenario"]["judgement"] == "regression"
     code, text = nightly.summarize_nightly(tmp_path / STAMP / "night")
-    assert code == nightly.EXIT_REGRESSION and "regression" in text
+    assert code == ExitCode.FAILED and "regression" in text
 
 
 def test_end_to_end_inconclusive_says_how_many_would_decide(tmp_path: Path) -> None:
@@ -215,7 +216,7 @@ def test_end_to_end_inconclusive_says_how_many_would_decide(tmp_path: Path) -> N
     accept(tmp_path, DATA / "accepted" / "race-ns-remove-path-fio-only-fixed")
     directory = night(tmp_path, "night-fio-only")
     outcome = kcidb_run(directory, tmp_path)
-    assert outcome.exit == nightly.EXIT_INFRA  # no testcases ran in this directory ...
+    assert outcome.exit == ExitCode.INFRA  # no testcases ran in this directory ...
     assert not any("regression" in r for r in outcome.reasons)  # ... and no regression
     (note,) = outcome.notes
     assert note.startswith("race-ns-remove-path-fio-only: inconclusive: 3/10 failing")
@@ -228,7 +229,7 @@ def test_end_to_end_known_failure(tmp_path: Path) -> None:
     accept(tmp_path, ACCEPTED)
     directory = night(tmp_path)
     outcome = kcidb_run(directory, tmp_path, known=KNOWN)
-    assert outcome.exit == nightly.EXIT_PASS, outcome.reasons
+    assert outcome.exit == ExitCode.OK, outcome.reasons
     (note,) = outcome.notes
     assert note.startswith("race-ns-remove-path: known_failure: 6/10 failing (expected 50%")
     suite = junit_suite(directory)
@@ -248,6 +249,6 @@ def test_end_to_end_known_failure(tmp_path: Path) -> None:
 def test_end_to_end_known_failure_far_above_its_rate_is_a_regression(tmp_path: Path) -> None:
     directory = night(tmp_path)
     outcome = kcidb_run(directory, tmp_path, known=KNOWN.replace("0.5", "0.05"))
-    assert outcome.exit == nightly.EXIT_REGRESSION
+    assert outcome.exit == ExitCode.FAILED
     assert "above the known rate" in outcome.reasons[0]
     assert junit_suite(directory).get("failures") == "6"

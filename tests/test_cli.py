@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from harness.cli.app import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, main
+from harness.cli.app import main
+from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, JsonlWriter, Verdict
 from tests.test_results import record_dict
 
@@ -55,7 +56,7 @@ def test_broken_config_is_one_line_and_exit_2(
     out = tmp_path / "out"
     status = main([command, "--config", str(config), "--out", str(out)])
     captured = capsys.readouterr()
-    assert status == EXIT_USAGE
+    assert status == ExitCode.USAGE
     line = one_line(captured.err)
     assert line.startswith("nvmf-harness: config error: ")
     assert str(config) in line
@@ -70,7 +71,7 @@ def test_missing_config_file_is_one_line(
     missing = tmp_path / "nope.toml"
     status = main(["run", "--config", str(missing), "--out", str(tmp_path / "out")])
     captured = capsys.readouterr()
-    assert status == EXIT_USAGE
+    assert status == ExitCode.USAGE
     line = one_line(captured.err)
     assert str(missing) in line
     assert "cannot read" in line
@@ -78,7 +79,7 @@ def test_missing_config_file_is_one_line(
 
 def test_a_config_directory_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["vm", "--config", str(tmp_path), "--out", str(tmp_path / "out")])
-    assert status == EXIT_USAGE
+    assert status == ExitCode.USAGE
     assert "cannot read" in one_line(capsys.readouterr().err)
 
 
@@ -121,7 +122,7 @@ def table_rows(text: str) -> dict[str, list[str]]:
 def test_report_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["report", str(passing_run(tmp_path))])
     captured = capsys.readouterr()
-    assert status == EXIT_OK
+    assert status == ExitCode.OK
     rows = table_rows(captured.out)
     assert list(rows) == ["ctrl_delete", "ctrl_reset", "ns_disable", "all"]
     assert rows["ctrl_delete"][0] == "2"  # iterations
@@ -134,12 +135,12 @@ def test_report_accepts_the_results_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     results = passing_run(tmp_path) / RESULTS_FILE
-    assert main(["report", str(results)]) == EXIT_OK
+    assert main(["report", str(results)]) == ExitCode.OK
     assert table_rows(capsys.readouterr().out)["all"][0] == "4"
 
 
 def test_report_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report", "--json", str(passing_run(tmp_path))]) == EXIT_OK
+    assert main(["report", "--json", str(passing_run(tmp_path))]) == ExitCode.OK
     data = json.loads(capsys.readouterr().out)
     assert [row["fault"] for row in data] == ["ctrl_delete", "ctrl_reset", "ns_disable", "all"]
     assert data[-1]["iterations"] == 4
@@ -149,19 +150,19 @@ def test_report_requirements_met(tmp_path: Path, capsys: pytest.CaptureFixture[s
     status = main(
         ["report", str(passing_run(tmp_path)), "--require-iterations", "4", "--require-faults", "3"]
     )
-    assert status == EXIT_OK
+    assert status == ExitCode.OK
     assert "nvmf-harness:" not in capsys.readouterr().out
 
 
 def test_report_too_few_iterations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["report", str(passing_run(tmp_path)), "--require-iterations", "5"])
-    assert status == EXIT_FAILURES
+    assert status == ExitCode.FAILED
     assert "nvmf-harness: 4 iterations recorded, 5 required" in capsys.readouterr().out
 
 
 def test_report_too_few_faults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status = main(["report", str(passing_run(tmp_path)), "--require-faults", "4"])
-    assert status == EXIT_FAILURES
+    assert status == ExitCode.FAILED
     assert "3 fault kinds recorded, 4 required" in capsys.readouterr().out
 
 
@@ -175,9 +176,9 @@ def test_report_failing_verdicts_fail_a_requirement(
             record_dict(iteration=2, app_eio=1, eod_race_lines=1, verdict=Verdict.EIO_RACE),
         ],
     )
-    assert main(["report", str(results)]) == EXIT_OK  # no requirement: the table only
+    assert main(["report", str(results)]) == ExitCode.OK  # no requirement: the table only
     capsys.readouterr()
-    assert main(["report", str(results), "--require-iterations", "2"]) == EXIT_FAILURES
+    assert main(["report", str(results), "--require-iterations", "2"]) == ExitCode.FAILED
     assert "failing or infra-error verdicts: eio_race" in capsys.readouterr().out
 
 
@@ -189,7 +190,7 @@ def test_report_of_a_crashed_vm(tmp_path: Path, capsys: pytest.CaptureFixture[st
         )
     status = main(["report", str(results)])
     out = capsys.readouterr().out
-    assert status == EXIT_FAILURES
+    assert status == ExitCode.FAILED
     assert "1 record(s) of a crashed or timed-out VM" in out
     assert "unknown" not in table_rows(out.split("nvmf-harness:")[0])  # not an iteration
 
@@ -199,7 +200,7 @@ def test_report_of_a_missing_directory_is_one_line(
 ) -> None:
     status = main(["report", str(tmp_path / "nothing")])
     captured = capsys.readouterr()
-    assert status not in (EXIT_OK, EXIT_FAILURES)
+    assert status not in (ExitCode.OK, ExitCode.FAILED)
     line = one_line(captured.err)
     assert "nothing" in line
     assert "not found" in line
@@ -235,7 +236,7 @@ def test_a_missing_kernel_image_is_one_line_before_any_boot(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status = main(["vm", "--out", str(tmp_path / "x"), "--kernel", str(tmp_path / "nope")])
-    assert status != EXIT_OK
+    assert status != ExitCode.OK
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such kernel image file" in err[0]
     assert not (tmp_path / "x" / RESULTS_FILE).exists()

@@ -29,6 +29,7 @@ from harness.analysis.compare import (
     write,
 )
 from harness.cli import app as cli
+from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, JsonlWriter, Verdict
 from harness.vm import batch as vm_batch
 from harness.vm.boot import VmResult
@@ -458,12 +459,12 @@ def test_compare_cli_prints_the_verdict_and_its_rule(
     assert data["stock"]["race_iterations"] == 5
     assert data["verdict"] == "inconclusive"
     assert data["needed_iterations"] == 35
-    assert status == cli.EXIT_FAILURES
+    assert status == ExitCode.FAILED
 
 
 def test_compare_cli_alpha_option(tmp_path: Path, fake_vm: Any) -> None:
     fake_vm({"unfixed": 0.9})
-    assert compare_cli(tmp_path / "out", "--iterations", "10", "--alpha", "0.05") == cli.EXIT_OK
+    assert compare_cli(tmp_path / "out", "--iterations", "10", "--alpha", "0.05") == ExitCode.OK
     data = json.loads((tmp_path / "out" / compare_mod.COMPARE_JSON).read_text())
     assert data["alpha"] == 0.05 and data["verdict"] == "reproduced_and_fixed"
 
@@ -472,7 +473,7 @@ def test_compare_cli_refuses_a_bad_alpha_in_one_line(
     tmp_path: Path, fake_vm: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake_vm({})
-    assert compare_cli(tmp_path / "out", "--alpha", "2") == cli.EXIT_INFRA
+    assert compare_cli(tmp_path / "out", "--alpha", "2") == ExitCode.INFRA
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--alpha 2: give a level in (0, 1)" in err
 
@@ -500,7 +501,7 @@ def test_compare_cli_says_when_the_vm_ended_before_any_campaign(
     monkeypatch.setattr(vm_mod, "run_in_vm", dead_vm)
     status = compare_cli(tmp_path / "out", "--iterations", "4")
     said = capsys.readouterr()
-    assert status == cli.EXIT_INFRA
+    assert status == ExitCode.INFRA
     lines = [x for x in said.out.splitlines() if "before its first campaign (unfixed) started" in x]
     assert len(lines) == 1 and "failed to set MSR 0x10a" in lines[0], said.out
     assert "console.log" in lines[0]

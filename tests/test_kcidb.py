@@ -12,6 +12,7 @@ import pytest
 
 from harness.ci import nightly
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.report import kcidb
 
 DATA = Path(__file__).parent / "data" / "nightly"
@@ -103,7 +104,7 @@ def test_main_refuses_a_bad_known_failure_file(
     )
     argv = ["kcidb", str(night(tmp_path)), "--release", RELEASE, "--stamp", STAMP]
     argv += ["--campaign-rc", "1", "--testcases-rc", "0", "--known-failures", str(bad)]
-    assert nightly.main(argv) == nightly.EXIT_INFRA
+    assert nightly.main(argv) == ExitCode.INFRA
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "failure #1 (s): expected_rate" in err

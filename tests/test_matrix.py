@@ -14,6 +14,7 @@ import pytest
 from harness.analysis import compare, matrix
 from harness.cli import app as cli
 from harness.core.errors import ToolError
+from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, JsonlWriter
 from harness.kernels import kbuild, releases
 from tests.test_compare import variant_records
@@ -274,13 +275,13 @@ def test_matrix_of_a_missing_kernel_is_one_line_with_the_apt_command(
     monkeypatch.setattr(releases, "lookup", lambda name: missing)
     status = cli.main(["matrix", "--release", REL, "--out", "/nonexistent/x"])
     err = capsys.readouterr().err.strip()
-    assert status == cli.EXIT_INFRA
+    assert status == ExitCode.INFRA
     assert err.count("\n") == 0 and "Traceback" not in err
     assert f"apt-get install linux-image-{REL} linux-headers-{REL}" in err
 
 
 def test_matrix_without_a_release_says_how(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["matrix", "--out", "/nonexistent/x"]) == cli.EXIT_INFRA
+    assert cli.main(["matrix", "--out", "/nonexistent/x"]) == ExitCode.INFRA
     assert "--all-installed" in capsys.readouterr().err
 
 
@@ -311,7 +312,7 @@ def test_matrix_boots_each_release_once_with_both_variants(
     out = tmp_path / "mx"
     argv = ["matrix", "--release", REL, "--release", "6.1.0-56-amd64", "--release", REL]
     argv += ["--out", str(out), "--iterations", "3"]
-    assert cli.main(argv) == cli.EXIT_OK
+    assert cli.main(argv) == ExitCode.OK
     assert [boot[0] for boot in boots] == [
         f"/boot/vmlinuz-{REL}",
         "/boot/vmlinuz-6.1.0-56-amd64",
@@ -328,7 +329,7 @@ def test_matrix_boots_each_release_once_with_both_variants(
     }
     # --report-only boots nothing and gives the same table
     boots.clear()
-    assert cli.main([*argv, "--report-only"]) == cli.EXIT_OK
+    assert cli.main([*argv, "--report-only"]) == ExitCode.OK
     assert boots == []
     assert "not affected" in capsys.readouterr().out
 
@@ -347,7 +348,7 @@ def test_inconclusive_release_exits_1(
     for variant in matrix.MATRIX_VARIANTS:
         write_results(tmp_path / REL, variant, 3, 0)
     argv = ["matrix", "--release", REL, "--out", str(tmp_path), "--report-only"]
-    assert cli.main(argv) == cli.EXIT_FAILURES
+    assert cli.main(argv) == ExitCode.FAILED
     assert "inconclusive" in capsys.readouterr().out
 
 

@@ -12,6 +12,7 @@ import pytest
 from harness.ci import merge, nightly
 from harness.cli import main
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 
 DATA = Path(__file__).parent / "data" / "report" / "compare"
 RELEASE = "6.1.0-57-amd64"
@@ -57,7 +58,7 @@ def test_two_scenarios_of_one_kernel_merge_into_one_checkout(tmp_path: Path) -> 
     assert len(doc["builds"]) == 2  # one per scenario
     assert len(doc["tests"]) == sum(len(d["tests"]) for d in per_job)
     assert len({t["id"] for t in doc["tests"]}) == len(doc["tests"])
-    assert result.exit == nightly.EXIT_PASS
+    assert result.exit == ExitCode.OK
     status = json.loads((tmp_path / "merged" / "status.json").read_text())
     assert status["status"] == "pass"
     assert [j["name"] for j in status["jobs"]] == [a.name, b.name]
@@ -78,9 +79,9 @@ def test_the_same_job_twice_adds_no_duplicates(tmp_path: Path) -> None:
 def test_the_worst_job_decides_the_exit(tmp_path: Path) -> None:
     good = job(tmp_path, "good", "fixed", "smoke")
     bad = job(tmp_path, "bad", "unfixed", "race")
-    assert merge.read_job(bad).exit == nightly.EXIT_REGRESSION
+    assert merge.read_job(bad).exit == ExitCode.FAILED
     result = merge.merge([good, bad], tmp_path / "merged")
-    assert result.exit == nightly.EXIT_REGRESSION
+    assert result.exit == ExitCode.FAILED
     text = (tmp_path / "merged" / "summary.txt").read_text()
     assert "regression" in text.splitlines()[-1]
     page = (tmp_path / "merged" / "summary.html").read_text()
@@ -93,11 +94,11 @@ def test_a_job_without_status_is_infrastructure(tmp_path: Path) -> None:
     died = tmp_path / "died"
     died.mkdir()
     result = merge.merge([good, died], tmp_path / "merged")
-    assert result.exit == nightly.EXIT_INFRA
+    assert result.exit == ExitCode.INFRA
     assert "no <release>/status.json" in result.jobs[1].problem
     # a regression elsewhere outranks it, as in one nightly run
     bad = job(tmp_path, "bad", "unfixed", "race")
-    assert merge.merge([died, bad], tmp_path / "merged2").exit == nightly.EXIT_REGRESSION
+    assert merge.merge([died, bad], tmp_path / "merged2").exit == ExitCode.FAILED
 
 
 def test_a_broken_document_is_refused_with_one_line(tmp_path: Path) -> None:
@@ -137,7 +138,7 @@ def test_cli_report_merge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "merged: regression (exit 1), 2 job(s)" in capsys.readouterr().out
     assert (out / "summary.html").exists()
     assert main(["report", "--merge", str(good), "--out", str(out)]) == 0
-    assert main(["report", "--merge", str(good)]) == 3  # no --out: one line, EXIT_INFRA
+    assert main(["report", "--merge", str(good)]) == 3  # no --out: one line, ExitCode.INFRA
     assert "needs --out" in capsys.readouterr().err
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from harness.ci import nightly
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
@@ -192,7 +193,7 @@ def test_verdict_status_mapping() -> None:
 def test_all_pass(tmp_path: Path) -> None:
     directory = kernel_dir(tmp_path)
     outcome = nightly.write_kernel(directory, RELEASE, stamp=STAMP, campaign_rc=0, testcases_rc=0)
-    assert outcome.exit == nightly.EXIT_PASS, outcome.reasons
+    assert outcome.exit == ExitCode.OK, outcome.reasons
     assert outcome.counts == {"PASS": 13, "FAIL": 0, "ERROR": 0, "SKIP": 0}
     assert json.loads((directory / "kcidb.json").read_text())["builds"][0]["status"] == "PASS"
     status = json.loads((directory / "status.json").read_text())
@@ -202,7 +203,7 @@ def test_all_pass(tmp_path: Path) -> None:
 def test_failing_verdicts_are_a_regression(tmp_path: Path) -> None:
     directory = kernel_dir(tmp_path, campaign="unfixed")
     outcome = nightly.write_kernel(directory, RELEASE, stamp=STAMP, campaign_rc=1, testcases_rc=0)
-    assert outcome.exit == nightly.EXIT_REGRESSION
+    assert outcome.exit == ExitCode.FAILED
     # no baseline and no known failure: any failing iteration of the scenario counts
     assert outcome.reasons == [
         "race-ctrl-delete-widened: regression: 2/10 failing, no baseline and no known "
@@ -216,7 +217,7 @@ def test_failing_testcase_is_a_regression(tmp_path: Path) -> None:
     outcome = nightly.classify(
         RELEASE, kcidb(kernel_dir(tmp_path, third=FAILURE)), campaign_rc=0, testcases_rc=1
     )
-    assert outcome.exit == nightly.EXIT_REGRESSION
+    assert outcome.exit == ExitCode.FAILED
 
 
 def test_vm_crash_is_infra(tmp_path: Path) -> None:
@@ -230,7 +231,7 @@ def test_vm_crash_is_infra(tmp_path: Path) -> None:
     assert crash["path"] == "nvme.multipath.vm"
     assert crash["log_url"].endswith("/campaign/console.log")
     outcome = nightly.classify(RELEASE, doc, campaign_rc=3, testcases_rc=0)
-    assert outcome.exit == nightly.EXIT_INFRA
+    assert outcome.exit == ExitCode.INFRA
     assert any("exited 3" in r for r in outcome.reasons)
 
 
@@ -264,15 +265,15 @@ def test_infra_cases(
             )
         )
     outcome = nightly.classify(RELEASE, kcidb(directory), campaign_rc, testcases_rc)
-    assert outcome.exit == nightly.EXIT_INFRA, outcome.reasons
+    assert outcome.exit == ExitCode.INFRA, outcome.reasons
     assert any(why in r for r in outcome.reasons), outcome.reasons
 
 
 def test_regression_outranks_infra_and_nothing_is_infra() -> None:
     assert nightly.overall_exit([0, 0]) == 0
-    assert nightly.overall_exit([0, 2]) == 2
-    assert nightly.overall_exit([2, 1, 0]) == 1
-    assert nightly.overall_exit([]) == 2
+    assert nightly.overall_exit([0, 3]) == 3
+    assert nightly.overall_exit([3, 1, 0]) == 1
+    assert nightly.overall_exit([]) == 3
 
 
 def test_summary_over_kernels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -282,26 +283,26 @@ def test_summary_over_kernels(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert nightly.main(["summary", str(night)]) == 0
     assert f"{RELEASE}" in capsys.readouterr().out
     code, text = nightly.summarize_nightly(night, ["6.99.0-1-amd64"])
-    assert code == nightly.EXIT_INFRA
+    assert code == ExitCode.INFRA
     assert "6.99.0-1-amd64" in text and "infra" in text
     bad = night / "6.1.0-99-amd64"
     shutil.copytree(DATA / "compare" / "unfixed", bad / "campaign")
     argv = ["kcidb", str(bad), "--release", "6.1.0-99-amd64", "--stamp", STAMP]
     assert nightly.main([*argv, "--campaign-rc", "1", "--testcases-rc", "none"]) == 1
     code, text = nightly.summarize_nightly(night)
-    assert code == nightly.EXIT_REGRESSION
+    assert code == ExitCode.FAILED
     assert "regression" in text
 
 
 def test_main_resolve_unknown_kernel_is_infra(capsys: pytest.CaptureFixture[str]) -> None:
-    assert nightly.main(["resolve", "0.0.0-nonexistent-amd64"]) == nightly.EXIT_INFRA
+    assert nightly.main(["resolve", "0.0.0-nonexistent-amd64"]) == ExitCode.INFRA
     assert "not found" in capsys.readouterr().err
 
 
 # --- the script and the workflow -----------------------------------------------------------------
 
 
-def test_nightly_script_missing_kernel_exits_2(tmp_path: Path) -> None:
+def test_nightly_script_missing_kernel_exits_3(tmp_path: Path) -> None:
     """No VM boots: the only kernel given does not exist, so the run is an infra failure."""
     if shutil.which("qemu-system-x86_64") is None or not (REPO / ".venv" / "bin" / "vng").exists():
         pytest.skip("scripts/nightly needs qemu-system-x86_64 and .venv/bin/vng to start")
@@ -314,7 +315,7 @@ def test_nightly_script_missing_kernel_exits_2(tmp_path: Path) -> None:
         timeout=120,
         check=False,
     )
-    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.returncode == 3, done.stdout + done.stderr
     assert "0.0.0-nonexistent-amd64" in (out / "summary.txt").read_text()
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from harness.analysis import prove
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 
 
 def write_part(part: Path, verdicts: list[str], elapsed_s: float | None = 60.0) -> None:
@@ -45,7 +46,7 @@ def run(outdir: Path, parts: FakeParts, target: int) -> tuple[int, list[str]]:
 def test_proven_after_enough_clean_iterations(tmp_path: Path) -> None:
     parts = FakeParts([["pass"] * 10])
     status, said = run(tmp_path, parts, target=10)
-    assert status == prove.EXIT_PROVEN
+    assert status == ExitCode.OK
     assert parts.calls == [("part-01", 10)]
     data = json.loads((tmp_path / "prove.json").read_text())
     assert data["status"] == "proven" and data["clean"] == 10
@@ -57,7 +58,7 @@ def test_proven_after_enough_clean_iterations(tmp_path: Path) -> None:
 def test_first_failure_ends_the_run(tmp_path: Path) -> None:
     parts = FakeParts([["pass", "pass", "eio_race"]])
     status, said = run(tmp_path, parts, target=100)
-    assert status == prove.EXIT_FAILED
+    assert status == ExitCode.FAILED
     data = json.loads((tmp_path / "prove.json").read_text())
     assert data["status"] == "failed" and data["failure"]["iteration"] == 3
     assert said[-1].startswith("NOT FIXED: iteration 3 of part-01 failed (eio_race")
@@ -69,7 +70,7 @@ def test_a_killed_run_resumes_with_what_is_missing(tmp_path: Path) -> None:
     (tmp_path / "prove.json").write_text(json.dumps({"config": "race", "variant": "fixed"}))
     parts = FakeParts([["pass"] * 6])
     status, said = run(tmp_path, parts, target=10)
-    assert status == prove.EXIT_PROVEN
+    assert status == ExitCode.OK
     assert parts.calls == [("part-02", 6)]
     assert said[0].startswith("resuming") and "4/10 clean" in said[0]
 
@@ -77,7 +78,7 @@ def test_a_killed_run_resumes_with_what_is_missing(tmp_path: Path) -> None:
 def test_expected_errors_and_infra_errors_are_not_clean(tmp_path: Path) -> None:
     parts = FakeParts([["pass", "infra_error", "expected_eio", "pass"], ["pass"] * 2])
     status, _ = run(tmp_path, parts, target=4)
-    assert status == prove.EXIT_PROVEN
+    assert status == ExitCode.OK
     assert parts.calls == [("part-01", 4), ("part-02", 2)]
     data = json.loads((tmp_path / "prove.json").read_text())
     assert (data["clean"], data["infra_errors"], data["other"]) == (4, 1, 1)
@@ -85,14 +86,14 @@ def test_expected_errors_and_infra_errors_are_not_clean(tmp_path: Path) -> None:
 
 def test_a_part_that_runs_nothing_is_infrastructure(tmp_path: Path) -> None:
     status, said = run(tmp_path, FakeParts([[]]), target=5)
-    assert status == prove.EXIT_INFRA
+    assert status == ExitCode.INFRA
     assert "ran no iteration" in said[-1]
 
 
 def test_too_many_infra_errors_end_the_run(tmp_path: Path) -> None:
     parts = FakeParts([["infra_error", "infra_error", "pass"]] * 3)
     status, said = run(tmp_path, parts, target=20)
-    assert status == prove.EXIT_INFRA
+    assert status == ExitCode.INFRA
     assert "could not run" in said[-1]
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from harness.cli import app as cli
 from harness.core.errors import ToolError
+from harness.core.exits import ExitCode
 from harness.vm.remote import RemoteError, RemoteHost, fingerprint, known_hosts_name
 
 PASSPHRASE = "Hunter2-secret-PASSPHRASE"
@@ -619,7 +620,7 @@ def test_cli_remote_runs_streams_and_fetches(
 
     status = cli.main([*common, *harness_args])
     captured = capsys.readouterr()
-    assert status == cli.EXIT_INFRA
+    assert status == ExitCode.INFRA
     assert "--trust-new-host-key" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
     assert not remote_out.exists()
@@ -641,7 +642,7 @@ def test_cli_remote_runs_streams_and_fetches(
 
 
 def test_cli_remote_needs_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["remote", "--host", "127.0.0.1", "--"]) == cli.EXIT_USAGE
+    assert cli.main(["remote", "--host", "127.0.0.1", "--"]) == ExitCode.USAGE
     assert "nothing to run" in capsys.readouterr().err
     assert cli.main(["remote", "--host", "h", "--fetch", "nocolon", "--", "doctor"]) != 0
     assert "--fetch" in capsys.readouterr().err

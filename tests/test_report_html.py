@@ -18,6 +18,7 @@ import pytest
 
 from harness.cli import app as cli
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE
 from harness.report import html as report_html
 
@@ -253,11 +254,11 @@ def test_cli_report_html_for_compare_and_results_dirs(
     compare_dir = tmp_path / "cmp"
     shutil.copytree(COMPARE, compare_dir)
     out = tmp_path / "pages" / "cmp.html"
-    assert cli.main(["report", str(compare_dir), "--html", str(out)]) == cli.EXIT_OK
+    assert cli.main(["report", str(compare_dir), "--html", str(out)]) == ExitCode.OK
     assert parse(out.read_text()).tags["svg"] == 4
     assert str(out) in capsys.readouterr().out
     single = tmp_path / "one.html"
-    assert cli.main(["report", str(ALL_FAULTS), "--html", str(single)]) == cli.EXIT_OK
+    assert cli.main(["report", str(ALL_FAULTS), "--html", str(single)]) == ExitCode.OK
     printed = capsys.readouterr().out
     assert "ns_disable" in printed and "628" in printed  # the table is printed as before
     assert "628" in single.read_text()

@@ -16,8 +16,8 @@ from harness.analysis import stopping
 from harness.analysis.compare import ComparisonVerdict, VariantOutcome, compare
 from harness.analysis.stats import fisher_exact_greater
 from harness.analysis.stopping import Decision, Look, SequentialPlan, StopReason, decide, make_plan
-from harness.cli import app as cli
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from tests.test_compare import compare_cli, dead_vm, fake_vm
 
 __all__ = ["fake_vm"]  # the fixture, imported for the CLI tests below
@@ -308,7 +308,7 @@ def test_sequential_cli_runs_batches_until_decided(
     for index in range(len(looks)):
         for variant in ("unfixed", "fixed"):
             assert (out / f"batch-{index + 1:02d}" / variant / "results.jsonl").exists()
-    assert data["verdict"] == "reproduced_and_fixed" and status == cli.EXIT_OK
+    assert data["verdict"] == "reproduced_and_fixed" and status == ExitCode.OK
     assert data["sequential"]["stop_reason"] == "decided"
     assert data["stock"]["iterations"] == 5 * len(looks)  # pooled over the batches
     assert data["stock"]["race_iterations"] == looks[-1]["stock_race_iterations"]
@@ -325,7 +325,7 @@ def test_sequential_cli_stops_at_the_cap(tmp_path: Path, fake_vm: Any) -> None:
     status = compare_cli(out, "--sequential", "--batch", "3", "--max-iterations", "6")
     data = json.loads((out / compare_mod.COMPARE_JSON).read_text())
     assert len(guest.boots) == 2
-    assert data["verdict"] == "inconclusive" and status == cli.EXIT_FAILURES
+    assert data["verdict"] == "inconclusive" and status == ExitCode.FAILED
     assert data["sequential"]["stop_reason"] == "cap"
     assert data["stock"]["iterations"] == data["patched"]["iterations"] == 6
 
@@ -336,7 +336,7 @@ def test_sequential_cli_refuses_iterations_in_one_line(
     guest = fake_vm({})
     status = compare_cli(tmp_path / "out", "--sequential", "--iterations", "5")
     err = capsys.readouterr().err
-    assert status == cli.EXIT_INFRA and guest.boots == []
+    assert status == ExitCode.INFRA and guest.boots == []
     assert err.count("\n") == 1 and "--iterations and --sequential do not go together" in err
 
 
@@ -348,4 +348,4 @@ def test_sequential_cli_with_a_vm_that_never_starts_a_campaign_exits_3(
     fake_vm({})
     monkeypatch.setattr(vm_mod, "run_in_vm", dead_vm)
     status = compare_cli(tmp_path / "out", "--sequential", "--batch", "3", "--max-iterations", "6")
-    assert status == cli.EXIT_INFRA
+    assert status == ExitCode.INFRA

@@ -14,6 +14,7 @@ import pytest
 
 from harness.cli import app as cli
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE
 from harness.vm import batch as vm_batch
 from harness.vm.batch import GuestRun, RunState
@@ -48,7 +49,7 @@ class FakeVm:
                 (run.outdir / RESULTS_FILE).write_text('{"iteration": 1}\n')
                 return "vm-result"
             if what == "refused":
-                vm_batch.mark_done(run.outdir, cli.EXIT_INFRA)
+                vm_batch.mark_done(run.outdir, ExitCode.INFRA)
                 continue
             (run.outdir / RESULTS_FILE).write_text('{"iteration": 1}\n')
             vm_batch.mark_done(run.outdir, 0 if what == "ok" else 1)
@@ -85,7 +86,7 @@ def test_a_crash_costs_the_later_runs_nothing(tmp_path: Path) -> None:
     assert outcome.boots == 2
     assert vm.boots[1] == ([planned[1].outdir, planned[2].outdir], 200.0)
     assert outcome.crashed == [planned[0].outdir]
-    assert outcome.statuses[planned[0].outdir] == cli.EXIT_INFRA
+    assert outcome.statuses[planned[0].outdir] == ExitCode.INFRA
     assert outcome.statuses[planned[1].outdir] == 0
     assert outcome.statuses[planned[2].outdir] == 0
 
@@ -104,7 +105,7 @@ def test_refused_as_the_first_run_of_a_boot_is_final(tmp_path: Path) -> None:
     vm = FakeVm(lambda boot, run: "refused" if run.outdir.name == "run1" else "ok")
     outcome = batch(tmp_path, planned, vm)
     assert outcome.boots == 2  # one retry, not a loop
-    assert outcome.statuses[planned[1].outdir] == cli.EXIT_INFRA
+    assert outcome.statuses[planned[1].outdir] == ExitCode.INFRA
 
 
 def test_a_vm_that_never_boots_ends_the_batch(tmp_path: Path) -> None:
@@ -112,7 +113,7 @@ def test_a_vm_that_never_boots_ends_the_batch(tmp_path: Path) -> None:
     vm = FakeVm(lambda boot, run: "no-boot")
     outcome = batch(tmp_path, planned, vm)
     assert outcome.boots == 1
-    assert outcome.statuses == {r.outdir: cli.EXIT_INFRA for r in planned}
+    assert outcome.statuses == {r.outdir: ExitCode.INFRA for r in planned}
     assert outcome.crashed == []
     assert outcome.not_started == planned[0].outdir  # the caller says so in one line
 
@@ -140,7 +141,7 @@ def test_run_state(tmp_path: Path) -> None:
     assert vm_batch.run_state(run, first_in_boot=False) == RunState.PENDING
     vm_batch.mark_started(run.outdir)
     assert vm_batch.run_state(run, first_in_boot=False) == RunState.CRASHED
-    vm_batch.mark_done(run.outdir, cli.EXIT_INFRA)
+    vm_batch.mark_done(run.outdir, ExitCode.INFRA)
     assert vm_batch.run_state(run, first_in_boot=False) == RunState.PENDING
     assert vm_batch.run_state(run, first_in_boot=True) == RunState.DONE
     (run.outdir / RESULTS_FILE).write_text("{}\n")  # it ran: an infra error stands
@@ -171,7 +172,7 @@ def test_guest_run_plan_marks_each_run(tmp_path: Path) -> None:
         for name in ("a", "b")
     ]
     vm_batch.write_plan(planned, tmp_path / "plan.json")
-    assert cli.main(["run-plan", str(tmp_path / "plan.json")]) == cli.EXIT_OK
+    assert cli.main(["run-plan", str(tmp_path / "plan.json")]) == ExitCode.OK
     for run in planned:
-        assert guest_status(run.outdir) == cli.EXIT_USAGE
+        assert guest_status(run.outdir) == ExitCode.USAGE
         assert (run.outdir / vm_batch.STARTED_FILE).exists()

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli.app import EXIT_INFRA, main
+from harness.cli.app import main
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.vm import workers as vm_workers
 
 CASE = '<testcase classname="testcases.test_{n:03d}" name="test_{n}" time="1.5"{body}'
@@ -58,14 +59,14 @@ def test_cores_note_only_when_vms_want_more_cores_than_there_are() -> None:
         ([0, 1], 1),
         ([3, 1], 1),  # a failing testcase outranks a dead worker, as in the nightly
         ([0, 3], 3),
-        ([0, None], EXIT_INFRA),  # killed after its timeout
+        ([0, None], ExitCode.INFRA),  # killed after its timeout
         ([0, 5], 0),  # a group without tests
         ([5, 5], 5),
-        ([], EXIT_INFRA),
+        ([], ExitCode.INFRA),
     ],
 )
 def test_combined_status(statuses: list[int | None], expected: int) -> None:
-    assert vm_workers.combined_status(statuses, EXIT_INFRA) == expected
+    assert vm_workers.combined_status(statuses, ExitCode.INFRA) == expected
 
 
 def test_merge_junit_keeps_every_workers_testcases(tmp_path: Path) -> None:
@@ -136,7 +137,7 @@ def test_cli_workers_boot_one_child_per_group(
 
 
 def test_cli_workers_zero_is_refused(tmp_path: Path) -> None:
-    assert main(["vm-pytest", "--out", str(tmp_path), "--workers", "0"]) == EXIT_INFRA
+    assert main(["vm-pytest", "--out", str(tmp_path), "--workers", "0"]) == ExitCode.INFRA
 
 
 @pytest.mark.parametrize(

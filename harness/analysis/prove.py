@@ -29,6 +29,7 @@ from typing import Any
 
 from harness.analysis.stats import clopper_pearson_upper
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.core.results import (
     FAILING_VERDICTS,
     RESULTS_FILE,
@@ -41,7 +42,6 @@ from harness.core.results import (
 PROVE_FILE = "prove.json"
 DEFAULT_TARGET = 1000
 PART_PREFIX = "part-"
-EXIT_PROVEN, EXIT_FAILED, EXIT_INFRA = 0, 1, 2
 CONFIDENCE = 0.95
 # Iterations that could not run (infra_error) beyond this share of the target end the run:
 # they are neither clean nor failures, and a bed that keeps failing proves nothing.
@@ -179,7 +179,7 @@ def prove(
 ) -> int:
     """Run parts until ``target`` clean iterations or the first failure (see the module
     docstring). ``run_part(part_dir, iterations)`` runs one campaign in a VM and returns its
-    exit status. Returns EXIT_PROVEN, EXIT_FAILED or EXIT_INFRA; writes prove.json after
+    exit status. Returns ExitCode.OK, ExitCode.FAILED or ExitCode.INFRA; writes prove.json after
     every part."""
     if target <= 0:
         raise HarnessError("prove-fixed needs a positive --iterations")
@@ -191,10 +191,10 @@ def prove(
         write_json_atomic(outdir / PROVE_FILE, state.to_dict())
         if state.status != "running":
             say(describe(state))
-            return EXIT_PROVEN if state.status == "proven" else EXIT_FAILED
+            return ExitCode.OK if state.status == "proven" else ExitCode.FAILED
         if state.infra_errors > max(1, int(MAX_INFRA_SHARE * target)):
             say(f"stopped: {state.infra_errors} iterations could not run; see {outdir}")
-            return EXIT_INFRA
+            return ExitCode.INFRA
         before = state.clean + state.infra_errors + state.other
         part = next_part(outdir)
         missing = target - state.clean
@@ -206,4 +206,4 @@ def prove(
         if not progressed and state.failure is None:
             write_json_atomic(outdir / PROVE_FILE, state.to_dict())
             say(f"stopped: {part.name} ran no iteration; see {part}/console.log")
-            return EXIT_INFRA
+            return ExitCode.INFRA

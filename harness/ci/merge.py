@@ -31,6 +31,7 @@ from typing import Any
 
 from harness.ci import nightly
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.core.results import read_json_object, write_json_atomic
 from harness.report import kcidb
 
@@ -43,7 +44,7 @@ COUNT_KEYS = (kcidb.PASS, kcidb.FAIL, kcidb.ERROR, kcidb.SKIP)
 
 @dataclass(frozen=True)
 class KernelRow:
-    """One kernel of one job, from its status.json (``exit``: 0/1/2 as in harness/nightly)."""
+    """One kernel of one job, from its status.json (``exit``: 0/1/3, harness.core.exits.ExitCode)."""
 
     release: str
     exit: int
@@ -97,7 +98,7 @@ def read_job(directory: Path, name: str = "") -> JobResult:
         rows.append(_kernel_row(path, directory))
     if not rows:
         problem = f"no <release>/{STATUS_FILE} in {directory} (the job died before its report?)"
-        return JobResult(name, directory, [], nightly.EXIT_INFRA, problem)
+        return JobResult(name, directory, [], ExitCode.INFRA, problem)
     exit_code = nightly.overall_exit(row.exit for row in rows)
     return JobResult(name, directory, rows, exit_code)
 
@@ -118,7 +119,7 @@ def _kernel_row(path: Path, job_dir: Path) -> KernelRow:
     exit_code = data.get("exit")
     release = str(data.get("release") or path.parent.name)
     if exit_code not in nightly.STATUS_NAMES:
-        return KernelRow(release, nightly.EXIT_INFRA, [f"{path} unreadable or without an exit"])
+        return KernelRow(release, ExitCode.INFRA, [f"{path} unreadable or without an exit"])
     scenario = data.get("scenario")
     counts = data.get("counts")
     report = path.parent / "report.html"

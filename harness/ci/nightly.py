@@ -46,6 +46,7 @@ from harness.ci import baseline, known_failures
 from harness.ci.baseline import DEFAULT_ALPHA, Judgement, ScenarioVerdict
 from harness.ci.known_failures import KnownFailure
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.core.junit import write_junit
 from harness.core.results import (
     RESULTS_FILE,
@@ -65,10 +66,11 @@ TESTCASES_DIR = "testcases"
 JUNIT_FILE = "testcases-junit.xml"
 CONSOLE_LOG = kcidb.CONSOLE_LOG
 
-EXIT_PASS = 0
-EXIT_REGRESSION = 1
-EXIT_INFRA = 2
-STATUS_NAMES = {EXIT_PASS: "pass", EXIT_REGRESSION: "regression", EXIT_INFRA: "infra"}
+STATUS_NAMES: dict[int, str] = {
+    ExitCode.OK: "pass",
+    ExitCode.FAILED: "regression",
+    ExitCode.INFRA: "infra",
+}
 
 PASS, FAIL, ERROR, SKIP = kcidb.PASS, kcidb.FAIL, kcidb.ERROR, kcidb.SKIP
 RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
@@ -298,10 +300,10 @@ def classify(
     if testcases and all(t.get("status") == SKIP for t in testcases):
         infra.append(f"all {len(testcases)} testcases were skipped")
     if regression:
-        return KernelOutcome(release, EXIT_REGRESSION, regression + infra, counts, notes)
+        return KernelOutcome(release, ExitCode.FAILED, regression + infra, counts, notes)
     if infra:
-        return KernelOutcome(release, EXIT_INFRA, infra, counts, notes)
-    return KernelOutcome(release, EXIT_PASS, [], counts, notes)
+        return KernelOutcome(release, ExitCode.INFRA, infra, counts, notes)
+    return KernelOutcome(release, ExitCode.OK, [], counts, notes)
 
 
 def write_kernel(
@@ -359,12 +361,12 @@ def overall_exit(exits: Iterable[int]) -> int:
     """Regression if any kernel regressed, else infra if any had trouble, else pass."""
     seen = set(exits)
     if not seen:
-        return EXIT_INFRA  # nothing ran
-    if EXIT_REGRESSION in seen:
-        return EXIT_REGRESSION
-    if EXIT_INFRA in seen:
-        return EXIT_INFRA
-    return EXIT_PASS
+        return ExitCode.INFRA  # nothing ran
+    if ExitCode.FAILED in seen:
+        return ExitCode.FAILED
+    if ExitCode.INFRA in seen:
+        return ExitCode.INFRA
+    return ExitCode.OK
 
 
 def summarize_nightly(nightly_dir: Path, failed_kernels: Iterable[str] = ()) -> tuple[int, str]:
@@ -374,7 +376,7 @@ def summarize_nightly(nightly_dir: Path, failed_kernels: Iterable[str] = ()) -> 
         data = read_json_object(path)
         exit_code = data.get("exit")
         if exit_code not in STATUS_NAMES:
-            exit_code, reasons = EXIT_INFRA, [f"{path} unreadable"]
+            exit_code, reasons = ExitCode.INFRA, [f"{path} unreadable"]
         else:
             reasons = [str(r) for r in data.get("reasons", [])]
         counts = data.get("counts", {})
@@ -382,7 +384,7 @@ def summarize_nightly(nightly_dir: Path, failed_kernels: Iterable[str] = ()) -> 
         release = str(data.get("release", path.parent.name))
         outcomes.append(KernelOutcome(release, exit_code, reasons, counts, notes))
     for kernel in failed_kernels:
-        outcomes.append(KernelOutcome(kernel, EXIT_INFRA, ["kernel not found or not usable"]))
+        outcomes.append(KernelOutcome(kernel, ExitCode.INFRA, ["kernel not found or not usable"]))
     lines = [f"{'kernel':<28} {'status':<11} PASS FAIL ERROR SKIP"]
     for o in outcomes:
         c = o.counts
@@ -426,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument(
         "--log-base-url", default=None, help="where DIR is published (default: file:// URLs)"
     )
-    sm = sub.add_parser("summary", help="print the table, exit 0/1/2")
+    sm = sub.add_parser("summary", help="print the table, exit 0/1/3")
     sm.add_argument("dir")
     sm.add_argument("--failed-kernel", action="append", default=[])
     return parser
@@ -438,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resolve":
             spec = resolve_kernel(args.kernel)
             print(f"{spec.release}\t{spec.image}")
-            return EXIT_PASS
+            return ExitCode.OK
         if args.command == "kcidb":
             outcome = write_kernel(
                 Path(args.dir),
@@ -465,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except HarnessError as exc:
         print(f"nightly: error: {exc}", file=sys.stderr)
-        return EXIT_INFRA
+        return ExitCode.INFRA
 
 
 if __name__ == "__main__":

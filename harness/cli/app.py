@@ -8,7 +8,7 @@
     nvmf-harness matrix   --release REL... --out DIR  per Debian release: affected? fixed?
     nvmf-harness vm-pytest --out DIR [--workers N] [-- ARGS]  pytest testcases/ in N VMs
     nvmf-harness report   DIR                      per-fault table of a results directory
-    nvmf-harness report   --merge DIR... --out OUT  one report of CI matrix jobs (0/1/2)
+    nvmf-harness report   --merge DIR... --out OUT  one report of CI matrix jobs (0/1/3)
     nvmf-harness clean    [--dry-run]              remove what earlier runs left
     nvmf-harness history  [--release R]            which Debian kernels were ever affected
     nvmf-harness doctor                            check tools, modules, permissions
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.config import campaign as config_mod
 from harness.core.errors import ConfigError, HarnessError
+from harness.core.exits import ExitCode
 from harness.core.kernelfs import KernelFs
 from harness.core.paths import CONFIGS_DIR
 from harness.core.results import (
@@ -48,11 +49,6 @@ if TYPE_CHECKING:
 
 PROG = "nvmf-harness"
 DEFAULT_CONFIG = CONFIGS_DIR / "smoke.toml"
-EXIT_OK = 0
-EXIT_FAILURES = 1  # the campaign ran and found failing verdicts
-EXIT_USAGE = 2  # bad input, missing tool: nothing ran
-EXIT_INFRA = 3  # the harness or the VM could not complete the run
-EXIT_INTERRUPTED = 130
 FROZEN_CONFIG = "campaign.toml"  # the config a VM campaign runs, beside its results
 
 
@@ -123,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         campaign.run()
     except KeyboardInterrupt:
         say(f"interrupted: faults restored, test bed removed, partial results in {outdir}")
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     records = list(read_records(outdir / RESULTS_FILE))
     if not args.quiet:
         print(render_table(summarize(records)), flush=True)
@@ -197,17 +193,17 @@ def cmd_floor(args: argparse.Namespace) -> int:
     elif result.under_io and not done.get("fio_ran_to_the_end", True):
         failed = True
         say("floor: fio exited before the end of the floor under IO (floor.json io)")
-    return EXIT_FAILURES if failed else EXIT_OK
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def exit_status(records: list[dict[str, Any]]) -> int:
     from harness.core.results import FAILING_VERDICTS, Verdict
 
     if not records or any(r.get("verdict") == Verdict.INFRA_ERROR for r in records):
-        return EXIT_INFRA
+        return ExitCode.INFRA
     if any(r.get("verdict") in FAILING_VERDICTS for r in records):
-        return EXIT_FAILURES
-    return EXIT_OK
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def _load_variant(args: argparse.Namespace, config: config_mod.CampaignConfig) -> str:
@@ -393,8 +389,8 @@ def _campaign_in_vm(args: argparse.Namespace, run: PlannedCampaign) -> int:
         say(f"the VM {what}; console tail in {outdir}/console.log")
     _print_run_table(outdir)
     if result.crashed or result.timed_out:
-        return EXIT_INFRA
-    return result.exit_status if result.exit_status is not None else EXIT_INFRA
+        return ExitCode.INFRA
+    return result.exit_status if result.exit_status is not None else ExitCode.INFRA
 
 
 def _campaigns_in_vm(
@@ -472,9 +468,9 @@ def cmd_run_plan(args: argparse.Namespace) -> int:
         vm_batch.mark_started(run.outdir)
         status = main(["run", *run.args])
         vm_batch.mark_done(run.outdir, status)
-        if status == EXIT_INTERRUPTED:
+        if status == ExitCode.INTERRUPTED:
             return status
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -576,8 +572,8 @@ def _compare_status(result: Comparison) -> int:
     """compare's exit status: 0 REPRODUCED AND FIXED, 3 when neither variant ran an
     iteration (the VM failed: no verdict to exit with), else 1."""
     if result.stock.iterations == 0 and result.patched.iterations == 0:
-        return EXIT_INFRA
-    return EXIT_OK if result.fixed else EXIT_FAILURES
+        return ExitCode.INFRA
+    return ExitCode.OK if result.fixed else ExitCode.FAILED
 
 
 def cmd_prove_fixed(args: argparse.Namespace) -> int:
@@ -628,7 +624,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     for line in sorted(newest):
         history = changelog.release_history(newest[line])
         print(f"{'.'.join(map(str, line))}: {history.summary()}", flush=True)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -689,7 +685,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     print(matrix.write(results, outdir), flush=True)
     say(f"matrix: {outdir}/{matrix.MATRIX_HTML} (also .md, .json, .txt)")
     undecided = [r for r in results if r.verdict == matrix.ReleaseVerdict.INCONCLUSIVE]
-    return EXIT_FAILURES if undecided else EXIT_OK
+    return ExitCode.FAILED if undecided else ExitCode.OK
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
@@ -716,7 +712,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     _campaigns_in_vm(args, runs, outdir)
     results = [scenarios.scenario_result(run.outdir.name, run.outdir) for run in runs]
     print(scenarios.write(results, outdir), flush=True)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_vm_pytest(args: argparse.Namespace) -> int:
@@ -744,8 +740,8 @@ def cmd_vm_pytest(args: argparse.Namespace) -> int:
     result = run_in_vm(spec, outdir, guest, on_line=print, boot_marker="test session starts")
     if result.crashed or result.timed_out:
         say("the VM died or timed out before pytest finished; see console.log")
-        return EXIT_INFRA
-    return result.exit_status if result.exit_status is not None else EXIT_INFRA
+        return ExitCode.INFRA
+    return result.exit_status if result.exit_status is not None else ExitCode.INFRA
 
 
 def _vm_pytest_workers(args: argparse.Namespace, spec: Any, outdir: Path, extra: list[str]) -> int:
@@ -776,7 +772,7 @@ def _vm_pytest_workers(args: argparse.Namespace, spec: Any, outdir: Path, extra:
         [d / vm_workers.JUNIT_FILE for d in dirs], outdir / vm_workers.JUNIT_FILE
     )
     vm_workers.join_consoles([d / vm_workers.CONSOLE_LOG for d in dirs], outdir / "console.log")
-    status = vm_workers.combined_status(statuses, EXIT_INFRA)
+    status = vm_workers.combined_status(statuses, ExitCode.INFRA)
     say(
         f"{args.workers} workers in {time.monotonic() - started:.0f} s: exit statuses "
         f"{', '.join('killed' if s is None else str(s) for s in statuses)}; {tests} testcases "
@@ -797,7 +793,7 @@ def cmd_selftest_crash(args: argparse.Namespace) -> int:
             "crash self-test passed: the guest panicked, the runner recorded kernel_crash, "
             "earlier records are intact"
         )
-    return EXIT_FAILURES if problems else EXIT_OK
+    return ExitCode.FAILED if problems else ExitCode.OK
 
 
 def cmd_selftest_kvm_fallback(args: argparse.Namespace) -> int:
@@ -809,7 +805,7 @@ def cmd_selftest_kvm_fallback(args: argparse.Namespace) -> int:
         say(f"KVM fallback self-test: {problem}")
     if not problems:
         say(f"KVM fallback self-test {happened}")
-    return EXIT_FAILURES if problems else EXIT_OK
+    return ExitCode.FAILED if problems else ExitCode.OK
 
 
 # --- report, clean, doctor ---------------------------------------------------------------------
@@ -826,7 +822,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         say(f"HTML report: {write_html(path, Path(args.html))}")
         if path.is_dir() and not (path / RESULTS_FILE).exists():
-            return EXIT_OK  # a compare directory: the page covers its variants
+            return ExitCode.OK  # a compare directory: the page covers its variants
     results = path / RESULTS_FILE if path.is_dir() else path
     if not results.exists():
         raise HarnessError(f"{results} not found", hint="give a results directory of a run")
@@ -847,7 +843,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         problems.append(f"{len(faults)} fault kinds recorded, {args.require_faults} required")
     if args.require_iterations or args.require_faults:
         status = exit_status(records)
-        if status != EXIT_OK:
+        if status != ExitCode.OK:
             problems.append(
                 "failing or infra-error verdicts: "
                 + ", ".join(
@@ -856,7 +852,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             )
     for problem in problems:
         say(problem)
-    return EXIT_FAILURES if problems else EXIT_OK
+    return ExitCode.FAILED if problems else ExitCode.OK
 
 
 def _report_merge(args: argparse.Namespace) -> int:
@@ -886,7 +882,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         for item in found:
             print(item)
         say(f"{len(found)} leftover(s)")
-        return EXIT_FAILURES if found else EXIT_OK
+        return ExitCode.FAILED if found else ExitCode.OK
     if os.geteuid() != 0:
         raise HarnessError("clean needs root")
     report = cleanup.clean_all(kfs)
@@ -898,7 +894,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     for item in left:
         print(f"still there: {item}")
     say(f"{len(report.found)} leftover(s) found, {len(left)} remain")
-    return EXIT_FAILURES if left else EXIT_OK
+    return ExitCode.FAILED if left else ExitCode.OK
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
@@ -912,7 +908,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             f"{path}: {base.scenario} on {base.release}: {base.failing}/{base.iterations} "
             f"failing ({base.rate:.1%}), {base.date}, harness {base.harness_version}"
         )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_faults(args: argparse.Namespace) -> int:
@@ -946,7 +942,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(line)
     failed = [c for c in checks if not c.ok and not c.optional]
     say("all required checks passed" if not failed else f"{len(failed)} required check(s) failed")
-    return EXIT_USAGE if failed else EXIT_OK
+    return ExitCode.USAGE if failed else ExitCode.OK
 
 
 # --- remote ------------------------------------------------------------------------------------
@@ -954,7 +950,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def _usage_error(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return ExitCode.USAGE
 
 
 def cmd_remote(args: argparse.Namespace) -> int:
@@ -1003,14 +999,14 @@ def cmd_remote(args: argparse.Namespace) -> int:
             on_line=lambda line: print(line, flush=True),
             on_stderr_line=lambda line: print(line, file=sys.stderr, flush=True),
         )
-        status = result.returncode if result.returncode >= 0 else EXIT_INFRA
+        status = result.returncode if result.returncode >= 0 else ExitCode.INFRA
         say(f"remote exit status {result.returncode}")
         if fetch is not None:
             try:
                 fetched = remote.fetch_dir(*fetch)
             except HarnessError as exc:
                 print(f"{PROG}: error: fetch failed: {exc}", file=sys.stderr)
-                return status or EXIT_INFRA
+                return status or ExitCode.INFRA
             for skipped in fetched.skipped:
                 say(f"skipped {skipped}")
             say(f"fetched {len(fetched.files)} file(s) from {args.host}:{fetch[0]} to {fetch[1]}")
@@ -1230,7 +1226,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="DIR",
         help="merge the nightly directories of CI matrix jobs (one per kernel and scenario) "
-        "into one kcidb.json, status.json and summary in --out; exit 0/1/2 (pass, "
+        "into one kcidb.json, status.json and summary in --out; exit 0/1/3 (pass, "
         "regression, infrastructure) of the worst job",
     )
     report.add_argument("--out", help="where --merge writes the merged report")
@@ -1313,13 +1309,13 @@ def main(argv: list[str] | None = None) -> int:
         status: int = args.func(args)
     except ConfigError as exc:
         print(f"{PROG}: config error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except HarnessError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return EXIT_INFRA
+        return ExitCode.INFRA
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted after {time.monotonic() - started:.0f} s", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     return status
 
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from harness.cli.app import EXIT_INFRA
 from harness.core.errors import HarnessError
+from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, write_json_atomic
 from harness.vm.boot import GUEST_EXIT_FILE as STATUS_FILE
 from harness.vm.boot import guest_status
@@ -90,7 +90,7 @@ def run_state(run: GuestRun, first_in_boot: bool) -> RunState:
     status = guest_status(run.outdir)
     if status is None:
         return RunState.CRASHED if (run.outdir / STARTED_FILE).exists() else RunState.PENDING
-    refused = status == EXIT_INFRA and not (run.outdir / RESULTS_FILE).exists()
+    refused = status == ExitCode.INFRA and not (run.outdir / RESULTS_FILE).exists()
     if refused and not first_in_boot:
         return RunState.PENDING
     return RunState.DONE
@@ -105,7 +105,7 @@ def forget_attempt(outdir: Path) -> None:
 
 @dataclass
 class BatchOutcome:
-    statuses: dict[Path, int]  # exit status per run directory (EXIT_INFRA when it crashed)
+    statuses: dict[Path, int]  # exit status per run directory (ExitCode.INFRA when it crashed)
     crashed: list[Path]  # runs the guest died in
     boots: int
     # The run a boot ended before (it never started; it and the rest were not run), or None.
@@ -135,10 +135,10 @@ def run_batch(
             state = run_state(run, first_in_boot=index == 0)
             if state == RunState.DONE:
                 status = guest_status(run.outdir)
-                outcome.statuses[run.outdir] = EXIT_INFRA if status is None else status
+                outcome.statuses[run.outdir] = ExitCode.INFRA if status is None else status
             elif state == RunState.CRASHED:
                 on_crash(run.outdir, result)
-                outcome.statuses[run.outdir] = EXIT_INFRA
+                outcome.statuses[run.outdir] = ExitCode.INFRA
                 outcome.crashed.append(run.outdir)
             else:
                 forget_attempt(run.outdir)
@@ -147,7 +147,7 @@ def run_batch(
             # The first run of this boot never started: the VM itself failed. Another boot
             # would fail alike; every remaining run is an infrastructure failure.
             for run in still:
-                outcome.statuses[run.outdir] = EXIT_INFRA
+                outcome.statuses[run.outdir] = ExitCode.INFRA
             outcome.not_started = still[0].outdir
             break
         pending = still
