@@ -44,7 +44,7 @@ COUNT_KEYS = (kcidb.PASS, kcidb.FAIL, kcidb.ERROR, kcidb.SKIP)
 
 @dataclass(frozen=True)
 class KernelRow:
-    """One kernel of one job, from its status.json (``exit``: 0/1/3, harness.core.exits.ExitCode)."""
+    """One kernel of one job, from its status.json (``exit``: 0/1/3, ExitCode)."""
 
     release: str
     exit: int
