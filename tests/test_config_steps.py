@@ -12,9 +12,7 @@ import pytest
 from harness.config.campaign import (
     CampaignConfig,
     Step,
-    fault_kinds,
     json_schema,
-    needs_patched_nvmet,
     to_toml,
     validate,
 )
@@ -53,13 +51,13 @@ def test_a_sequence_is_read_into_steps() -> None:
         Step("ctrl_delete", paths=(0,), hold_s=0.5),
         Step("port_remove", action="restore", paths=(0,)),
     )
-    assert fault_kinds(config) == ("port_remove", "ctrl_delete")
+    assert config.faults_used() == ("port_remove", "ctrl_delete")
 
 
 def test_without_steps_the_faults_are_the_campaigns() -> None:
     config = CampaignConfig()
     assert config.steps == ()
-    assert fault_kinds(config) == ("ctrl_delete", "ctrl_reset")
+    assert config.faults_used() == ("ctrl_delete", "ctrl_reset")
 
 
 def test_steps_round_trip_through_toml() -> None:
@@ -116,14 +114,14 @@ def test_what_a_fault_needs_is_checked_for_steps_too() -> None:
     with pytest.raises(ConfigError, match=r"^steps: "):
         load_text('[[steps]]\nfault = "link_down"\n')
     config = load_text('[target]\nnetwork = "netns"\n[[steps]]\nfault = "link_down"\n')
-    assert fault_kinds(config) == ("link_down",)
+    assert config.faults_used() == ("link_down",)
 
 
 def test_ns_remove_path_in_a_step_needs_the_patched_nvmet() -> None:
     config = load_text(
         '[ns_remove_path]\nmechanism = "hidden"\n[[steps]]\nfault = "ns_remove_path"\n'
     )
-    assert needs_patched_nvmet(config)
+    assert config.needs_patched_nvmet()
 
 
 def test_the_schema_accepts_what_validate_accepts_and_rejects_a_bad_step() -> None:

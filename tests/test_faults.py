@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from harness.config import campaign as config_mod
-from harness.config.campaign import FaultKind
+from harness.config.campaign import CampaignSection, fault_names
 from harness.core.errors import ConfigError, HarnessError
 from harness.faults import FaultAction, FaultInjector, fault_class, fault_classes
 from harness.faults.base import Fault, register
@@ -24,7 +24,8 @@ def test_every_fault_module_registers_one_fault_under_its_file_name() -> None:
     modules = {p.stem for p in FAULTS_DIR.glob("*.py")} - {"__init__", "base"}
     assert set(classes) == modules
     # the config's names are the registry's names
-    assert {str(kind) for kind in FaultKind} <= set(classes)
+    assert fault_names() == list(classes)
+    assert set(CampaignSection().faults) <= set(classes)
     for name, cls in classes.items():
         assert cls.name == name
         assert cls.inject_summary and cls.restore_summary, name

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.bed import backing as backing_mod
 from harness.bed import nvmetcli_backend, rdma
@@ -43,9 +43,11 @@ from harness.bed.target import (
     load_modules,
     namespace_ana_group,
 )
-from harness.config.campaign import CampaignConfig, needs_patched_nvmet
 from harness.core.errors import HarnessError
 from harness.core.kernelfs import KernelFs
+
+if TYPE_CHECKING:
+    from harness.config.campaign import CampaignConfig
 
 NSID = 1
 SETUP_TIMEOUT_S = 60.0
@@ -113,7 +115,7 @@ class Testbed:
     def _up(self) -> MultipathDevice:
         tcfg = self.config.target
         with self._phase("modules"):
-            if needs_patched_nvmet(self.config):
+            if self.config.needs_patched_nvmet():
                 from harness.kernels import nvmet_variant
 
                 nvmet_variant.load_patched_nvmet()

@@ -143,7 +143,7 @@ def cmd_floor(args: argparse.Namespace) -> int:
     if (outdir / floor.FLOOR_FILE).exists():
         raise HarnessError(f"{outdir} already holds {floor.FLOOR_FILE}", hint="choose a new --out")
     variant = _load_variant(args, config)
-    faults = config_mod.fault_kinds(config)
+    faults = config.faults_used()
     if args.under_io and args.path != 0:
         raise HarnessError(
             "floor --under-io chooses the path from the IO (campaign.path of the config)",

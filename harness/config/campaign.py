@@ -12,40 +12,11 @@ import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from harness.core.errors import ConfigError
-
-
-class FaultKind(StrEnum):
-    """Path faults the harness can inject mid-IO; each has a matching restore."""
-
-    CTRL_DELETE = "ctrl_delete"  # host deletes one path's controller, then reconnects
-    CTRL_RESET = "ctrl_reset"  # host resets one path's controller
-    PORT_REMOVE = "port_remove"  # target unlinks the subsystem from one port, then relinks
-    NS_DISABLE = "ns_disable"  # target disables the namespace (all paths), then enables
-    LINK_DOWN = "link_down"  # one path's network link goes down, then up (netns network)
-    ANA_CHANGE = "ana_change"  # one port's ANA group goes inaccessible, then optimized
-    BACKING_STALL = "backing_stall"  # the namespace's backing stops answering (dm suspend)
-    # One path's namespace goes away while its controller stays live (the host's scan of
-    # that controller removes the per-path disk), then comes back: see [ns_remove_path].
-    NS_REMOVE_PATH = "ns_remove_path"
-
-
-# Faults after which another path to the namespace stays usable: an application EIO during
-# one of these is a multipath bug, not a real loss of the namespace.
-FAULTS_WITH_SURVIVING_PATH = frozenset(
-    {
-        FaultKind.CTRL_DELETE,
-        FaultKind.CTRL_RESET,
-        FaultKind.PORT_REMOVE,
-        FaultKind.LINK_DOWN,
-        FaultKind.ANA_CHANGE,
-        FaultKind.NS_REMOVE_PATH,
-    }
-)
+from harness.faults.base import fault_class, fault_classes
 
 NETWORKS = ("loopback", "netns")
 # "rdma": NVMe/RDMA over soft-RoCE (rdma_rxe; harness/rdma.py), one rxe device per path.
@@ -74,8 +45,8 @@ class CampaignSection:
     name: str = "campaign"
     iterations: int = 10
     seed: int = 1
-    # names of the fault registry (harness/faults/); FaultKind members for the built-in ones
-    faults: tuple[str, ...] = (FaultKind.CTRL_DELETE, FaultKind.CTRL_RESET)
+    # names of the fault registry (harness/faults/: one module per fault)
+    faults: tuple[str, ...] = ("ctrl_delete", "ctrl_reset")
     order: str = "round_robin"
     path: str = "alternate"
     warmup_s: float = 1.0
@@ -222,6 +193,21 @@ class CampaignConfig:
     kernel: KernelSection = field(default_factory=KernelSection)
     ns_remove_path: NsRemovePathSection = field(default_factory=NsRemovePathSection)
 
+    def faults_used(self) -> tuple[str, ...]:
+        """The faults the campaign uses, each once: its steps' when it has ``[[steps]]``,
+        else ``campaign.faults``."""
+        if self.steps:
+            return tuple(dict.fromkeys(str(step.fault) for step in self.steps))
+        return tuple(dict.fromkeys(str(kind) for kind in self.campaign.faults))
+
+    def needs_patched_nvmet(self) -> bool:
+        """Whether the campaign needs our nvmet test patch (patches/nvmet-ns-visibility/):
+        an ``ns_remove_path`` fault with one of the ``hidden*`` mechanisms."""
+        return (
+            "ns_remove_path" in self.faults_used()
+            and self.ns_remove_path.mechanism != "identity_flip"
+        )
+
 
 SECTIONS: dict[str, type[Any]] = {
     "campaign": CampaignSection,
@@ -335,11 +321,8 @@ def _bounded(where: str, value: float) -> Any:
 
 def fault_names() -> list[str]:
     """The names a config may list in ``campaign.faults``: the fault registry's
-    (harness/faults/: one module per fault), known fault kinds first."""
-    from harness.faults.base import fault_classes  # the faults import this module
-
-    known = [kind.value for kind in FaultKind]
-    return known + [name for name in fault_classes() if name not in known]
+    (harness/faults/: one module per fault), in name order."""
+    return list(fault_classes())
 
 
 def _fault_list(where: str, value: Any) -> tuple[str, ...]:
@@ -352,7 +335,7 @@ def _fault_list(where: str, value: Any) -> tuple[str, ...]:
             raise ConfigError(
                 f"{where}[{index}]: expected one of {', '.join(known)}, got {_short(item)}"
             )
-        faults.append(FaultKind(item) if item in FaultKind._value2member_map_ else item)
+        faults.append(item)
     return tuple(faults)
 
 
@@ -394,8 +377,6 @@ def validate(data: Any) -> CampaignConfig:
 
 def _steps(value: Any) -> tuple[Step, ...]:
     """``[[steps]]`` as Step records; ConfigError naming ``steps[i].field``."""
-    from harness.faults.base import fault_class
-
     if not isinstance(value, list) or not value:
         raise ConfigError("steps: expected an array of tables ([[steps]]) with at least one step")
     steps = []
@@ -426,7 +407,7 @@ def _steps(value: Any) -> tuple[Step, ...]:
         args = fault_class(fault).check_args(raw_args, f"{where}.args")
         steps.append(
             Step(
-                fault=FaultKind(fault) if fault in FaultKind._value2member_map_ else fault,
+                fault=fault,
                 action=action,
                 paths=_step_paths(f"{where}.paths", table.get("paths", "chosen")),
                 args=tuple(sorted((k, v) for k, v in args.items() if k in raw_args)),
@@ -474,9 +455,7 @@ def _step_seconds(where: str, value: Any, minimum: float) -> float:
 
 
 def _check_combinations(config: CampaignConfig) -> None:
-    from harness.faults.base import fault_class
-
-    for name in dict.fromkeys(fault_kinds(config)):  # what each fault needs of the config
+    for name in config.faults_used():  # what each fault needs of the config
         reason = fault_class(str(name)).unmet(config)
         if reason:
             raise ConfigError(f"{'steps' if config.steps else 'campaign.faults'}: {reason}")
@@ -494,28 +473,11 @@ def _check_combinations(config: CampaignConfig) -> None:
         )
     if config.host.io_timeout == 0:
         raise ConfigError("host.io_timeout: 0 is not a timeout (seconds >= 1, or -1 to leave it)")
-    if config.target.transport == "rdma" and needs_patched_nvmet(config):
+    if config.target.transport == "rdma" and config.needs_patched_nvmet():
         raise ConfigError(
             f"ns_remove_path.mechanism: {config.ns_remove_path.mechanism} needs our patched "
             'nvmet, built with nvmet-tcp only: use "identity_flip" with target.transport = "rdma"'
         )
-
-
-def fault_kinds(config: CampaignConfig) -> tuple[str, ...]:
-    """The faults a campaign uses: its steps' when it has ``[[steps]]``, else
-    ``campaign.faults``."""
-    if config.steps:
-        return tuple(dict.fromkeys(str(step.fault) for step in config.steps))
-    return tuple(str(kind) for kind in config.campaign.faults)
-
-
-def needs_patched_nvmet(config: CampaignConfig) -> bool:
-    """Whether the campaign needs our nvmet test patch (patches/nvmet-ns-visibility/): an
-    ``ns_remove_path`` fault with one of the ``hidden*`` mechanisms."""
-    return (
-        FaultKind.NS_REMOVE_PATH in fault_kinds(config)
-        and config.ns_remove_path.mechanism != "identity_flip"
-    )
 
 
 def load(path: Path) -> CampaignConfig:
@@ -628,8 +590,6 @@ def json_schema() -> dict[str, Any]:
 
 def _steps_schema() -> dict[str, Any]:
     """``[[steps]]`` as JSON Schema: each step's fields, and per fault its ``args``."""
-    from harness.faults.base import fault_classes
-
     types = {str: "string", int: "integer", float: "number", bool: "boolean"}
     path_item = {
         "oneOf": [{"type": "integer", "minimum": 0, "maximum": 7}, {"enum": list(STEP_PATH_WORDS)}]

@@ -303,14 +303,13 @@ def load_record(cache_dir: Path, release: str) -> NvmetBuild | None:
 def build_for_configs(kernel: str, configs: Sequence[CampaignConfig]) -> NvmetBuild | None:
     """Before a VM boot of ``kernel`` (a /boot image path): build (or find cached) the patched
     nvmet for its release when one of ``configs`` needs it (``ns_remove_path`` with a
-    ``hidden*`` mechanism, config.needs_patched_nvmet), from the release's own fetched source
-    when there is one (matrix), else /usr/src's tarball. None when no config needs it. Raises
+    ``hidden*`` mechanism, CampaignConfig.needs_patched_nvmet), from the release's own fetched
+    source when there is one (matrix), else /usr/src's tarball. None when no config needs it. Raises
     like ``build_nvmet``."""
-    from harness.config.campaign import needs_patched_nvmet
     from harness.kernels import releases
     from harness.vm.boot import kernel_release
 
-    if not any(needs_patched_nvmet(config) for config in configs):
+    if not any(config.needs_patched_nvmet() for config in configs):
         return None
     release = kernel_release(kernel) or None
     own = None
