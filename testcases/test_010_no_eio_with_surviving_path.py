@@ -1,4 +1,7 @@
-"""The property the patch under test restores: while another path is live, taking one path
+"""Regression test for commit 88bac2c1a72b ("nvme-multipath: set BIO_REMAPPED on bios
+remapped to per-path namespace disks").
+
+The property the patch under test restores: while another path is live, taking one path
 away mid-IO must not fail application IO.
 
 Two ways to take the path away, each its own case:

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from harness.bed import ns_visibility, variants
+from harness.bed import module_records, ns_visibility, nvmet_modules, variants
 from harness.bed.host import ControllerInfo, MultipathDevice
 from harness.bed.testbed import Testbed, new_run_id
 from harness.campaign.kmsg import KmsgReader, format_record
@@ -37,7 +37,6 @@ from harness.config import campaign as config_mod
 from harness.config.campaign import CampaignConfig
 from harness.core.kernelfs import KernelFs
 from harness.core.procs import run
-from harness.kernels import kbuild, nvmet_variant
 
 WAIT_S = 30.0  # for the host's rescan to remove or re-add a per-path disk (TCG)
 KFS_TIMEOUT_S = 60.0
@@ -48,7 +47,8 @@ MEASURE_S = 0.5  # between two reads of the per-path disks' IO counters
 MIN_IOS = 20  # in MEASURE_S: fio at work (QD32 x 2 does 400+ here under TCG)
 
 pytestmark = pytest.mark.skipif(
-    nvmet_variant.load_record(kbuild.default_cache_dir(), platform.release()) is None,
+    module_records.load_nvmet_record(module_records.default_cache_dir(), platform.release())
+    is None,
     reason=(
         f"the patched nvmet for {platform.release()} is not built: on the host run "
         f"python -m harness.kernels.nvmet_variant build --release {platform.release()}"
@@ -66,16 +66,16 @@ class BedPath:
 
 
 @pytest.fixture
-def patched_nvmet() -> Iterator[nvmet_variant.LoadedNvmet]:
+def patched_nvmet() -> Iterator[nvmet_modules.LoadedNvmet]:
     """The patched nvmet loaded with insmod; unloaded after the test (and its test bed)."""
-    loaded = nvmet_variant.load_patched_nvmet()
+    loaded = nvmet_modules.load_patched_nvmet()
     yield loaded
-    nvmet_variant.unload_nvmet()
+    nvmet_modules.unload_nvmet()
 
 
 @pytest.fixture
 def bed(
-    patched_nvmet: nvmet_variant.LoadedNvmet, smoke_config: CampaignConfig
+    patched_nvmet: nvmet_modules.LoadedNvmet, smoke_config: CampaignConfig
 ) -> Iterator[Testbed]:
     """The two-port test bed on the patched nvmet, iopolicy numa (one current path)."""
     config = config_mod.override(smoke_config, "host", iopolicy="numa")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.bed import module_records, nvmet_modules
 from harness.cli import app as cli
 from harness.core.errors import HarnessError
 from harness.kernels import prepared
@@ -108,15 +109,13 @@ def test_vm_commands_take_boot_timeout() -> None:
 
 
 def test_nvmet_checks_say_what_is_built_and_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.kernels import nvmet_variant
-
-    monkeypatch.setattr(nvmet_variant, "load_record", lambda cache, release: None)
-    loaded = nvmet_variant.LoadedNvmet(
-        True, True, True, nvmet_variant.MODULE_VERSION, "490F202F", True, None
+    monkeypatch.setattr(doctor, "load_nvmet_record", lambda cache, release: None)
+    loaded = nvmet_modules.LoadedNvmet(
+        True, True, True, module_records.NVMET_MODULE_VERSION, "490F202F", True, None
     )
-    monkeypatch.setattr(nvmet_variant, "loaded_nvmet", lambda: loaded)
+    monkeypatch.setattr(doctor, "loaded_nvmet", lambda: loaded)
     built, now = doctor.nvmet_checks("6.1.0-57-amd64")
     assert not built.ok and built.optional
     assert "not built for 6.1.0-57-amd64" in built.detail
-    assert built.fix == "python -m harness.kernels.nvmet_variant build --release 6.1.0-57-amd64"
+    assert built.fix == "nvmf-harness build-nvmet --release 6.1.0-57-amd64"
     assert now.ok and "490F202F" in now.detail and "out of tree" in now.detail

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.bed import module_records
 from harness.core.errors import HarnessError, ToolError
-from harness.kernels import kbuild
+from harness.kernels import kbuild, module_build
 
 RELEASE = "6.1.0-99-amd64"
 VERMAGIC = f"{RELEASE} SMP preempt mod_unload modversions"
@@ -98,10 +99,13 @@ def patch_file() -> Path:
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A fake kernel source tarball, headers, config, and fake make/modinfo on PATH."""
     src = tmp_path / "src" / "linux-source-6.1"
-    host = src / kbuild.HOST_SUBDIR
+    host = src / module_build.HOST_SUBDIR
     host.mkdir(parents=True)
     (host / "multipath.c").write_text(FIXED_SOURCE)
     (host / "Makefile").write_text("obj-m += nvme-core.o\n")
+    target = src / module_build.TARGET_SUBDIR  # every kernel tarball has it; nvmet builds use it
+    target.mkdir(parents=True)
+    (target / "core.c").write_text("/* nvmet */\n")
     (src / "drivers" / "other.c").write_text("not wanted\n")
     tarball = tmp_path / "linux-source-6.1.tar.xz"
     subprocess.run(
@@ -128,7 +132,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     return {"tarball": tarball, "modules_root": modules_root, "cache": tmp_path / "cache"}
 
 
-def build(world: dict[str, Path], variant: str, **kwargs: object) -> kbuild.VariantBuild:
+def build(world: dict[str, Path], variant: str, **kwargs: object) -> module_records.VariantBuild:
     options: dict[str, object] = {"source_tarball": world["tarball"], **kwargs}
     return kbuild.build_variant(
         variant,
@@ -260,11 +264,11 @@ def test_patch_file_is_against_multipath_c(patch_file: Path) -> None:
 
 
 def test_make_vars_take_options_from_the_kernel_config() -> None:
-    config = kbuild.parse_kernel_config(
+    config = module_build.parse_kernel_config(
         "CONFIG_NVME_CORE=m\nCONFIG_NVME_FABRICS=m\nCONFIG_NVME_TCP=m\n"
         "CONFIG_NVME_MULTIPATH=y\nCONFIG_NVME_AUTH=y\n# CONFIG_NVME_HWMON is not set\n"
     )
-    assignments = kbuild.make_vars(config, RELEASE)
+    assignments = module_build.make_vars(config, RELEASE, kbuild.HOST_CONFIG)
     assert "CONFIG_NVME_AUTH=y" in assignments
     assert "CONFIG_NVME_HWMON=n" in assignments
     assert "CONFIG_BLK_DEV_NVME=n" in assignments
@@ -274,7 +278,7 @@ def test_make_vars_take_options_from_the_kernel_config() -> None:
 def test_make_vars_refuse_a_builtin_core() -> None:
     config = {"CONFIG_NVME_CORE": "y", "CONFIG_NVME_MULTIPATH": "y"}
     with pytest.raises(ToolError, match="CONFIG_NVME_CORE=y"):
-        kbuild.make_vars(config, RELEASE)
+        module_build.make_vars(config, RELEASE, kbuild.HOST_CONFIG)
 
 
 def test_default_release_prefers_the_newest_amd64_with_headers(tmp_path: Path) -> None:
@@ -287,17 +291,17 @@ def test_default_release_prefers_the_newest_amd64_with_headers(tmp_path: Path) -
         (tmp_path / release).mkdir()
         if headers:
             (tmp_path / release / "build").mkdir()
-    assert kbuild.default_release(tmp_path) == "6.1.0-56-amd64"
+    assert module_build.default_release(tmp_path) == "6.1.0-56-amd64"
 
 
 def test_missing_tarball_says_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(ToolError, match=r"apt-get install linux-source-6\.1"):
-        kbuild.find_source_tarball(tmp_path / "nope.tar.xz")
+        module_build.find_source_tarball(tmp_path / "nope.tar.xz")
 
 
 def test_missing_headers_say_what_to_install(tmp_path: Path) -> None:
     with pytest.raises(ToolError, match=f"linux-headers-{RELEASE}"):
-        kbuild.headers_dir(RELEASE, tmp_path)
+        module_build.headers_dir(RELEASE, tmp_path)
 
 
 # --- vermagic -----------------------------------------------------------------------------
@@ -305,13 +309,15 @@ def test_missing_headers_say_what_to_install(tmp_path: Path) -> None:
 
 def test_vermagic_for_another_release_is_an_error() -> None:
     with pytest.raises(ToolError, match="not for kernel"):
-        kbuild.check_vermagic(Path("nvme-core.ko"), "6.1.0-55-amd64 SMP", RELEASE, None)
+        module_build.check_vermagic(Path("nvme-core.ko"), "6.1.0-55-amd64 SMP", RELEASE, None)
 
 
 def test_vermagic_unlike_the_distro_module_is_an_error() -> None:
     with pytest.raises(ToolError, match="the kernel's modules have"):
-        kbuild.check_vermagic(Path("nvme-core.ko"), f"{RELEASE} SMP mod_unload", RELEASE, VERMAGIC)
-    kbuild.check_vermagic(Path("nvme-core.ko"), VERMAGIC + " ", RELEASE, VERMAGIC)
+        module_build.check_vermagic(
+            Path("nvme-core.ko"), f"{RELEASE} SMP mod_unload", RELEASE, VERMAGIC
+        )
+    module_build.check_vermagic(Path("nvme-core.ko"), VERMAGIC + " ", RELEASE, VERMAGIC)
 
 
 def test_build_with_wrong_vermagic_fails_and_writes_no_record(
@@ -320,7 +326,7 @@ def test_build_with_wrong_vermagic_fails_and_writes_no_record(
     monkeypatch.setenv("FAKE_VERMAGIC", "6.1.0-1-amd64 SMP preempt mod_unload modversions")
     with pytest.raises(ToolError, match="vermagic"):
         build(world, "fixed")
-    assert not (world["cache"] / RELEASE / "fixed" / kbuild.VARIANT_FILE).exists()
+    assert not (world["cache"] / RELEASE / "fixed" / module_records.VARIANT_FILE).exists()
 
 
 # --- end to end with fake make, and the cache -------------------------------------------
@@ -345,9 +351,9 @@ def test_build_both_variants(world: dict[str, Path]) -> None:
     args = (unfixed_dir / "make.args").read_text().split()
     assert f"M={unfixed_dir.resolve()}" in args and "modules" in args
     assert "CONFIG_NVME_HWMON=y" in args and "CONFIG_NVME_AUTH=n" in args
-    record = json.loads((unfixed_dir / kbuild.VARIANT_FILE).read_text())
+    record = json.loads((unfixed_dir / module_records.VARIANT_FILE).read_text())
     assert record["variant"] == "unfixed" and record["release"] == RELEASE
-    assert record["patch_sha256"] == kbuild.sha256_of(kbuild.default_patch())
+    assert record["patch_sha256"] == module_records.sha256_of(kbuild.default_patch())
     assert set(record["ko_sha256"]) == set(kbuild.MODULES)
     assert record["build_seconds"] >= 0 and record["built_at"]
 
@@ -366,11 +372,11 @@ def test_cache_is_invalid_when_an_input_or_a_module_changes(
 ) -> None:
     record = build(world, "unfixed")
     module_dir = Path(record.module_dir)
-    inputs = kbuild.build_inputs(RELEASE, "unfixed", kbuild.default_patch(), world["tarball"])
+    inputs = module_build.build_inputs(RELEASE, "unfixed", kbuild.default_patch(), world["tarball"])
     assert kbuild.cached_build(module_dir, inputs) is not None
     other_patch = tmp_path / "other.patch"
     other_patch.write_text("different\n")
-    changed = kbuild.build_inputs(RELEASE, "unfixed", other_patch, world["tarball"])
+    changed = module_build.build_inputs(RELEASE, "unfixed", other_patch, world["tarball"])
     assert kbuild.cached_build(module_dir, changed) is None
     (module_dir / "nvme-tcp.ko").write_text("tampered\n")
     assert kbuild.cached_build(module_dir, inputs) is None
@@ -389,7 +395,7 @@ def test_force_rebuilds(world: dict[str, Path], monkeypatch: pytest.MonkeyPatch)
 def test_main_prints_one_line_per_variant(
     world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(kbuild, "MODULES_ROOT", world["modules_root"])
+    monkeypatch.setattr(module_build, "MODULES_ROOT", world["modules_root"])
     argv = ["--release", RELEASE, "--cache-dir", str(world["cache"])]
     argv += ["--source-tarball", str(world["tarball"])]
     assert kbuild.main(argv) == 0
@@ -413,8 +419,10 @@ def test_each_release_builds_from_its_own_tarball(world: dict[str, Path], tmp_pa
     extraction, and a release's build follows the tarball it is given."""
     shipped = build(world, "fixed")
     other_src = tmp_path / "src2" / "linux-source-6.1"
-    (other_src / kbuild.HOST_SUBDIR).mkdir(parents=True)
-    (other_src / kbuild.HOST_SUBDIR / "multipath.c").write_text(UNFIXED_SOURCE)
+    (other_src / module_build.HOST_SUBDIR).mkdir(parents=True)
+    (other_src / module_build.HOST_SUBDIR / "multipath.c").write_text(UNFIXED_SOURCE)
+    (other_src / module_build.TARGET_SUBDIR).mkdir(parents=True)
+    (other_src / module_build.TARGET_SUBDIR / "core.c").write_text("/* nvmet */\n")
     other = tmp_path / "other-version" / "linux-source-6.1.tar.xz"
     other.parent.mkdir()
     subprocess.run(

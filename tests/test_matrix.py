@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from harness.analysis import compare, matrix
+from harness.bed import module_records
 from harness.cli import app as cli
 from harness.core.errors import ToolError
 from harness.core.exits import ExitCode
@@ -88,8 +89,8 @@ def test_a_crashed_run_is_never_not_affected() -> None:
 
 def fake_build(
     variant: str, as_shipped: bool, srcversion: str | None = None
-) -> kbuild.VariantBuild:
-    return kbuild.VariantBuild(
+) -> module_records.VariantBuild:
+    return module_records.VariantBuild(
         release=REL,
         variant=variant,
         module_dir=f"/cache/{REL}/{variant}",
@@ -249,7 +250,7 @@ def test_prepare_release_builds_both_from_the_releases_own_source(
     )
     monkeypatch.setattr(releases, "source_facts", lambda path: STOCK_FACTS)
 
-    def build_variant(variant: str, **kwargs: Any) -> kbuild.VariantBuild:
+    def build_variant(variant: str, **kwargs: Any) -> module_records.VariantBuild:
         built.append((variant, kwargs["release"], kwargs["source_tarball"]))
         return fake_build(variant, variant == "unfixed")
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.bed import ns_visibility
+from harness.bed import module_records, ns_visibility
 from harness.bed.target import PORT_ID_BASE
 from harness.core.errors import HarnessError, KernelFsError
-from harness.kernels import nvmet_variant
 from tests.fakes import FakeNvmetFs
 
 P0, P1 = PORT_ID_BASE, PORT_ID_BASE + 1
@@ -51,7 +50,7 @@ def make_patched(root: Path) -> PatchedNvmetFs:
     kfs = PatchedNvmetFs(root=base.root, timeout_s=base.timeout_s)
     module = root / "sys" / "module" / "nvmet"
     module.mkdir(parents=True)
-    (module / "version").write_text(nvmet_variant.MODULE_VERSION + "\n")
+    (module / "version").write_text(module_records.NVMET_MODULE_VERSION + "\n")
     return kfs
 
 
@@ -113,7 +112,7 @@ def test_stock_nvmet_says_how_to_get_the_patched_one(stock: FakeNvmetFs) -> None
     with pytest.raises(HarnessError) as info:
         ns_visibility.set_visibility(stock, P0, ns_visibility.HIDDEN)
     assert "no per-port namespace visibility" in info.value.message
-    assert info.value.hint is not None and "nvmet_variant" in info.value.hint
+    assert info.value.hint is not None and "build-nvmet" in info.value.hint
     with pytest.raises(HarnessError):
         ns_visibility.visibility(stock, P0)
 

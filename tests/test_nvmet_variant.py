@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.bed import ns_visibility, target
+from harness.bed import module_records, ns_visibility, nvmet_modules, target
 from harness.core.errors import HarnessError, SafetyError, ToolError
 from harness.core.kernelfs import KernelFs
-from harness.kernels import kbuild, nvmet_variant
+from harness.core.paths import REPO_ROOT
+from harness.kernels import module_build, nvmet_variant
 from tests.fakes import RecordingRun
 
 RELEASE = "6.1.0-99-amd64"
@@ -102,13 +103,13 @@ def test_patch_file_matches_the_python_side(release: str) -> None:
     added = "\n".join(line for line in text.splitlines() if line.startswith("+"))
     for value in ns_visibility.VISIBILITIES:
         assert f'"{value}"' in added
-    assert f'MODULE_VERSION("{nvmet_variant.MODULE_VERSION}")' in added
+    assert f'MODULE_VERSION("{module_records.NVMET_MODULE_VERSION}")' in added
     assert nvmet_variant.PATCH_MARK in added
     assert f"CONFIGFS_ATTR(nvmet_ana_group_, {ns_visibility.ATTRIBUTE})" in added
 
 
 def test_each_kernel_line_gets_its_patch() -> None:
-    top = kbuild.repo_root() / "patches" / "nvmet-ns-visibility"
+    top = REPO_ROOT / "patches" / "nvmet-ns-visibility"
     assert nvmet_variant.default_patch() == top / nvmet_variant.PATCH_NAME
     assert nvmet_variant.default_patch("6.1.0-47-amd64") == top / nvmet_variant.PATCH_NAME
     assert nvmet_variant.default_patch("6.12.107+deb12-amd64") == (
@@ -130,7 +131,7 @@ def test_make_vars_take_options_from_the_kernel_config() -> None:
         "CONFIG_BLK_DEV_ZONED": "y",
         "CONFIG_TRACING": "y",
     }
-    assignments = nvmet_variant.make_vars(config, RELEASE)
+    assignments = module_build.make_vars(config, RELEASE, nvmet_variant.NVMET_CONFIG)
     assert assignments[:2] == ["CONFIG_NVME_TARGET=m", "CONFIG_NVME_TARGET_TCP=m"]
     assert "CONFIG_BLK_DEV_ZONED=y" in assignments
     assert "CONFIG_NVME_TARGET_PASSTHRU=n" in assignments  # not set in the config
@@ -139,7 +140,7 @@ def test_make_vars_take_options_from_the_kernel_config() -> None:
 
 def test_make_vars_refuse_a_builtin_nvmet() -> None:
     with pytest.raises(ToolError) as info:
-        nvmet_variant.make_vars({"CONFIG_NVME_TARGET": "y"}, RELEASE)
+        module_build.make_vars({"CONFIG_NVME_TARGET": "y"}, RELEASE, nvmet_variant.NVMET_CONFIG)
     assert "CONFIG_NVME_TARGET=y" in info.value.message
 
 
@@ -159,11 +160,11 @@ def test_patched_source_is_recognised(tmp_path: Path) -> None:
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """A fake source tarball (target + host), headers, config, make/modinfo on PATH."""
     src = tmp_path / "src" / "linux-source-6.1"
-    target_dir = src / nvmet_variant.TARGET_SUBDIR
+    target_dir = src / module_build.TARGET_SUBDIR
     target_dir.mkdir(parents=True)
     (target_dir / "configfs.c").write_text(CONFIGFS_C)
     (target_dir / "core.c").write_text("/* core */\n")
-    host_dir = src / nvmet_variant.HOST_SUBDIR
+    host_dir = src / module_build.HOST_SUBDIR
     host_dir.mkdir(parents=True)
     (host_dir / "nvme.h").write_text("/* host */\n")
     tarball = tmp_path / "linux-source-6.1.tar.xz"
@@ -198,7 +199,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     }
 
 
-def build(world: dict[str, Path], **kwargs: object) -> nvmet_variant.NvmetBuild:
+def build(world: dict[str, Path], **kwargs: object) -> module_records.NvmetBuild:
     return nvmet_variant.build_nvmet(
         release=RELEASE,
         cache_dir=world["cache"],
@@ -221,9 +222,9 @@ def test_build_patches_builds_and_records(world: dict[str, Path]) -> None:
     args = (module_dir / "make.args").read_text().split()
     assert f"M={module_dir}" in args and "CONFIG_NVME_TARGET_LOOP=n" in args
     assert "CONFIG_NVME_TARGET_PASSTHRU=n" in args and "CONFIG_TRACING=y" in args
-    record = nvmet_variant.load_record(world["cache"].resolve(), RELEASE)
+    record = module_records.load_nvmet_record(world["cache"].resolve(), RELEASE)
     assert record is not None and record.srcversion == built.srcversion
-    assert record.patch_sha256 == kbuild.sha256_of(world["patch"])
+    assert record.patch_sha256 == module_records.sha256_of(world["patch"])
 
 
 def test_second_build_comes_from_the_cache(
@@ -251,7 +252,7 @@ def test_patch_that_does_not_apply_is_an_error(world: dict[str, Path]) -> None:
     with pytest.raises(ToolError) as info:
         build(world)
     assert "does not apply" in info.value.message
-    assert nvmet_variant.load_record(world["cache"].resolve(), RELEASE) is None
+    assert module_records.load_nvmet_record(world["cache"].resolve(), RELEASE) is None
 
 
 def test_make_failure_keeps_the_log(
@@ -271,13 +272,13 @@ def test_wrong_vermagic_fails_and_writes_no_record(
     monkeypatch.setenv("FAKE_VERMAGIC", "6.1.0-1-amd64 SMP preempt mod_unload modversions")
     with pytest.raises(ToolError):
         build(world)
-    assert nvmet_variant.load_record(world["cache"].resolve(), RELEASE) is None
+    assert module_records.load_nvmet_record(world["cache"].resolve(), RELEASE) is None
 
 
 def test_main_prints_the_build_and_errors_in_one_line(
     world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(kbuild, "MODULES_ROOT", world["modules_root"])
+    monkeypatch.setattr(module_build, "MODULES_ROOT", world["modules_root"])
     argv = [
         "build",
         "--release",
@@ -300,16 +301,19 @@ def test_main_prints_the_build_and_errors_in_one_line(
 # --- loading, with fake module tools ----------------------------------------------------------
 
 
-def make_record(cache: Path) -> nvmet_variant.NvmetBuild:
-    module_dir = nvmet_variant.module_dir_of(cache, RELEASE)
+def make_record(cache: Path) -> module_records.NvmetBuild:
+    module_dir = module_records.nvmet_module_dir(cache, RELEASE)
     module_dir.mkdir(parents=True)
     (module_dir / "nvmet.ko").write_text(PATCHED_SRC)
     (module_dir / "nvmet-tcp.ko").write_text("tcp")
-    record = nvmet_variant.NvmetBuild(
+    record = module_records.NvmetBuild(
         release=RELEASE,
         module_dir=str(module_dir),
         srcversion=PATCHED_SRC,
-        ko_sha256={m: kbuild.sha256_of(module_dir / f"{m}.ko") for m in nvmet_variant.MODULES},
+        ko_sha256={
+            m: module_records.sha256_of(module_dir / f"{m}.ko")
+            for m in module_records.NVMET_MODULES
+        },
         vermagic=VERMAGIC,
         patch_file="/x.patch",
         patch_sha256="0" * 64,
@@ -320,7 +324,7 @@ def make_record(cache: Path) -> nvmet_variant.NvmetBuild:
         built_at="2026-12-01T00:00:00+00:00",
         build_seconds=1.0,
     )
-    (module_dir / nvmet_variant.RECORD_FILE).write_text(record.to_json())
+    (module_dir / module_records.NVMET_RECORD_FILE).write_text(record.to_json())
     return record
 
 
@@ -351,14 +355,14 @@ def calls(env: dict[str, Path]) -> list[str]:
     return env["log"].read_text().splitlines()
 
 
-def load(env: dict[str, Path]) -> nvmet_variant.LoadedNvmet:
-    return nvmet_variant.load_patched_nvmet(
+def load(env: dict[str, Path]) -> nvmet_modules.LoadedNvmet:
+    return nvmet_modules.load_patched_nvmet(
         release=RELEASE, cache_dir=env["cache"], fs=KernelFs(env["root"])
     )
 
 
-def now(env: dict[str, Path]) -> nvmet_variant.LoadedNvmet:
-    return nvmet_variant.loaded_nvmet(KernelFs(env["root"]), RELEASE, env["cache"])
+def now(env: dict[str, Path]) -> nvmet_modules.LoadedNvmet:
+    return nvmet_modules.loaded_nvmet(KernelFs(env["root"]), RELEASE, env["cache"])
 
 
 def test_nothing_loaded(env: dict[str, Path]) -> None:
@@ -377,9 +381,9 @@ def test_load_from_nothing(env: dict[str, Path]) -> None:
     ]
     assert loaded.patched and loaded.tcp_loaded and loaded.out_of_tree
     assert loaded.srcversion == PATCHED_SRC
-    assert loaded.module_dir == str(nvmet_variant.module_dir_of(env["cache"], RELEASE))
+    assert loaded.module_dir == str(module_records.nvmet_module_dir(env["cache"], RELEASE))
     assert loaded.describe() == f"nvmet ns-visibility-test {PATCHED_SRC} (out of tree)"
-    assert nvmet_variant.patched_nvmet_loaded(KernelFs(env["root"]))
+    assert nvmet_modules.patched_nvmet_loaded(KernelFs(env["root"]))
 
 
 def test_loaded_build_is_not_reloaded(env: dict[str, Path]) -> None:
@@ -390,7 +394,7 @@ def test_loaded_build_is_not_reloaded(env: dict[str, Path]) -> None:
 
 
 def test_distro_nvmet_is_replaced(env: dict[str, Path]) -> None:
-    nvmet_variant.load_distro_nvmet(KernelFs(env["root"]))
+    nvmet_modules.load_distro_nvmet(KernelFs(env["root"]))
     assert now(env).describe() == "nvmet distro (in tree)"
     env["log"].write_text("")
     load(env)
@@ -401,13 +405,13 @@ def test_distro_nvmet_is_replaced(env: dict[str, Path]) -> None:
 def test_back_to_the_distro_nvmet(env: dict[str, Path]) -> None:
     load(env)
     env["log"].write_text("")
-    state = nvmet_variant.load_distro_nvmet(KernelFs(env["root"]))
+    state = nvmet_modules.load_distro_nvmet(KernelFs(env["root"]))
     assert calls(env) == ["rmmod nvmet_tcp", "rmmod nvmet", "modprobe nvmet-tcp"]
     assert state.loaded and not state.patched and not state.out_of_tree
 
 
 def test_refuses_to_unload_while_nvmet_holds_entries(env: dict[str, Path]) -> None:
-    nvmet_variant.load_distro_nvmet(KernelFs(env["root"]))
+    nvmet_modules.load_distro_nvmet(KernelFs(env["root"]))
     (env["root"] / "sys/kernel/config/nvmet/ports/6000").mkdir(parents=True)
     (env["root"] / "sys/kernel/config/nvmet/subsystems").mkdir()
     (env["root"] / "sys/kernel/config/nvmet/hosts").mkdir()
@@ -419,28 +423,28 @@ def test_refuses_to_unload_while_nvmet_holds_entries(env: dict[str, Path]) -> No
 
 
 def test_refuses_to_unload_while_another_transport_uses_nvmet(env: dict[str, Path]) -> None:
-    nvmet_variant.load_distro_nvmet(KernelFs(env["root"]))
+    nvmet_modules.load_distro_nvmet(KernelFs(env["root"]))
     (env["root"] / "sys/module/nvmet_rdma").mkdir()
     (env["root"] / "sys/module/nvmet_rdma/initstate").write_text("live\n")
     with pytest.raises(SafetyError) as info:
-        nvmet_variant.unload_nvmet(KernelFs(env["root"]))
+        nvmet_modules.unload_nvmet(KernelFs(env["root"]))
     assert "nvmet_rdma" in info.value.message
 
 
 def test_unbuilt_says_how_to_build(env: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(ToolError) as info:
-        nvmet_variant.load_patched_nvmet(
+        nvmet_modules.load_patched_nvmet(
             release=RELEASE, cache_dir=tmp_path / "empty", fs=KernelFs(env["root"])
         )
-    assert info.value.hint == f"python -m harness.kernels.nvmet_variant build --release {RELEASE}"
+    assert info.value.hint == f"nvmf-harness build-nvmet --release {RELEASE}"
 
 
 def test_a_changed_module_file_is_refused_before_anything_is_unloaded(
     env: dict[str, Path],
 ) -> None:
-    nvmet_variant.load_distro_nvmet(KernelFs(env["root"]))
+    nvmet_modules.load_distro_nvmet(KernelFs(env["root"]))
     env["log"].write_text("")
-    ko = nvmet_variant.module_dir_of(env["cache"], RELEASE) / "nvmet.ko"
+    ko = module_records.nvmet_module_dir(env["cache"], RELEASE) / "nvmet.ko"
     ko.write_text("something else")
     with pytest.raises(ToolError) as info:
         load(env)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.bed import variants
+from harness.bed import module_records, variants
 from harness.core.errors import SafetyError, ToolError
 from harness.core.kernelfs import KernelFs
-from harness.kernels import kbuild
 
 RELEASE = "6.1.0-99-amd64"
 DISTRO_SRC = "1F49BEBD82E17B252F08608"
@@ -65,7 +64,7 @@ def record(cache: Path, variant: str, srcversion: str, has_fix: bool) -> Path:
     (module_dir / "nvme-core.ko").write_text(srcversion)
     (module_dir / "nvme-fabrics.ko").write_text("")
     (module_dir / "nvme-tcp.ko").write_text("")
-    build = kbuild.VariantBuild(
+    build = module_records.VariantBuild(
         release=RELEASE,
         variant=variant,
         module_dir=str(module_dir),
@@ -82,7 +81,7 @@ def record(cache: Path, variant: str, srcversion: str, has_fix: bool) -> Path:
         built_at="2026-11-28T00:00:00+00:00",
         build_seconds=1.0,
     )
-    (module_dir / kbuild.VARIANT_FILE).write_text(build.to_json())
+    (module_dir / module_records.VARIANT_FILE).write_text(build.to_json())
     return module_dir
 
 

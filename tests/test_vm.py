@@ -20,13 +20,12 @@ import pytest
 from harness.core.errors import HarnessError, ToolError
 from harness.core.results import RESULTS_FILE, SUMMARY_FILE, JsonlWriter, read_records
 from harness.kernels import prepared
+from harness.kernels.prepared import default_kernel, kernel_release
 from harness.vm import boot as vm
 from harness.vm.boot import (
     GUEST_EXIT_FILE,
     VmResult,
     VmSpec,
-    default_kernel,
-    kernel_release,
     record_crash,
     run_in_vm,
     vng_argv,

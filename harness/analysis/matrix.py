@@ -34,15 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import compare
+from harness.bed.module_records import VariantBuild
 from harness.core.errors import ToolError
+from harness.core.paths import BUILD_DIR, CONFIGS_DIR
 from harness.core.results import RUN_FILE, format_cell, read_json_object, write_json_atomic
 from harness.kernels import kbuild, releases
 
-DEFAULT_CONFIG = kbuild.repo_root() / "configs" / "race-ns-remove-path.toml"
-FALLBACK_CONFIG = kbuild.repo_root() / "configs" / "race-ctrl-delete-widened.toml"
+DEFAULT_CONFIG = CONFIGS_DIR / "race-ns-remove-path.toml"
+FALLBACK_CONFIG = CONFIGS_DIR / "race-ctrl-delete-widened.toml"
 # Its own module cache: a release's own source can differ from the one compare builds from
 # (/usr/src/linux-source-6.1.tar.xz), and one cache would rebuild under a running compare.
-MODULES_CACHE = kbuild.repo_root() / "build" / "matrix-modules"
+MODULES_CACHE = BUILD_DIR / "matrix-modules"
 MATRIX_JSON = "matrix.json"
 MATRIX_TEXT = "matrix.txt"
 MATRIX_MARKDOWN = "matrix.md"
@@ -66,7 +68,7 @@ class PreparedRelease:
     release: releases.Release
     source_tarball: str
     facts: releases.SourceFacts
-    builds: dict[str, kbuild.VariantBuild]  # by variant name
+    builds: dict[str, VariantBuild]  # by variant name
 
     @property
     def as_shipped_variant(self) -> str:
@@ -222,7 +224,7 @@ def campaign_label(rundir: Path) -> str:
 def _row(
     variant: str,
     outcome: compare.VariantOutcome,
-    build: kbuild.VariantBuild | None,
+    build: VariantBuild | None,
     campaign: str = "",
 ) -> VariantRow:
     return VariantRow(

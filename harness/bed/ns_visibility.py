@@ -1,7 +1,7 @@
 """Per-port namespace visibility: hide one ANA group's namespaces from one nvmet port.
 
 Only the project's test-only nvmet patch (patches/nvmet-ns-visibility/, built and loaded by
-harness/nvmet_variant.py) has the attribute this drives,
+harness/kernels/nvmet_variant.py) has the attribute this drives,
 ``/sys/kernel/config/nvmet/ports/<portid>/ana_groups/<grpid>/ns_visibility``, beside
 ``ana_state``. Its values (drivers/nvme/target/configfs.c with the patch,
 ``nvmet_ns_visibility_names``):
@@ -24,10 +24,10 @@ per-path disk goes away (or comes back) while the controller stays live.
 
 from __future__ import annotations
 
+from harness.bed import nvmet_modules
 from harness.bed.target import DEFAULT_ANA_GROUP, NVMET
 from harness.core.errors import HarnessError, KernelFsError
 from harness.core.kernelfs import KernelFs
-from harness.kernels import nvmet_variant
 
 ATTRIBUTE = "ns_visibility"
 VISIBLE = "visible"
@@ -36,8 +36,8 @@ HIDDEN_PATH_ERROR = "hidden-path-error"
 HIDDEN_INVALID_NS = "hidden-invalid-ns"
 VISIBILITIES: tuple[str, ...] = (VISIBLE, HIDDEN, HIDDEN_PATH_ERROR, HIDDEN_INVALID_NS)
 BUILD_HINT = (
-    "load the patched nvmet: python -m harness.kernels.nvmet_variant build --release REL on the "
-    "host, then harness.kernels.nvmet_variant.load_patched_nvmet() in the VM"
+    "load the patched nvmet: nvmf-harness build-nvmet --release REL on the host, then "
+    "harness.bed.nvmet_modules.load_patched_nvmet() in the VM"
 )
 
 
@@ -54,7 +54,7 @@ def supported(kfs: KernelFs, portid: int | None = None) -> bool:
     """
     if portid is not None:
         return kfs.exists(attribute_path(portid))
-    return nvmet_variant.patched_nvmet_loaded(kfs)
+    return nvmet_modules.patched_nvmet_loaded(kfs)
 
 
 def _require_attribute(kfs: KernelFs, portid: int, grpid: int) -> str:

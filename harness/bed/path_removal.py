@@ -7,8 +7,8 @@ cached current_path while its controller is LIVE and ANA optimized: it never loo
 NVME_NS_READY. So when the removed path is the current one, every bio submitted during
 nvme_ns_remove()'s SRCU grace periods goes to a disk whose capacity is already 0, and on a
 kernel without the fix each fails bio_check_eod() (block/blk-core.c) with EIO. Removing a
-path that is not the current one is the negative control. See
-shared/notes/PER-PATH-REMOVAL.md for the measurements behind this.
+path that is not the current one is the negative control. docs/ns-remove-path.md has the
+code reading and the measurements behind this.
 
 Two mechanisms (``[ns_remove_path] mechanism``):
 

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.bed import backing as backing_mod
 from harness.bed import nvmetcli_backend, rdma
@@ -60,6 +60,8 @@ def new_run_id() -> str:
 @dataclass
 class Testbed:
     """One run's target, paths and host connections."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, whatever its name
 
     config: CampaignConfig
     run_id: str
@@ -116,9 +118,9 @@ class Testbed:
         tcfg = self.config.target
         with self._phase("modules"):
             if self.config.needs_patched_nvmet():
-                from harness.kernels import nvmet_variant
+                from harness.bed import nvmet_modules
 
-                nvmet_variant.load_patched_nvmet()
+                nvmet_modules.load_patched_nvmet()
             if tcfg.transport == "rdma":
                 self.rdma_modules = rdma.load_modules()
             load_modules(transport=tcfg.transport)

@@ -4,7 +4,8 @@ Variants:
 
 - ``distro``: the release's own modules (``modprobe nvme-tcp``).
 - ``fixed`` / ``unfixed``: the out-of-tree builds made by harness.kernels.kbuild, found through
-  their ``variant.json``; loaded with ``insmod`` after the release's own copies are unloaded.
+  their ``variant.json`` (harness.bed.module_records); loaded with ``insmod`` after the
+  release's own copies are unloaded.
 
 ``/sys/module/nvme_core/srcversion`` says which source the loaded nvme-core was built from;
 the taint letter ``O`` says it was built out of tree. Note that Debian's 6.1.192 source already
@@ -17,17 +18,25 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.bed import nvmet_modules
+from harness.bed.module_records import (
+    HOST_CORE_MODULE,
+    HOST_MODULES,
+    HOST_VARIANTS,
+    VariantBuild,
+    default_cache_dir,
+    load_variant_record,
+)
 from harness.core.errors import HarnessError, SafetyError, ToolError
 from harness.core.kernelfs import KernelFs
 from harness.core.procs import run
-from harness.kernels import kbuild
 
 DISTRO = "distro"
-KERNEL_VARIANTS: tuple[str, ...] = (DISTRO, *kbuild.VARIANTS)
+KERNEL_VARIANTS: tuple[str, ...] = (DISTRO, *HOST_VARIANTS)
 SYS_MODULE = "/sys/module"
 CTRL_CLASS = "/sys/class/nvme"
 # Module names as the kernel spells them, in load order.
-LOAD_ORDER: tuple[str, ...] = tuple(m.replace("-", "_") for m in kbuild.MODULES)
+LOAD_ORDER: tuple[str, ...] = tuple(m.replace("-", "_") for m in HOST_MODULES)
 CORE = "nvme_core"
 NVMET_MODULES = frozenset({"nvmet", "nvmet_tcp"})  # the target, a user of nvme_core on 6.12
 MODULE_TIMEOUT_S = 60.0
@@ -77,12 +86,12 @@ def controllers(fs: KernelFs) -> list[str]:
     return fs.listdir(CTRL_CLASS)
 
 
-def _records(cache_dir: Path | None, release: str) -> list[kbuild.VariantBuild]:
-    cache = cache_dir or kbuild.default_cache_dir()
+def _records(cache_dir: Path | None, release: str) -> list[VariantBuild]:
+    cache = cache_dir or default_cache_dir()
     found = []
-    for variant in kbuild.VARIANTS:
+    for variant in HOST_VARIANTS:
         try:
-            record = kbuild.load_record(cache, release, variant)
+            record = load_variant_record(cache, release, variant)
         except ToolError:
             record = None
         if record is not None:
@@ -131,9 +140,7 @@ def unload_nvme_modules(fs: KernelFs | None = None, timeout_s: float = MODULE_TI
     if users and set(users) <= NVMET_MODULES:
         # On 6.12 nvmet uses nvme_core (shared helpers): take an idle target down first;
         # unload_nvmet refuses while nvmet holds configfs entries (someone's target).
-        from harness.kernels import nvmet_variant
-
-        nvmet_variant.unload_nvmet(kfs, timeout_s)
+        nvmet_modules.unload_nvmet(kfs, timeout_s)
         users = [h for h in kfs.listdir(f"{SYS_MODULE}/{CORE}/holders") if h not in LOAD_ORDER]
     if users:
         raise SafetyError(
@@ -194,24 +201,26 @@ def load_variant(
         _modprobe("nvme-tcp", timeout_s)
         return LoadedVariant(DISTRO, rel, _verify(kfs, expected, DISTRO), None)
 
-    record = kbuild.load_record(cache_dir or kbuild.default_cache_dir(), rel, variant)
+    record = load_variant_record(cache_dir or default_cache_dir(), rel, variant)
     if record is None:
         raise ToolError(
             f"the '{variant}' modules for {rel} are not built",
-            hint=f"scripts/build-variants --release {rel} --variant {variant}",
+            hint=f"nvmf-harness build-variants --release {rel} --variant {variant}",
         )
     module_dir = Path(record.module_dir)
-    expected = record.srcversion[kbuild.CORE_MODULE]
+    expected = record.srcversion[HOST_CORE_MODULE]
     current = kfs.read(f"{SYS_MODULE}/{CORE}/srcversion", default="")
     if loaded == list(LOAD_ORDER) and foreign == loaded and current == expected:
         return LoadedVariant(variant, rel, expected, module_dir)
     if loaded:
         unload_nvme_modules(kfs, timeout_s)
-    kos = [record.ko(m) for m in kbuild.MODULES]
+    kos = [record.ko(m) for m in HOST_MODULES]
     for ko in kos:
         if not ko.is_file():
-            raise ToolError(f"{ko} is missing", hint="rebuild it with scripts/build-variants")
-    ours = set(kbuild.MODULES) | set(LOAD_ORDER)
+            raise ToolError(
+                f"{ko} is missing", hint="rebuild it: nvmf-harness build-variants --force"
+            )
+    ours = set(HOST_MODULES) | set(LOAD_ORDER)
     deps: list[str] = []
     for ko in kos:
         deps += [d for d in _depends(ko, timeout_s) if d not in ours and d not in deps]

@@ -908,7 +908,8 @@ def eio_run_in_vm(
 ) -> EioRun:
     """One run to the first EIO in its own VM; the clock starts before anything else."""
     from harness.cli.app import _fresh_outdir
-    from harness.vm.boot import VmSpec, default_kernel, guest_python, record_crash, run_in_vm
+    from harness.kernels.prepared import default_kernel
+    from harness.vm.boot import VmSpec, guest_python, record_crash, run_in_vm
 
     started = time.monotonic()
     base = config_mod.load(config_path)
@@ -963,7 +964,8 @@ def eio_run_in_vm(
 def throughput_in_vm(options: BenchOptions, vmdir: Path) -> int | None:
     """One VM: the floor (no fio), the floor under the campaign's IO, then a campaign over
     every fault with a bare-fio baseline."""
-    from harness.vm.boot import VmSpec, default_kernel, guest_python, run_in_vm
+    from harness.kernels.prepared import default_kernel
+    from harness.vm.boot import VmSpec, guest_python, run_in_vm
 
     base = config_mod.load(options.throughput_config)
     config = config_mod.override(
@@ -1017,7 +1019,8 @@ def _echo_harness_line(text: str) -> None:
 
 def run_bench(options: BenchOptions, command: str = "") -> BenchReport:
     from harness.kernels import kbuild
-    from harness.vm.boot import VmSpec, default_kernel, kernel_release
+    from harness.kernels.prepared import default_kernel, kernel_release
+    from harness.vm.boot import VmSpec
 
     if options.runs < 1 or options.max_iterations < 1:
         raise HarnessError("--runs and --max-iterations must be at least 1")

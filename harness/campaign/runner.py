@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.bed import nvmet_modules
 from harness.bed.host import MultipathDevice
 from harness.bed.testbed import NSID, Testbed, new_run_id
 from harness.campaign import all_paths_down
@@ -73,7 +74,6 @@ from harness.core.results import (
     write_json_atomic,
 )
 from harness.faults import FaultAction, FaultInjector, fault_class
-from harness.kernels import nvmet_variant
 
 IO_START_TIMEOUT_S = 30.0  # a failure bound, not a wait: IO usually flows within 1-2 s
 # bio_check_eod() prints with pr_info_ratelimited: at most 10 lines per 5 s
@@ -803,7 +803,7 @@ class Campaign:
                 for c in device.controllers
             ],
             "iopolicy": self.bed.host.iopolicy(device),
-            "nvmet": nvmet_variant.loaded_nvmet(self.bed.kfs).describe(),
+            "nvmet": nvmet_modules.loaded_nvmet(self.bed.kfs).describe(),
             **self.bed.record_fields(),  # transport, rxe devices, nvme_core io_timeout...
             "setup_s": round(setup_s, 3),
             "setup_phases_s": {name: round(sec, 3) for name, sec in self.bed.setup_phases.items()},

@@ -255,7 +255,8 @@ def _progress_printer(args: argparse.Namespace) -> Any:
 
 def _vm_spec(args: argparse.Namespace, timeout_s: float) -> Any:
     """The VmSpec of a VM command: the kernel scripts/setup prepared unless --kernel."""
-    from harness.vm.boot import VmSpec, default_kernel
+    from harness.kernels.prepared import default_kernel
+    from harness.vm.boot import VmSpec
 
     if args.boot_timeout is not None and args.boot_timeout <= 0:
         raise HarnessError(f"--boot-timeout {args.boot_timeout:g}: give seconds above 0")
@@ -404,8 +405,9 @@ def _campaigns_in_vm(
             say(f"=== {run.outdir.name} ({run.variant or run.config.kernel.variant})")
             statuses[run.outdir] = _campaign_in_vm(args, run)
         return statuses
+    from harness.kernels.prepared import default_kernel
     from harness.vm import batch as vm_batch
-    from harness.vm.boot import VmResult, default_kernel, guest_python, record_crash, run_in_vm
+    from harness.vm.boot import VmResult, guest_python, record_crash, run_in_vm
     from harness.vm.progress import VmProgress
 
     _build_target_modules(args.kernel or default_kernel(), runs)
@@ -485,7 +487,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """
     from harness.analysis import compare, stopping
     from harness.kernels import kbuild
-    from harness.vm.boot import default_kernel, kernel_release
+    from harness.kernels.prepared import default_kernel, kernel_release
 
     if args.sequential and args.iterations:
         raise HarnessError(
@@ -583,7 +585,7 @@ def cmd_prove_fixed(args: argparse.Namespace) -> int:
 
     from harness.analysis import prove
     from harness.kernels import kbuild
-    from harness.vm.boot import default_kernel, kernel_release
+    from harness.kernels.prepared import default_kernel, kernel_release
 
     config = load_config(args)  # a broken config fails here, before any boot
     outdir = Path(args.out).resolve()
@@ -692,7 +694,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     """Each named config in a VM on one variant; the hit-rate table (Markdown + JSON)."""
     from harness.analysis import scenarios
     from harness.kernels import kbuild
-    from harness.vm.boot import default_kernel, kernel_release
+    from harness.kernels.prepared import default_kernel, kernel_release
 
     outdir = Path(args.out).resolve()
     outdir.mkdir(parents=True, exist_ok=True)

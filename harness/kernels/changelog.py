@@ -3,7 +3,7 @@
 Every Debian kernel image ships the whole package history in
 ``/usr/share/doc/linux-image-<release>/changelog.gz`` (newest entry first); stable updates
 list each upstream commit by its subject. Two subjects decide whether a release can fail an
-application's IO in this race (shared/notes/PER-PATH-REMOVAL.md):
+application's IO in this race (docs/ns-remove-path.md):
 
 - the fix, "nvme-multipath: set BIO_REMAPPED on bios remapped to per-path namespace ...":
   with it, a bio remapped to a per-path disk skips bio_check_eod();

@@ -20,39 +20,39 @@ Run ``python -m harness.kernels.kbuild --help`` (or scripts/build-variants).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import os
-import platform
-import re
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
+from harness.bed.module_records import (
+    FORMAT_VERSION,
+    HOST_CORE_MODULE,
+    HOST_MODULES,
+    HOST_VARIANTS,
+    VARIANT_FILE,
+    BuildInputs,
+    VariantBuild,
+    default_cache_dir,
+    variant_dir,
+)
 from harness.core.errors import HarnessError, ToolError
-from harness.core.paths import REPO_ROOT
+from harness.core.paths import PATCHES_DIR
 from harness.core.procs import run
-from harness.kernels.prepared import prepared_release
+from harness.kernels import module_build
+from harness.kernels.module_build import ModuleConfig
 
-VARIANTS: tuple[str, ...] = ("fixed", "unfixed")
-MODULES: tuple[str, ...] = ("nvme-core", "nvme-fabrics", "nvme-tcp")
-# Only nvme-core has a srcversion (MODULE_VERSION); it is what /sys/module shows.
-CORE_MODULE = "nvme-core"
+VARIANTS = HOST_VARIANTS
+MODULES = HOST_MODULES
+CORE_MODULE = HOST_CORE_MODULE
 PATCH_NAME = "0001-nvme-multipath-set-BIO_REMAPPED-on-remapped-bios.patch"
 FIX_STATEMENT = "bio_set_flag(bio, BIO_REMAPPED);"
 SUBMIT_FUNCTION = "static void nvme_ns_head_submit_bio(struct bio *bio)"
-HOST_SUBDIR = "drivers/nvme/host"
 # Path components before "multipath.c" in the patch ("a/drivers/nvme/host/multipath.c").
 PATCH_STRIP = 4
-DEFAULT_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
-MODULES_ROOT = Path("/lib/modules")
-VARIANT_FILE = "variant.json"
-FORMAT_VERSION = 1
 FIX_COMMENT: tuple[str, ...] = (
     "/*",
     " * Use BIO_REMAPPED to skip bio_check_eod() when this bio",
@@ -62,177 +62,27 @@ FIX_COMMENT: tuple[str, ...] = (
 )
 SET_DEV_STATEMENT = "bio_set_dev(bio, ns->disk->part0);"
 
-EXTRACT_TIMEOUT_S = 300.0
-MAKE_TIMEOUT_S = 1200.0
 TOOL_TIMEOUT_S = 30.0
 
-# Options the Makefile of drivers/nvme/host reads; they must agree with the release's
-# autoconf.h, so their values come from the release's config, never from us.
-CONFIG_FROM_KERNEL: tuple[str, ...] = (
-    "CONFIG_NVME_HWMON",
-    "CONFIG_NVME_VERBOSE_ERRORS",
-    "CONFIG_NVME_AUTH",
+# The options of drivers/nvme/host's Makefile: the three modules we swap in (the release must
+# build them as modules, with multipath); those that must agree with the release's autoconf.h;
+# drivers of the same directory that we do not need (and do not build).
+HOST_CONFIG = ModuleConfig(
+    what="nvme modules",
+    required={
+        "CONFIG_NVME_CORE": "m",
+        "CONFIG_NVME_FABRICS": "m",
+        "CONFIG_NVME_TCP": "m",
+        "CONFIG_NVME_MULTIPATH": "y",
+    },
+    from_kernel=("CONFIG_NVME_HWMON", "CONFIG_NVME_VERBOSE_ERRORS", "CONFIG_NVME_AUTH"),
+    off=("CONFIG_BLK_DEV_NVME", "CONFIG_NVME_FC", "CONFIG_NVME_RDMA", "CONFIG_NVME_APPLE"),
 )
-# The three modules we swap in; the release must build them as modules, with multipath.
-CONFIG_REQUIRED: dict[str, str] = {
-    "CONFIG_NVME_CORE": "m",
-    "CONFIG_NVME_FABRICS": "m",
-    "CONFIG_NVME_TCP": "m",
-    "CONFIG_NVME_MULTIPATH": "y",
-}
-# Drivers in the same directory that we do not need (and do not build).
-CONFIG_OFF: tuple[str, ...] = (
-    "CONFIG_BLK_DEV_NVME",
-    "CONFIG_NVME_FC",
-    "CONFIG_NVME_RDMA",
-    "CONFIG_NVME_APPLE",
-)
-
-
-@dataclass(frozen=True)
-class VariantBuild:
-    """One built variant, as recorded in ``variant.json`` beside its modules."""
-
-    release: str
-    variant: str
-    module_dir: str
-    srcversion: dict[str, str]  # only modules that carry one (nvme-core does)
-    ko_sha256: dict[str, str]
-    vermagic: str
-    has_fix: bool
-    patch_action: str  # "applied", "reverted" or "none" (the source already was this variant)
-    patch_sha256: str
-    source_tarball: str
-    source_size: int
-    source_mtime_ns: int
-    make_vars: list[str]
-    built_at: str
-    build_seconds: float
-    # How the source was changed: "patch" (patch(1) with the project's patch), "toggle" (the
-    # statement inserted or removed in nvme_ns_head_submit_bio()), "none" (as shipped).
-    patch_method: str = "patch"
-    format_version: int = FORMAT_VERSION
-    cached: bool = field(default=False, compare=False)
-
-    @property
-    def as_shipped(self) -> bool:
-        """Whether this variant is the release's source unchanged (patch_action "none")."""
-        return self.patch_action == "none"
-
-    def ko(self, module: str) -> Path:
-        return Path(self.module_dir) / f"{module}.ko"
-
-    def to_json(self) -> str:
-        return build_record_json(self)
-
-    @classmethod
-    def from_json(cls, text: str, cached: bool = False) -> VariantBuild:
-        return parse_build_record(cls, text, VARIANT_FILE, cached)
-
-
-RecordT = TypeVar("RecordT")
-
-
-def build_record_json(record: Any) -> str:
-    """A build record (a dataclass with a ``cached`` field) as the JSON written beside its
-    modules: every field but ``cached``, keys sorted."""
-    data = asdict(record)
-    del data["cached"]
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
-
-
-def parse_build_record(
-    record_class: Callable[..., RecordT], text: str, name: str, cached: bool
-) -> RecordT:
-    """The build record of ``record_class`` from the JSON of file ``name``; ToolError when
-    it is not one."""
-    try:
-        data: dict[str, Any] = json.loads(text)
-        data.pop("cached", None)
-        return record_class(**data, cached=cached)
-    except (ValueError, TypeError) as exc:
-        raise ToolError(f"unreadable {name}: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class BuildInputs:
-    """What a build depends on; a cached build is reused only when all of these match."""
-
-    release: str
-    variant: str
-    patch_sha256: str
-    source_tarball: str
-    source_size: int
-    source_mtime_ns: int
-
-
-def repo_root() -> Path:
-    return REPO_ROOT
-
-
-def default_cache_dir() -> Path:
-    return repo_root() / "build" / "modules"
 
 
 def default_patch() -> Path:
-    return repo_root() / "patches" / PATCH_NAME
-
-
-def _version_key(release: str) -> list[int | str]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"[.\-]", release)]
-
-
-def default_release(modules_root: Path | None = None) -> str:
-    """The release scripts/setup prepared (build/prepared-kernel.json, harness/prepared.py);
-    else the newest release under ``modules_root`` that has headers (``build``), else uname -r.
-
-    Releases ending in ``-amd64`` (Debian's generic kernel) are preferred.
-    """
-    if modules_root is None and (prepared := prepared_release()) is not None:
-        return prepared
-    root = modules_root or MODULES_ROOT
-    try:
-        with_headers = [d.name for d in root.iterdir() if (d / "build").is_dir()]
-    except OSError:
-        with_headers = []
-    amd64 = [r for r in with_headers if r.endswith("-amd64")]
-    candidates = amd64 or with_headers
-    if candidates:
-        return max(candidates, key=_version_key)
-    return platform.release()
-
-
-def headers_dir(release: str, modules_root: Path | None = None) -> Path:
-    build = (modules_root or MODULES_ROOT) / release / "build"
-    if not (build / "Makefile").is_file():
-        raise ToolError(
-            f"no kernel headers for {release} ({build} is missing)",
-            hint=f"apt-get install linux-headers-{release}",
-        )
-    return build
-
-
-def find_source_tarball(path: Path | None = None) -> Path:
-    """The kernel source tarball to take drivers/nvme/host from."""
-    tarball = path if path is not None else DEFAULT_TARBALL
-    if not tarball.is_file():
-        raise ToolError(
-            f"kernel source tarball {tarball} not found",
-            hint=(
-                "apt-get install linux-source-6.1 (or: apt-get download linux-source-6.1 && "
-                "dpkg -x linux-source-6.1_*.deb DIR, then pass --source-tarball "
-                "DIR/usr/src/linux-source-6.1.tar.xz)"
-            ),
-        )
-    return tarball
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The project's patch (patches/): the fix under test."""
+    return PATCHES_DIR / PATCH_NAME
 
 
 def submit_function_body(source: str) -> str:
@@ -342,153 +192,6 @@ def make_variant_source(host_dir: Path, variant: str, patch: Path) -> SourceChan
     return SourceChange(action, "toggle")
 
 
-def read_kernel_config(release: str, modules_root: Path | None = None) -> dict[str, str]:
-    """The release's kernel config (/boot/config-REL, else the headers' .config/auto.conf)."""
-    build = (modules_root or MODULES_ROOT) / release / "build"
-    candidates = [
-        Path("/boot") / f"config-{release}",
-        build / ".config",
-        build / "include" / "config" / "auto.conf",
-    ]
-    for candidate in candidates:
-        if candidate.is_file():
-            return parse_kernel_config(candidate.read_text(errors="replace"))
-    raise ToolError(
-        f"no kernel config found for {release}",
-        hint=f"apt-get install linux-headers-{release}",
-    )
-
-
-def parse_kernel_config(text: str) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line.startswith("CONFIG_") and "=" in line:
-            key, value = line.split("=", 1)
-            values[key] = value.strip('"')
-        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
-            values[line[2:].split()[0]] = "n"
-    return values
-
-
-def make_vars(
-    config: dict[str, str],
-    release: str,
-    required: dict[str, str] = CONFIG_REQUIRED,
-    from_kernel: tuple[str, ...] = CONFIG_FROM_KERNEL,
-    off: tuple[str, ...] = CONFIG_OFF,
-    what: str = "nvme modules",
-) -> list[str]:
-    """The CONFIG_* assignments for make, checked against the release's config: ``required``
-    as given (ToolError when the release builds one otherwise), ``from_kernel`` as the
-    release has them, ``off`` never built. Defaults: the nvme host modules."""
-    for key, want in required.items():
-        have = config.get(key, "n")
-        if have != want:
-            raise ToolError(
-                f"kernel {release} has {key}={have}, not {want}: its {what} cannot be "
-                "swapped for out-of-tree builds",
-                hint="use a kernel built with scripts/build-kernel-tree instead",
-            )
-    assignments = [f"{key}={want}" for key, want in required.items()]
-    assignments += [f"{key}={config.get(key, 'n')}" for key in from_kernel]
-    assignments += [f"{key}=n" for key in off]
-    return assignments
-
-
-def extract_host_sources(tarball: Path, dest: Path, timeout_s: float = EXTRACT_TIMEOUT_S) -> None:
-    """Extract only ``*/drivers/nvme/host`` from ``tarball`` and move it to ``dest``."""
-    staging = dest.with_name(dest.name + ".extract")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        result = run(
-            [
-                "tar",
-                "-xf",
-                str(tarball),
-                "-C",
-                str(staging),
-                "--wildcards",
-                f"*/{HOST_SUBDIR}/*",
-            ],
-            timeout_s=timeout_s,
-        )
-        if not result.ok:
-            raise ToolError(
-                f"cannot extract {HOST_SUBDIR} from {tarball}: {result.one_line_error()}"
-            )
-        found = sorted(staging.glob(f"*/{HOST_SUBDIR}"))
-        if len(found) != 1:
-            raise ToolError(f"{tarball} has no single {HOST_SUBDIR} directory")
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        found[0].rename(dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def pristine_host_sources(tarball: Path, inputs: BuildInputs, cache_dir: Path) -> Path:
-    """An unmodified ``drivers/nvme/host`` from ``tarball``, extracted once per tarball.
-
-    xz has to decompress the whole archive to find the directory (~8 s here), so both
-    variants copy from this one extraction. Keyed by the tarball's full path, size and mtime:
-    every release's source package unpacks to a tarball of the same name.
-    """
-    where = hashlib.sha256(inputs.source_tarball.encode()).hexdigest()[:12]
-    key = f"{tarball.name}-{where}-{inputs.source_size}-{inputs.source_mtime_ns}"
-    pristine = cache_dir / "sources" / key / "host"
-    if not (pristine / "multipath.c").is_file():
-        extract_host_sources(tarball, pristine)
-    return pristine
-
-
-def modinfo_field(module: str | Path, name: str, release: str | None = None) -> str:
-    """One field of ``modinfo`` for a .ko path or (with ``release``) an installed module."""
-    argv = ["modinfo", "-F", name]
-    if release is not None:
-        argv += ["-k", release]
-    result = run([*argv, str(module)], timeout_s=TOOL_TIMEOUT_S)
-    if not result.ok:
-        raise ToolError(f"modinfo {module}: {result.one_line_error()}")
-    return result.stdout.strip()
-
-
-def check_vermagic(ko: Path, vermagic: str, release: str, expected: str | None) -> None:
-    """Raise when a module's vermagic does not fit the release (or the distro module's)."""
-    words = vermagic.split()
-    if not words or words[0] != release:
-        raise ToolError(
-            f"{ko.name} has vermagic '{vermagic}', not for kernel {release}",
-            hint=f"build against /lib/modules/{release}/build",
-        )
-    if expected is not None and vermagic.strip() != expected.strip():
-        raise ToolError(
-            f"{ko.name} has vermagic '{vermagic}', the kernel's modules have '{expected}'",
-            hint="the headers do not match the running kernel's build",
-        )
-
-
-def distro_vermagic(release: str) -> str | None:
-    """The vermagic of the release's own nvme-core module, when installed."""
-    try:
-        return modinfo_field("nvme-core", "vermagic", release=release) or None
-    except ToolError:
-        return None
-
-
-def build_inputs(release: str, variant: str, patch: Path, tarball: Path) -> BuildInputs:
-    stat = tarball.stat()
-    return BuildInputs(
-        release=release,
-        variant=variant,
-        patch_sha256=sha256_of(patch),
-        source_tarball=str(tarball.resolve()),
-        source_size=stat.st_size,
-        source_mtime_ns=stat.st_mtime_ns,
-    )
-
-
 def cached_build(module_dir: Path, inputs: BuildInputs) -> VariantBuild | None:
     """The recorded build in ``module_dir`` when it was made from ``inputs`` and is intact."""
     record_path = module_dir / VARIANT_FILE
@@ -498,37 +201,13 @@ def cached_build(module_dir: Path, inputs: BuildInputs) -> VariantBuild | None:
         record = VariantBuild.from_json(record_path.read_text(), cached=True)
     except ToolError:
         return None
-    recorded = BuildInputs(
-        release=record.release,
-        variant=record.variant,
-        patch_sha256=record.patch_sha256,
-        source_tarball=record.source_tarball,
-        source_size=record.source_size,
-        source_mtime_ns=record.source_mtime_ns,
-    )
-    if record.format_version != FORMAT_VERSION or recorded != inputs:
+    if record.format_version != FORMAT_VERSION or record.inputs() != inputs:
         return None
     if Path(record.module_dir) != module_dir:
         return None
     if CORE_MODULE not in record.srcversion:
         return None
-    for module in MODULES:
-        ko = record.ko(module)
-        if not ko.is_file() or sha256_of(ko) != record.ko_sha256.get(module):
-            return None
-    return record
-
-
-def variant_dir(cache_dir: Path, release: str, variant: str) -> Path:
-    return cache_dir / release / variant
-
-
-def load_record(cache_dir: Path, release: str, variant: str) -> VariantBuild | None:
-    """The ``variant.json`` of a built variant, or None when it was never built."""
-    path = variant_dir(cache_dir, release, variant) / VARIANT_FILE
-    if not path.is_file():
-        return None
-    return VariantBuild.from_json(path.read_text(), cached=True)
+    return record if module_build.intact(module_dir, MODULES, record.ko_sha256) else None
 
 
 def build_variant(
@@ -544,58 +223,32 @@ def build_variant(
     """Build (or find cached) nvme-core/fabrics/tcp for ``variant`` of ``release``."""
     if variant not in VARIANTS:
         raise HarnessError(f"unknown variant '{variant}'", hint=f"one of {', '.join(VARIANTS)}")
-    rel = release or default_release(modules_root)
+    rel = release or module_build.default_release(modules_root)
     cache = (cache_dir or default_cache_dir()).resolve()
     patch_path = patch or default_patch()
     if not patch_path.is_file():
         raise ToolError(f"patch {patch_path} not found")
-    tarball = find_source_tarball(source_tarball)
-    inputs = build_inputs(rel, variant, patch_path, tarball)
+    tarball = module_build.find_source_tarball(source_tarball)
+    inputs = module_build.build_inputs(rel, variant, patch_path, tarball)
     module_dir = variant_dir(cache, rel, variant)
     if not force:
         found = cached_build(module_dir, inputs)
         if found is not None:
             return found
 
-    kbuild = headers_dir(rel, modules_root)
-    assignments = make_vars(read_kernel_config(rel, modules_root), rel)
+    headers = module_build.headers_dir(rel, modules_root)
+    config = module_build.read_kernel_config(rel, modules_root)
+    assignments = module_build.make_vars(config, rel, HOST_CONFIG)
     started = time.monotonic()
     (module_dir / VARIANT_FILE).unlink(missing_ok=True)
     shutil.rmtree(module_dir, ignore_errors=True)
-    shutil.copytree(pristine_host_sources(tarball, inputs, cache), module_dir)
+    shutil.copytree(module_build.pristine_sources(tarball, inputs, cache) / "host", module_dir)
     change = make_variant_source(module_dir, variant, patch_path)
-    result = run(
-        [
-            "make",
-            "-C",
-            str(kbuild),
-            f"M={module_dir}",
-            *assignments,
-            "modules",
-            f"-j{jobs}",
-        ],
-        timeout_s=MAKE_TIMEOUT_S,
+    module_build.make_modules(
+        headers, module_dir, assignments, jobs, f"the '{variant}' modules for {rel}"
     )
-    if not result.ok:
-        (module_dir / "build.log").write_text(result.stdout + result.stderr)
-        raise ToolError(
-            f"building the '{variant}' modules for {rel} failed: {result.one_line_error()}",
-            hint=f"full log in {module_dir / 'build.log'}",
-        )
-    expected = distro_vermagic(rel)
-    srcversion: dict[str, str] = {}
-    ko_sha256: dict[str, str] = {}
-    vermagic = ""
-    for module in MODULES:
-        ko = module_dir / f"{module}.ko"
-        if not ko.is_file():
-            raise ToolError(f"the build made no {ko.name}", hint=f"see make output in {module_dir}")
-        vermagic = modinfo_field(ko, "vermagic")
-        check_vermagic(ko, vermagic, rel, expected)
-        version = modinfo_field(ko, "srcversion")
-        if version:
-            srcversion[module] = version
-        ko_sha256[module] = sha256_of(ko)
+    built = module_build.check_modules(module_dir, MODULES, rel)
+    srcversion = built.srcversion
     if CORE_MODULE not in srcversion:
         raise ToolError(f"{CORE_MODULE}.ko has no srcversion: cannot tell the variants apart")
     record = VariantBuild(
@@ -603,8 +256,8 @@ def build_variant(
         variant=variant,
         module_dir=str(module_dir),
         srcversion=srcversion,
-        ko_sha256=ko_sha256,
-        vermagic=vermagic,
+        ko_sha256=built.ko_sha256,
+        vermagic=built.vermagic,
         has_fix=has_fix(module_dir / "multipath.c"),
         patch_action=change.action,
         patch_sha256=inputs.patch_sha256,
@@ -616,9 +269,7 @@ def build_variant(
         build_seconds=round(time.monotonic() - started, 2),
         patch_method=change.method,
     )
-    tmp = module_dir / (VARIANT_FILE + ".tmp")
-    tmp.write_text(record.to_json())
-    os.replace(tmp, module_dir / VARIANT_FILE)
+    module_build.write_record(module_dir / VARIANT_FILE, record.to_json())
     return record
 
 
@@ -630,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--release", help="kernel release (default: newest with headers)")
     parser.add_argument("--cache-dir", type=Path, help=f"default: {default_cache_dir()}")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--source-tarball", type=Path, help=f"default: {DEFAULT_TARBALL}")
+    source.add_argument(
+        "--source-tarball", type=Path, help=f"default: {module_build.DEFAULT_TARBALL}"
+    )
     source.add_argument(
         "--own-source",
         action="store_true",
@@ -648,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.own_source:
             from harness.kernels import releases
 
-            release = releases.lookup(args.release or default_release())
+            release = releases.lookup(args.release or module_build.default_release())
             tarball = releases.fetch_source(release).tarball
             print(f"source of {release.name}: {release.source_spec} ({tarball})")
         for variant in variants:

@@ -354,6 +354,22 @@ def describe(record: PreparedKernel) -> str:
     )
 
 
+def default_kernel(record: Path | None = None) -> str:
+    """The kernel image scripts/setup prepared (``build/prepared-kernel.json``).
+
+    Never merely the newest image in /boot: the module variants are built for the prepared
+    release. Raises HarnessError (with the command to run) when nothing was prepared or its
+    image is gone.
+    """
+    return load(record or RECORD_FILE).image
+
+
+def kernel_release(image: str) -> str:
+    """``6.1.0-57-amd64`` for ``/boot/vmlinuz-6.1.0-57-amd64``; ``""`` for other images."""
+    name = Path(image).name
+    return name.removeprefix("vmlinuz-") if name.startswith("vmlinuz-") else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python3 -m harness.kernels.prepared", description=__doc__

@@ -33,8 +33,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from harness.core.errors import HarnessError, ToolError
+from harness.core.paths import BUILD_DIR
 from harness.core.procs import ProcResult, run
 from harness.kernels import kbuild
+from harness.kernels.module_build import HOST_SUBDIR
 
 APT_TIMEOUT_S = 60.0
 DOWNLOAD_TIMEOUT_S = 1800.0
@@ -46,7 +48,7 @@ SOURCE_RECORD = "source.json"
 FACTS_FILE = "facts.json"
 FACTS_FORMAT = 1
 BLK_CORE = "block/blk-core.c"
-MULTIPATH_C = f"{kbuild.HOST_SUBDIR}/multipath.c"
+MULTIPATH_C = f"{HOST_SUBDIR}/multipath.c"
 TOP_MAKEFILE = "Makefile"
 EOD_FUNCTION = "bio_check_eod(struct bio *bio)"
 # The commit "block: make bio_check_eod work for zero sized devices" dropped this operand;
@@ -140,7 +142,7 @@ class FetchedSource:
 
 
 def default_cache_dir() -> Path:
-    return kbuild.repo_root() / "build" / "kernel-sources"
+    return BUILD_DIR / "kernel-sources"
 
 
 def series_of(version: str) -> str:

@@ -34,6 +34,7 @@ from harness.core.results import (
     read_records,
     write_json_atomic,
 )
+from harness.kernels.prepared import kernel_release
 
 REPO = REPO_ROOT
 # Seconds the KVM probe waits for the firmware's first line (KVM prints it in well under 1 s).
@@ -51,24 +52,6 @@ TCG_BOOT_TIMEOUT_S = 180.0
 ACCEL_CACHE_NAME = "accel.json"
 ACCEL_CACHE_ENV = "NVMF_HARNESS_CACHE_DIR"
 QEMU_VERSION_TIMEOUT_S = 15.0
-
-
-def default_kernel(record: Path | None = None) -> str:
-    """The kernel image scripts/setup prepared (``build/prepared-kernel.json``).
-
-    Never merely the newest image in /boot: the module variants are built for the prepared
-    release. Raises HarnessError (with the command to run) when nothing was prepared or its
-    image is gone.
-    """
-    from harness.kernels import prepared
-
-    return prepared.load(record or prepared.RECORD_FILE).image
-
-
-def kernel_release(image: str) -> str:
-    """``6.1.0-57-amd64`` for ``/boot/vmlinuz-6.1.0-57-amd64``; ``""`` for other images."""
-    name = Path(image).name
-    return name.removeprefix("vmlinuz-") if name.startswith("vmlinuz-") else ""
 
 
 def kvm_device_present() -> bool:

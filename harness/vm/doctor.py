@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.bed.module_records import default_cache_dir, load_nvmet_record
+from harness.bed.nvmet_modules import loaded_nvmet
 from harness.core.errors import HarnessError, ToolError
 from harness.core.procs import PACKAGE_OF_TOOL, require_tool, run
 from harness.kernels import prepared
@@ -178,11 +180,9 @@ def run_checks(release: str | None = None) -> list[Check]:
 
 def nvmet_checks(release: str) -> list[Check]:
     """Our nvmet test patch (ns_remove_path's hidden* mechanisms): built for ``release``?
-    And, where nvmet is loaded (in the VM), which nvmet it is (harness/nvmet_variant.py)."""
-    from harness.kernels import kbuild, nvmet_variant
-
+    And, where nvmet is loaded (in the VM), which nvmet it is (harness/bed/nvmet_modules.py)."""
     try:
-        build = nvmet_variant.load_record(kbuild.default_cache_dir(), release)
+        build = load_nvmet_record(default_cache_dir(), release)
     except HarnessError:
         build = None
     checks = [
@@ -192,11 +192,11 @@ def nvmet_checks(release: str) -> list[Check]:
             f"built for {release}, nvmet srcversion {build.srcversion}"
             if build is not None
             else f"not built for {release} (built on demand before a boot that needs it)",
-            f"python -m harness.kernels.nvmet_variant build --release {release}",
+            f"nvmf-harness build-nvmet --release {release}",
             optional=True,
         )
     ]
-    loaded = nvmet_variant.loaded_nvmet()
+    loaded = loaded_nvmet()
     if loaded.loaded:
         checks.append(Check("nvmet loaded", True, loaded.describe()))
     return checks
