@@ -21,9 +21,11 @@ from harness.kernels import kbuild, releases
 from tests.test_compare import variant_records
 
 REL = "6.1.0-47-amd64"
-STOCK_FACTS = releases.SourceFacts("t", "6.1.170", 170, has_fix=False, zero_size_eod_check=True)
-FIX_FACTS = releases.SourceFacts("t", "6.1.192", 192, has_fix=True, zero_size_eod_check=True)
-OLD_EOD_FACTS = releases.SourceFacts("t", "6.1.170", 170, has_fix=False, zero_size_eod_check=False)
+STOCK_FACTS = releases.SourceFacts(
+    "t", "6.1.170", 170, False, "fail-with-line", "affected (with a line)"
+)
+FIX_FACTS = releases.SourceFacts("t", "6.1.192", 192, True, "fail-with-line", "fixed")
+OLD_EOD_FACTS = releases.SourceFacts("t", "6.1.170", 170, False, "skip-zero-size", "not affected")
 SRCVERSION = {"unfixed": "6E052DFC06DA8E036E0639E", "fixed": "1F49BEBD82E17B252F08608"}
 
 
@@ -212,10 +214,18 @@ def saved_results(path: Path = MATRIX_DATA) -> list[matrix.ReleaseResult]:
     """The ReleaseResults of a matrix.json (the to_dict() of each, read back)."""
     results = []
     for data in json.loads(path.read_text())["releases"]:
-        rows = tuple(matrix.VariantRow(**row) for row in data["rows"])
-        verdict = matrix.ReleaseVerdict(data["verdict"])
-        results.append(matrix.ReleaseResult(**{**data, "rows": rows, "verdict": verdict}))
+        results.append(matrix.ReleaseResult.from_dict(data))
     return results
+
+
+def test_a_record_from_before_the_three_shapes_reads_back() -> None:
+    """tests/data/matrix/matrix.json says zero_size_eod_check (a real run of 2026-11)."""
+    by_release = {r.release: r for r in saved_results()}
+    old = by_release["6.1.0-47-amd64"]
+    assert (old.eod_shape, old.predicted) == ("skip-zero-size", "not affected")
+    new = by_release["6.1.0-57-amd64"]
+    assert (new.eod_shape, new.predicted) == ("fail-with-line", "fixed")
+    assert matrix.ReleaseResult.from_dict(new.to_dict()) == new
 
 
 def test_html_page_of_a_real_matrix_has_its_chart() -> None:

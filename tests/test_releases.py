@@ -12,7 +12,7 @@ import pytest
 
 from harness.core.errors import HarnessError, ToolError
 from harness.core.procs import ProcResult
-from harness.kernels import releases
+from harness.kernels import releases, source_check
 from tests.test_kbuild import FIXED_SOURCE, UNFIXED_SOURCE
 
 # block/blk-core.c bio_check_eod() of Debian 6.1.170-3 (linux-source-6.1), before the commit
@@ -97,20 +97,22 @@ def write_tree(root: Path, eod: str, multipath: str, sublevel: int = 170) -> Pat
     return tree
 
 
-# --- the zero-size end-of-device check ---------------------------------------------------
+# --- the end-of-device check (harness.kernels.source_check, as releases reads it) ------------
 
 
-def test_zero_size_check_absent_in_6_1_170_text() -> None:
-    assert not releases.has_zero_size_eod_check(BLK_CORE_HEAD + EOD_6_1_170 + BLK_CORE_TAIL)
+def test_6_1_170_skips_zero_size() -> None:
+    shape = source_check.eod_shape(BLK_CORE_HEAD + EOD_6_1_170 + BLK_CORE_TAIL)
+    assert shape == source_check.EodShape.SKIP_ZERO_SIZE
 
 
-def test_zero_size_check_present_in_6_1_192_text() -> None:
-    assert releases.has_zero_size_eod_check(BLK_CORE_HEAD + EOD_6_1_192 + BLK_CORE_TAIL)
+def test_6_1_192_fails_with_a_line() -> None:
+    shape = source_check.eod_shape(BLK_CORE_HEAD + EOD_6_1_192 + BLK_CORE_TAIL)
+    assert shape == source_check.EodShape.FAIL_WITH_LINE
 
 
-def test_zero_size_check_reads_only_bio_check_eod() -> None:
+def test_eod_shape_reads_only_bio_check_eod() -> None:
     other = "static int other(void)\n{\n\tif (nr_sectors && maxsector && x)\n\t\treturn 1;\n}\n"
-    assert releases.has_zero_size_eod_check(other + EOD_6_1_192)
+    assert source_check.eod_shape(other + EOD_6_1_192) == source_check.EodShape.FAIL_WITH_LINE
 
 
 @pytest.mark.parametrize(
@@ -122,7 +124,7 @@ def test_zero_size_check_reads_only_bio_check_eod() -> None:
 )
 def test_unknown_bio_check_eod_shape_is_an_error(text: str) -> None:
     with pytest.raises(ToolError):
-        releases.has_zero_size_eod_check(text)
+        source_check.eod_shape(text)
 
 
 def test_makefile_version() -> None:
@@ -132,18 +134,28 @@ def test_makefile_version() -> None:
 
 
 @pytest.mark.parametrize(
-    ("eod", "multipath", "sublevel", "fix", "zero"),
+    ("eod", "multipath", "sublevel", "fix", "shape", "prediction"),
     [
-        (EOD_6_1_170, UNFIXED_SOURCE, 170, False, False),
-        (EOD_6_1_192, FIXED_SOURCE, 192, True, True),
+        (EOD_6_1_170, UNFIXED_SOURCE, 170, False, "skip-zero-size", "not affected"),
+        (EOD_6_1_192, FIXED_SOURCE, 192, True, "fail-with-line", "fixed"),
+        (EOD_6_1_192, UNFIXED_SOURCE, 192, False, "fail-with-line", "affected (with a line)"),
     ],
 )
 def test_facts_of_tree(
-    tmp_path: Path, eod: str, multipath: str, sublevel: int, fix: bool, zero: bool
+    tmp_path: Path,
+    eod: str,
+    multipath: str,
+    sublevel: int,
+    fix: bool,
+    shape: str,
+    prediction: str,
 ) -> None:
     tree = write_tree(tmp_path, eod, multipath, sublevel)
     facts = releases.facts_of_tree(tree, "t.tar.xz")
-    assert facts == releases.SourceFacts("t.tar.xz", f"6.1.{sublevel}", sublevel, fix, zero)
+    assert facts == releases.SourceFacts(
+        "t.tar.xz", f"6.1.{sublevel}", sublevel, fix, shape, prediction
+    )
+    assert facts.cannot_fail == (shape == "skip-zero-size")
 
 
 def test_source_facts_from_a_tarball_extracts_three_files_and_caches(tmp_path: Path) -> None:
@@ -156,7 +168,7 @@ def test_source_facts_from_a_tarball_extracts_three_files_and_caches(tmp_path: P
         timeout=60,
     )
     facts = releases.source_facts(tarball)
-    assert (facts.version, facts.has_fix, facts.zero_size_eod_check) == ("6.1.170", False, False)
+    assert (facts.version, facts.has_fix, facts.eod_shape) == ("6.1.170", False, "skip-zero-size")
     assert (tarball.parent / releases.FACTS_FILE).is_file()
     assert not (tarball.parent / "facts-extract").exists()
 

@@ -39,6 +39,7 @@ from harness.core.errors import ToolError
 from harness.core.paths import BUILD_DIR, CONFIGS_DIR
 from harness.core.results import RUN_FILE, format_cell, read_json_object, write_json_atomic
 from harness.kernels import kbuild, releases
+from harness.kernels.source_check import EodShape, predict
 
 DEFAULT_CONFIG = CONFIGS_DIR / "race-ns-remove-path.toml"
 FALLBACK_CONFIG = CONFIGS_DIR / "race-ctrl-delete-widened.toml"
@@ -102,7 +103,8 @@ class ReleaseResult:
     source: str  # linux-source-X.Y=<version>
     source_kernel_version: str  # VERSION.PATCHLEVEL.SUBLEVEL of the top Makefile
     fix_in_source: bool
-    zero_size_eod_check: bool
+    eod_shape: str  # bio_check_eod() in source (harness.kernels.source_check.EodShape)
+    predicted: str  # from the source alone (source_check.Prediction)
     rows: tuple[VariantRow, ...]
     fisher_p: float  # of compare(unfixed, fixed): one-sided, unfixed race rate > fixed
     needed_iterations: int | None  # per variant, compare's figure for an undecided one
@@ -114,6 +116,24 @@ class ReleaseResult:
         data = asdict(self)
         data["verdict"] = str(self.verdict)
         return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReleaseResult:
+        """A result back from its :meth:`to_dict`. A record written before the three shapes
+        of bio_check_eod() were told apart (``zero_size_eod_check``: true was "fail with a
+        line", false "skip zero size": all sources then) gets ``eod_shape`` and
+        ``predicted`` from it."""
+        data = dict(data)
+        if "zero_size_eod_check" in data:
+            shape = (
+                EodShape.FAIL_WITH_LINE
+                if data.pop("zero_size_eod_check")
+                else (EodShape.SKIP_ZERO_SIZE)
+            )
+            data["eod_shape"] = str(shape)
+            data["predicted"] = str(predict(bool(data["fix_in_source"]), shape))
+        rows = tuple(VariantRow(**row) for row in data["rows"])
+        return cls(**{**data, "rows": rows, "verdict": ReleaseVerdict(data["verdict"])})
 
 
 def prepare_release(
@@ -164,7 +184,7 @@ def release_verdict(
     unfixed, fixed = comparison.stock, comparison.patched
     test = f"one-sided p={comparison.fisher_p_one_sided:.3g}, alpha={comparison.alpha:g}"
     cannot_fail = (
-        not facts.zero_size_eod_check
+        facts.cannot_fail
         and not unfixed.failed
         and not fixed.failed
         and unfixed.clean
@@ -266,7 +286,8 @@ def release_result(
         source=prepared.release.source_spec,
         source_kernel_version=prepared.facts.version,
         fix_in_source=prepared.facts.has_fix,
-        zero_size_eod_check=prepared.facts.zero_size_eod_check,
+        eod_shape=prepared.facts.eod_shape,
+        predicted=prepared.facts.prediction,
         rows=tuple(
             _row(v, outcomes[v], prepared.builds.get(v), campaign_label(results_dir / v))
             for v in MATRIX_VARIANTS
@@ -285,7 +306,8 @@ COLUMNS: tuple[str, ...] = (
     "release",
     "Debian version",
     "fix in source (as shipped)",
-    "zero-size EOD check in source",
+    "bio_check_eod() in source",
+    "predicted from source",
     "variant",
     "campaign",
     "as shipped?",
@@ -308,7 +330,8 @@ def table_rows(results: Sequence[ReleaseResult]) -> list[list[str]]:
                     result.release,
                     result.debian_version,
                     format_cell(result.fix_in_source),
-                    format_cell(result.zero_size_eod_check),
+                    result.eod_shape,
+                    result.predicted,
                     row.variant + (" (toggled by edit)" if row.patch_method == "toggle" else ""),
                     row.campaign or "-",
                     format_cell(row.as_shipped),

@@ -669,7 +669,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         )
         say(
             f"{name}: {ready.release.source_spec}, fix in source {ready.facts.has_fix}, "
-            f"zero-size EOD check {ready.facts.zero_size_eod_check}; nvme_core {built}"
+            f"bio_check_eod() {ready.facts.eod_shape}, predicted {ready.facts.prediction}; "
+            f"nvme_core {built}"
         )
         prepared.append(ready)
     config_path = Path(args.config)

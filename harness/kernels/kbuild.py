@@ -42,15 +42,15 @@ from harness.bed.module_records import (
 from harness.core.errors import HarnessError, ToolError
 from harness.core.paths import PATCHES_DIR
 from harness.core.procs import run
-from harness.kernels import module_build
+from harness.kernels import module_build, source_check
 from harness.kernels.module_build import ModuleConfig
 
 VARIANTS = HOST_VARIANTS
 MODULES = HOST_MODULES
 CORE_MODULE = HOST_CORE_MODULE
 PATCH_NAME = "0001-nvme-multipath-set-BIO_REMAPPED-on-remapped-bios.patch"
-FIX_STATEMENT = "bio_set_flag(bio, BIO_REMAPPED);"
-SUBMIT_FUNCTION = "static void nvme_ns_head_submit_bio(struct bio *bio)"
+FIX_STATEMENT = source_check.FIX_STATEMENT
+SUBMIT_FUNCTION = source_check.SUBMIT_FUNCTION
 # Path components before "multipath.c" in the patch ("a/drivers/nvme/host/multipath.c").
 PATCH_STRIP = 4
 FIX_COMMENT: tuple[str, ...] = (
@@ -60,7 +60,7 @@ FIX_COMMENT: tuple[str, ...] = (
     " * check already passed on the multipath head.",
     " */",
 )
-SET_DEV_STATEMENT = "bio_set_dev(bio, ns->disk->part0);"
+SET_DEV_STATEMENT = source_check.SET_DEV_STATEMENT
 
 TOOL_TIMEOUT_S = 30.0
 
@@ -87,20 +87,17 @@ def default_patch() -> Path:
 
 def submit_function_body(source: str) -> str:
     """The text of nvme_ns_head_submit_bio() in multipath.c (up to its closing brace)."""
-    start = source.find(SUBMIT_FUNCTION)
-    if start < 0:
-        raise ToolError("multipath.c has no nvme_ns_head_submit_bio(): not a source we know")
-    end = source.find("\n}\n", start)
-    return source[start : end + 3 if end >= 0 else len(source)]
+    return source_check.function_body(source, SUBMIT_FUNCTION, "multipath.c")
 
 
 def has_fix(multipath_c: Path) -> bool:
-    """Whether nvme_ns_head_submit_bio() sets BIO_REMAPPED (the fix under test)."""
+    """Whether nvme_ns_head_submit_bio() sets BIO_REMAPPED (the fix under test;
+    harness.kernels.source_check.has_fix on the file's text). Raises ToolError."""
     try:
         text = multipath_c.read_text(errors="replace")
     except OSError as exc:
         raise ToolError(f"cannot read {multipath_c}: {exc.strerror}") from exc
-    return FIX_STATEMENT in submit_function_body(text)
+    return source_check.has_fix(text, str(multipath_c))
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ list in the code):
 
 :func:`fetch_source` downloads that source package once into a cache under ``build/`` and
 unpacks its tarball; :func:`source_facts` reads from the tarball only the three files it needs
-(top Makefile, ``block/blk-core.c``, ``drivers/nvme/host/multipath.c``) and says whether the
-source carries the fix under test and the zero-size end-of-device check.
+(top Makefile, ``block/blk-core.c``, ``drivers/nvme/host/multipath.c``) and says what
+harness.kernels.source_check says of them: the fix, the shape of ``bio_check_eod()``, the
+prediction.
 
 Run ``python -m harness.kernels.releases --help`` (scripts/install-kernels uses it).
 """
@@ -35,8 +36,7 @@ from pathlib import Path
 from harness.core.errors import HarnessError, ToolError
 from harness.core.paths import BUILD_DIR
 from harness.core.procs import ProcResult, run
-from harness.kernels import kbuild
-from harness.kernels.module_build import HOST_SUBDIR
+from harness.kernels import source_check
 
 APT_TIMEOUT_S = 60.0
 DOWNLOAD_TIMEOUT_S = 1800.0
@@ -46,15 +46,10 @@ DOC_ROOT = Path("/usr/share/doc")
 BOOT = Path("/boot")
 SOURCE_RECORD = "source.json"
 FACTS_FILE = "facts.json"
-FACTS_FORMAT = 1
-BLK_CORE = "block/blk-core.c"
-MULTIPATH_C = f"{HOST_SUBDIR}/multipath.c"
-TOP_MAKEFILE = "Makefile"
-EOD_FUNCTION = "bio_check_eod(struct bio *bio)"
-# The commit "block: make bio_check_eod work for zero sized devices" dropped this operand;
-# with it, a disk of capacity 0 skips the end-of-device check.
-EOD_ZERO_SIZE_SKIP = re.compile(r"if\s*\(\s*nr_sectors\s*&&\s*maxsector\s*&&")
-EOD_ZERO_SIZE_CHECK = re.compile(r"if\s*\(\s*nr_sectors\s*&&\s*\(\s*nr_sectors\s*>\s*maxsector")
+FACTS_FORMAT = 2  # 2: eod_shape and prediction (harness.kernels.source_check)
+BLK_CORE = source_check.BLK_CORE
+MULTIPATH_C = source_check.MULTIPATH_C
+TOP_MAKEFILE = source_check.TOP_MAKEFILE
 RELEASE_PATTERN = re.compile(r"^\d+\.\d+\.\d+[-+][\w.+-]*$")
 # Binary package names whose suffix is a release: linux-image-REL, linux-image-REL-unsigned.
 IMAGE_PACKAGE = re.compile(r"^linux-image-(\d+\.\d+\.\d+[-+][\w.+-]*?)(-unsigned)?$")
@@ -116,19 +111,27 @@ class Release:
 class SourceFacts:
     """What one release's source says, read from its own tarball.
 
-    ``has_fix``: ``nvme_ns_head_submit_bio()`` sets BIO_REMAPPED (drivers/nvme/host/multipath.c,
-    via kbuild.has_fix). ``zero_size_eod_check``: block/blk-core.c ``bio_check_eod()`` checks
-    disks of capacity 0 too (the commit "block: make bio_check_eod work for zero sized
-    devices"); without it a bio to a zeroed per-path disk passes the check, so the race under
-    test cannot fail it at all. That code is in the kernel image (block/), so no module
-    variant changes it. ``version`` is VERSION.PATCHLEVEL.SUBLEVEL of the top Makefile.
+    ``has_fix``: ``nvme_ns_head_submit_bio()`` sets BIO_REMAPPED (drivers/nvme/host/multipath.c).
+    ``eod_shape``: the shape of block/blk-core.c ``bio_check_eod()`` (skip-zero-size,
+    fail-with-line, fail-silently); that code is in the kernel image (block/), so no module
+    variant changes it. ``prediction``: what the source does as shipped (not affected,
+    affected (with a line), affected (silently), fixed). Both from
+    harness.kernels.source_check. ``version`` is VERSION.PATCHLEVEL.SUBLEVEL of the top
+    Makefile.
     """
 
     tarball: str
     version: str
     sublevel: int
     has_fix: bool
-    zero_size_eod_check: bool
+    eod_shape: str
+    prediction: str
+
+    @property
+    def cannot_fail(self) -> bool:
+        """Whether this source's bio_check_eod() lets a bio to a zero-capacity disk pass,
+        so the race cannot fail a bio whatever the nvme modules do."""
+        return self.eod_shape == source_check.EodShape.SKIP_ZERO_SIZE
 
 
 @dataclass(frozen=True)
@@ -411,33 +414,6 @@ def fetch_source(
 # --- what the source says -------------------------------------------------------------------
 
 
-def function_body(source: str, signature: str) -> str:
-    """The text of the C function whose definition contains ``signature`` (to its ``}``).
-
-    Raises ToolError when the function is not there.
-    """
-    start = source.find(signature)
-    if start < 0:
-        raise ToolError(f"no function '{signature}' in the source: not a source we know")
-    end = source.find("\n}\n", start)
-    return source[start : end + 3 if end >= 0 else len(source)]
-
-
-def has_zero_size_eod_check(blk_core_c: str) -> bool:
-    """Whether block/blk-core.c ``bio_check_eod()`` fails bios to a zero-capacity disk.
-
-    Without the commit "block: make bio_check_eod work for zero sized devices" the condition
-    reads ``if (nr_sectors && maxsector && (...))``; with it, ``if (nr_sectors && (...))``.
-    Raises ToolError on a shape that is neither.
-    """
-    body = function_body(blk_core_c, EOD_FUNCTION)
-    if EOD_ZERO_SIZE_SKIP.search(body):
-        return False
-    if EOD_ZERO_SIZE_CHECK.search(body):
-        return True
-    raise ToolError("bio_check_eod() in block/blk-core.c has a shape this harness does not know")
-
-
 def makefile_version(makefile: str) -> tuple[str, int]:
     """``("6.1.170", 170)`` from the top Makefile's VERSION, PATCHLEVEL and SUBLEVEL."""
     values: dict[str, int] = {}
@@ -451,19 +427,23 @@ def makefile_version(makefile: str) -> tuple[str, int]:
 
 
 def facts_of_tree(tree: Path, tarball: str = "") -> SourceFacts:
-    """The facts of an extracted source tree (only its three files are read)."""
+    """The facts of an extracted source tree (only its three files are read). Raises
+    ToolError when one is missing, source_check.UnknownSource for a shape it does not know."""
     try:
         makefile = (tree / TOP_MAKEFILE).read_text(errors="replace")
         blk_core = (tree / BLK_CORE).read_text(errors="replace")
+        multipath = (tree / MULTIPATH_C).read_text(errors="replace")
     except OSError as exc:
         raise ToolError(f"{tree} is not a kernel source tree: {exc}") from exc
     version, sublevel = makefile_version(makefile)
+    check = source_check.check_texts(str(tree), makefile, blk_core, multipath)
     return SourceFacts(
         tarball=tarball,
         version=version,
         sublevel=sublevel,
-        has_fix=kbuild.has_fix(tree / MULTIPATH_C),
-        zero_size_eod_check=has_zero_size_eod_check(blk_core),
+        has_fix=check.fix,
+        eod_shape=str(check.eod_shape),
+        prediction=str(check.prediction),
     )
 
 
@@ -573,8 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.facts:
                     facts = source_facts(fetched.tarball)
                     print(
-                        f"  {facts.version}: fix in source {facts.has_fix}, zero-size EOD "
-                        f"check {facts.zero_size_eod_check}",
+                        f"  {facts.version}: fix in source {facts.has_fix}, bio_check_eod() "
+                        f"{facts.eod_shape}: {facts.prediction}",
                         flush=True,
                     )
         except HarnessError as exc:
