@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import app as cli
-from harness.cli.app import vm_options
+from harness.cli.options import vm_options
 from harness.core.errors import HarnessError
 from harness.kernels import prepared
 from harness.vm import boot as vm
