@@ -189,18 +189,7 @@ def cmd_floor(args: argparse.Namespace) -> int:
             "floor --under-io chooses the path from the IO (campaign.path of the config)",
             hint="leave out --path",
         )
-    if args.ops:
-        names = args.ops.split(",")
-    elif args.under_io:
-        names = list(floor.ops_of_fault_kinds(faults))
-        if not names:
-            raise HarnessError(
-                f"floor --under-io: no floor op is part of the config's faults "
-                f"({', '.join(faults)})",
-                hint=f"name them with --ops (known: {', '.join(floor.KNOWN_OPS)})",
-            )
-    else:
-        names = list(floor.ops_for_faults(faults))
+    names = floor.choose_ops(faults, args.ops.split(",") if args.ops else [], args.under_io)
     where = "on the path carrying the config's IO" if args.under_io else f"on path {args.path}"
     io = "under the config's IO" if args.under_io else "no fio"
     say(f"floor: {', '.join(names)} x {args.repeat} {where}, {io} -> {outdir}")
@@ -222,18 +211,10 @@ def cmd_floor(args: argparse.Namespace) -> int:
     )
     floor.write_floor(result, outdir)
     print(floor.render(result), flush=True)
-    failed = any(not op.total_s for op in result.ops) or bool(result.restore_errors)
-    done = result.io
-    if done.get("app_errors") or done.get("verify_failures"):
-        failed = True
-        say(
-            f"floor: fio saw {done.get('app_errors', 0)} IO errors and "
-            f"{done.get('verify_failures', 0)} verify failures under the ops (floor.json io)"
-        )
-    elif result.under_io and not done.get("fio_ran_to_the_end", True):
-        failed = True
-        say("floor: fio exited before the end of the floor under IO (floor.json io)")
-    return ExitCode.FAILED if failed else ExitCode.OK
+    problem = result.io_problem()
+    if problem is not None:
+        say(f"floor: {problem}")
+    return ExitCode.FAILED if result.failed else ExitCode.OK
 
 
 def cmd_run_plan(args: argparse.Namespace) -> int:
