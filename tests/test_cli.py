@@ -209,10 +209,9 @@ def test_report_of_a_missing_directory_is_one_line(
 def test_a_vm_campaign_runs_a_frozen_copy_of_its_config(tmp_path: Path) -> None:
     """The guest reads <outdir>/campaign.toml, written when the campaign was planned; an
     edit of the original file while it waits for its turn in the VM changes nothing."""
-    import argparse
-
-    from harness.cli import app as cli
     from harness.config import campaign as config_mod
+    from harness.vm.campaigns import FROZEN_CONFIG, PlannedCampaign, guest_run_args
+    from harness.vm.options import RunOptions
 
     source = tmp_path / "race.toml"
     source.write_text(
@@ -220,11 +219,10 @@ def test_a_vm_campaign_runs_a_frozen_copy_of_its_config(tmp_path: Path) -> None:
     )
     config = config_mod.load(source)
     outdir = tmp_path / "out" / "unfixed"
-    run = cli.PlannedCampaign(source, config, outdir, "unfixed")
-    args = argparse.Namespace(iterations=3, seed=None, widen=False, modules=None, backend=None)
-    guest = cli._guest_run_args(args, run)
+    run = PlannedCampaign(source, config, outdir, "unfixed")
+    guest = guest_run_args(RunOptions(iterations=3), run)
     frozen = Path(guest[guest.index("--config") + 1])
-    assert frozen == outdir / cli.FROZEN_CONFIG
+    assert frozen == outdir / FROZEN_CONFIG
     source.write_text('[campaign]\nfaults = ["ctrl_delete"]\n')
     again = config_mod.load(frozen)
     assert again == config

@@ -402,7 +402,7 @@ class FakeGuest:
 def fake_vm(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Install a FakeGuest (returned by the fixture's result with the wanted rates)."""
     from harness.kernels import kbuild
-    from harness.vm import boot as vm_mod
+    from harness.vm import campaigns as vm_campaigns
 
     def build_variant(variant: str, **_: Any) -> SimpleNamespace:
         return SimpleNamespace(
@@ -416,7 +416,7 @@ def fake_vm(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def install(rates: dict[str, float]) -> FakeGuest:
         guest = FakeGuest(rates)
-        monkeypatch.setattr(vm_mod, "run_in_vm", guest)
+        monkeypatch.setattr(vm_campaigns, "run_in_vm", guest)
         return guest
 
     return install
@@ -495,10 +495,10 @@ def test_compare_cli_says_when_the_vm_ended_before_any_campaign(
 ) -> None:
     """The CI failure of 2026-12-01: qemu aborted under KVM, no campaign started. One line
     says so with qemu's last words, and the exit status is an infrastructure failure."""
-    from harness.vm import boot as vm_mod
+    from harness.vm import campaigns as vm_campaigns
 
     fake_vm({})
-    monkeypatch.setattr(vm_mod, "run_in_vm", dead_vm)
+    monkeypatch.setattr(vm_campaigns, "run_in_vm", dead_vm)
     status = compare_cli(tmp_path / "out", "--iterations", "4")
     said = capsys.readouterr()
     assert status == ExitCode.INFRA

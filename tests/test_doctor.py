@@ -8,10 +8,12 @@ import pytest
 
 from harness.bed import module_records, nvmet_modules
 from harness.cli import app as cli
+from harness.cli.options import vm_options
 from harness.core.errors import HarnessError
 from harness.kernels import prepared
 from harness.vm import boot as vm
 from harness.vm import doctor
+from harness.vm.campaigns import vm_spec
 from tests.test_vm import prepared_record
 
 IMAGE = "/boot/vmlinuz-6.1.0-57-amd64"
@@ -99,13 +101,13 @@ def test_vm_commands_take_boot_timeout() -> None:
     args = cli.build_parser().parse_args(
         ["vm", "--out", "x", "--kernel", IMAGE, "--boot-timeout", "90", "--accel", "auto"]
     )
-    spec = cli._vm_spec(args, 600)
+    spec = vm_spec(vm_options(args), 600)
     assert (spec.boot_timeout_s, spec.kernel, spec.timeout_s) == (90.0, IMAGE, 600)
     args = cli.build_parser().parse_args(["vm", "--out", "x", "--kernel", IMAGE])
-    assert cli._vm_spec(args, 600).boot_timeout_s is None  # 60 s KVM / 180 s TCG
+    assert vm_spec(vm_options(args), 600).boot_timeout_s is None  # 60 s KVM / 180 s TCG
     args = cli.build_parser().parse_args(["vm", "--out", "x", "--boot-timeout", "0"])
     with pytest.raises(HarnessError, match="--boot-timeout"):
-        cli._vm_spec(args, 600)
+        vm_spec(vm_options(args), 600)
 
 
 def test_nvmet_checks_say_what_is_built_and_loaded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -449,6 +449,34 @@ def test_ops_of_fault_kinds_are_the_ops_of_those_faults_only() -> None:
     assert floor.ops_of_fault_kinds(["io_timeout"]) == ()
 
 
+def test_choose_ops_as_the_floor_command_does() -> None:
+    faults = ["ns_remove_path", "ctrl_delete"]
+    assert floor.choose_ops(faults, ["connect"], under_io=True) == ["connect"]  # --ops
+    assert floor.choose_ops(faults, [], under_io=False) == list(floor.ops_for_faults(faults))
+    assert floor.choose_ops(faults, [], under_io=True) == list(floor.ops_of_fault_kinds(faults))
+    with pytest.raises(HarnessError, match="no floor op is part of the config's faults"):
+        floor.choose_ops(["io_timeout"], [], under_io=True)
+
+
+def floor_result(total_s: list[float], under_io: bool, io: dict[str, Any]) -> floor.FloorResult:
+    op = floor.OpStats("connect", 1, [0.1], total_s)
+    return floor.FloorResult("6.1.0-57-amd64", "fixed", "X", 1, 0, 0.5, [op], [], under_io, io)
+
+
+def test_a_floor_fails_on_a_stuck_op_or_on_the_io_under_it() -> None:
+    assert not floor_result([0.2], False, {}).failed
+    assert floor_result([], False, {}).failed  # the op never completed
+    errors = floor_result([0.2], True, {"app_errors": 2, "fio_ran_to_the_end": True})
+    assert errors.failed
+    assert errors.io_problem() == (
+        "fio saw 2 IO errors and 0 verify failures under the ops (floor.json io)"
+    )
+    ended = floor_result([0.2], True, {"fio_ran_to_the_end": False})
+    assert ended.failed and ended.io_problem() is not None
+    assert "fio exited before the end" in str(ended.io_problem())
+    assert floor_result([0.2], True, {"fio_ran_to_the_end": True}).io_problem() is None
+
+
 def test_run_floor_refuses_unknown_ops_before_touching_anything() -> None:
     bed = fake_bed()
     with pytest.raises(HarnessError, match="unknown floor op"):

@@ -4,20 +4,22 @@ results."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.analysis import compare, matrix
+from harness.analysis import compare, experiments, matrix
 from harness.bed import module_records
 from harness.cli import app as cli
+from harness.core.console import Say
 from harness.core.errors import ToolError
 from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, JsonlWriter
 from harness.kernels import kbuild, releases
+from harness.vm.campaigns import PlannedCampaign
+from harness.vm.options import RunOptions, VmOptions
 from tests.test_compare import variant_records
 
 REL = "6.1.0-47-amd64"
@@ -307,9 +309,9 @@ def test_matrix_boots_each_release_once_with_both_variants(
     boots: list[tuple[str, list[str], str]] = []
 
     def campaigns_in_vm(
-        args: argparse.Namespace, runs: list[cli.PlannedCampaign], vm_dir: Path
+        vm: VmOptions, options: RunOptions, runs: list[PlannedCampaign], vm_dir: Path, say: Say
     ) -> dict[Path, int]:
-        boots.append((args.kernel, [str(r.variant) for r in runs], args.modules))
+        boots.append((str(vm.kernel), [str(r.variant) for r in runs], str(options.modules)))
         release = vm_dir.name
         for run in runs:
             iterations = 20 if release != REL else 3
@@ -319,7 +321,7 @@ def test_matrix_boots_each_release_once_with_both_variants(
                     writer.append(record)
         return {run.outdir: 0 for run in runs}
 
-    monkeypatch.setattr(cli, "_campaigns_in_vm", campaigns_in_vm)
+    monkeypatch.setattr(experiments, "campaigns_in_vm", campaigns_in_vm)
     out = tmp_path / "mx"
     argv = ["matrix", "--release", REL, "--release", "6.1.0-56-amd64", "--release", REL]
     argv += ["--out", str(out), "--iterations", "3"]

@@ -343,9 +343,9 @@ def test_sequential_cli_refuses_iterations_in_one_line(
 def test_sequential_cli_with_a_vm_that_never_starts_a_campaign_exits_3(
     tmp_path: Path, fake_vm: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness.vm import boot as vm_mod
+    from harness.vm import campaigns as vm_campaigns
 
     fake_vm({})
-    monkeypatch.setattr(vm_mod, "run_in_vm", dead_vm)
+    monkeypatch.setattr(vm_campaigns, "run_in_vm", dead_vm)
     status = compare_cli(tmp_path / "out", "--sequential", "--batch", "3", "--max-iterations", "6")
     assert status == ExitCode.INFRA

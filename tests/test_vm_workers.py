@@ -147,7 +147,7 @@ def test_cli_workers_zero_is_refused(tmp_path: Path) -> None:
 def test_vm_pytest_runs_the_named_files_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], whole_directory: bool
 ) -> None:
-    from harness.vm import boot as vm
+    from harness.vm import testcases
     from harness.vm.boot import VmResult
 
     kernel = tmp_path / "vmlinuz-6.1.0-57-amd64"
@@ -158,7 +158,7 @@ def test_vm_pytest_runs_the_named_files_alone(
         guests.append(guest)
         return VmResult(0, 0.5, 1.0, crashed=False, timed_out=False, console_tail=[])
 
-    monkeypatch.setattr(vm, "run_in_vm", fake_run_in_vm)
+    monkeypatch.setattr(testcases, "run_in_vm", fake_run_in_vm)
     argv = ["vm-pytest", "--out", str(tmp_path / "tc"), "--kernel", str(kernel), "--accel", "tcg"]
     assert main([*argv, "--", *args]) == 0
     (guest,) = guests

@@ -907,9 +907,9 @@ def eio_run_in_vm(
     options: BenchOptions, scenario: str, config_path: Path, index: int, rundir: Path
 ) -> EioRun:
     """One run to the first EIO in its own VM; the clock starts before anything else."""
-    from harness.cli.app import _fresh_outdir
     from harness.kernels.prepared import default_kernel
     from harness.vm.boot import VmSpec, guest_python, record_crash, run_in_vm
+    from harness.vm.campaigns import fresh_outdir
 
     started = time.monotonic()
     base = config_mod.load(config_path)
@@ -921,7 +921,7 @@ def eio_run_in_vm(
         stop_on_first_eio=True,
         seed=seed,
     )
-    rundir = _fresh_outdir(rundir)
+    rundir = fresh_outdir(rundir)
     config_file = rundir / CONFIG_FILE
     config_file.write_text(config_mod.to_toml(config))
     limit = _vm_timeout(config)

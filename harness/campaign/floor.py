@@ -94,6 +94,23 @@ def ops_of_fault_kinds(faults: Sequence[str]) -> tuple[str, ...]:
     return tuple(op for op in KNOWN_OPS if op in wanted)
 
 
+def choose_ops(faults: Sequence[str], ops: Sequence[str], under_io: bool) -> list[str]:
+    """The ops ``nvmf-harness floor`` times: ``ops`` when given, else under IO those that
+    make up ``faults``' iterations, else ops_for_faults. Raises HarnessError when under IO
+    none of ``faults`` has a floor op."""
+    if ops:
+        return list(ops)
+    if not under_io:
+        return list(ops_for_faults(faults))
+    chosen = list(ops_of_fault_kinds(faults))
+    if not chosen:
+        raise HarnessError(
+            f"floor --under-io: no floor op is part of the config's faults ({', '.join(faults)})",
+            hint=f"name them with --ops (known: {', '.join(KNOWN_OPS)})",
+        )
+    return chosen
+
+
 def _nothing() -> None:
     return None
 
@@ -481,6 +498,24 @@ class FloorResult:
         data = asdict(self)
         data["ops"] = [op.to_dict() for op in self.ops]
         return data
+
+    def io_problem(self) -> str | None:
+        """What went wrong with the IO under the ops (fio's IO errors or verify failures,
+        or fio ending before the floor did), or None."""
+        if self.io.get("app_errors") or self.io.get("verify_failures"):
+            return (
+                f"fio saw {self.io.get('app_errors', 0)} IO errors and "
+                f"{self.io.get('verify_failures', 0)} verify failures under the ops (floor.json io)"
+            )
+        if self.under_io and not self.io.get("fio_ran_to_the_end", True):
+            return "fio exited before the end of the floor under IO (floor.json io)"
+        return None
+
+    @property
+    def failed(self) -> bool:
+        """An op never completed, a restore failed, or the IO under the ops went wrong."""
+        stuck = any(not op.total_s for op in self.ops)
+        return stuck or bool(self.restore_errors) or self.io_problem() is not None
 
 
 def run_floor(

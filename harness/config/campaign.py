@@ -568,6 +568,32 @@ def override(config: CampaignConfig, section: str, **changes: Any) -> CampaignCo
     return validate(data)
 
 
+def with_run_options(
+    config: CampaignConfig,
+    *,
+    iterations: int | None = None,
+    seed: int | None = None,
+    widen: bool = False,
+    backend: str | None = None,
+) -> CampaignConfig:
+    """``config`` as the options of ``nvmf-harness run`` change it: ``iterations`` (unless
+    None or 0) and ``seed`` (unless None) replace the campaign's, ``widen`` turns the BPF
+    widener on, ``backend`` (unless None or empty) replaces target.backend. Raises
+    ConfigError for a value the config rules refuse."""
+    changes: dict[str, Any] = {}
+    if iterations:
+        changes["iterations"] = iterations
+    if seed is not None:
+        changes["seed"] = seed
+    if changes:
+        config = override(config, "campaign", **changes)
+    if widen:
+        config = override(config, "widener", enabled=True)
+    if backend:
+        config = override(config, "target", backend=backend)
+    return config
+
+
 def json_schema() -> dict[str, Any]:
     """The same rules as ``validate``, as a JSON Schema document (configs/schema.json)."""
     properties: dict[str, Any] = {}

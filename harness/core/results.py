@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from harness.core.exits import ExitCode
+
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
@@ -188,6 +190,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def is_iteration(record: dict[str, Any]) -> bool:
     """A fault iteration's record (the VM runner's kernel_crash/vm_timeout records are not)."""
     return "cycle_s" in record
+
+
+def exit_status(records: list[dict[str, Any]]) -> ExitCode:
+    """The exit status a run's records give: INFRA when there are none or one is an
+    infra_error, FAILED when one has a failing verdict (FAILING_VERDICTS), else OK."""
+    if not records or any(r.get("verdict") == Verdict.INFRA_ERROR for r in records):
+        return ExitCode.INFRA
+    if any(r.get("verdict") in FAILING_VERDICTS for r in records):
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def is_race_iteration(record: dict[str, Any]) -> bool:
