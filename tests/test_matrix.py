@@ -18,6 +18,7 @@ from harness.core.errors import ToolError
 from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, JsonlWriter
 from harness.kernels import kbuild, releases
+from harness.report import matrix_page
 from harness.vm.campaigns import PlannedCampaign
 from harness.vm.options import RunOptions, VmOptions
 from tests.test_compare import variant_records
@@ -184,6 +185,7 @@ def two_results(tmp_path: Path) -> list[matrix.ReleaseResult]:
 def test_the_table_in_four_formats(tmp_path: Path) -> None:
     results = two_results(tmp_path)
     text = matrix.write(results, tmp_path / "out")
+    matrix_page.write(results, tmp_path / "out")
     lines = text.splitlines()
     assert lines[0].split("  ")[0] == "release"
     assert "p (vs the other variant)" in lines[0]
@@ -205,7 +207,7 @@ def test_the_table_in_four_formats(tmp_path: Path) -> None:
 def test_html_escapes_cells(tmp_path: Path) -> None:
     result = two_results(tmp_path)[0]
     odd = matrix.ReleaseResult(**{**result.__dict__, "reason": "<b>x</b> & y"})
-    page = matrix.render_html([odd])
+    page = matrix_page.render_html([odd])
     assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page and "<b>x</b>" not in page
 
 
@@ -233,7 +235,7 @@ def test_a_record_from_before_the_three_shapes_reads_back() -> None:
 def test_html_page_of_a_real_matrix_has_its_chart() -> None:
     from tests.test_report_html import parse
 
-    page_text = matrix.render_html(saved_results())
+    page_text = matrix_page.render_html(saved_results())
     page = parse(page_text)
     assert page.tags["svg"] == 1 and page.scripts == 0 and page.external == []
     assert "http" not in page_text

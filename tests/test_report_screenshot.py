@@ -17,6 +17,7 @@ import pytest
 
 from harness.analysis import matrix
 from harness.report import html as report_html
+from harness.report import matrix_page
 from tests.test_matrix import saved_results
 
 DATA = Path(__file__).parent / "data" / "report"
@@ -152,7 +153,7 @@ def test_screenshot_of_compare_report_is_drawn(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(chromium() is None, reason="chromium not installed (apt-get install chromium)")
 def test_screenshot_of_matrix_page_is_drawn(tmp_path: Path) -> None:
-    matrix.write(saved_results(), tmp_path)
+    matrix_page.write(saved_results(), tmp_path)
     png = tmp_path / "matrix.png"
     screenshot(tmp_path / matrix.MATRIX_HTML, png, tmp_path / "profile")
     width, height, bpp, rows = png_rows(png.read_bytes())

@@ -221,13 +221,13 @@ def _matrix_releases(outdir: Path, options: MatrixOptions) -> list[str]:
 
 def run_matrix(
     outdir: Path, options: MatrixOptions, vm: VmOptions, run: RunOptions, say: Say
-) -> int:
+) -> list[matrix.ReleaseResult]:
     """Per Debian kernel release: both variants from its own source, one boot, a verdict.
 
     Every release is checked (installed, source fetched, variants built) before anything
-    boots. Writes ``outdir``/<release>/{unfixed,fixed}/ and ``outdir``/matrix.{txt,md,json,
-    html}. Returns ExitCode.OK when every release got a verdict, FAILED when one is
-    inconclusive. ``run.modules`` None means matrix.MODULES_CACHE.
+    boots. Writes ``outdir``/<release>/{unfixed,fixed}/ and ``outdir``/matrix.{txt,md,json}
+    (the page is the caller's: harness.report.matrix_page); returns the results in order.
+    ``run.modules`` None means matrix.MODULES_CACHE.
     """
     names = _matrix_releases(outdir, options)
     config_path = options.config or matrix.default_config()
@@ -261,9 +261,7 @@ def run_matrix(
             campaigns_in_vm(release_vm, run, runs, release_dir, say)
         results.append(matrix.release_result(ready, release_dir))
     print(matrix.write(results, outdir), flush=True)
-    say(f"matrix: {outdir}/{matrix.MATRIX_HTML} (also .md, .json, .txt)")
-    undecided = [r for r in results if r.verdict == matrix.ReleaseVerdict.INCONCLUSIVE]
-    return ExitCode.FAILED if undecided else ExitCode.OK
+    return results
 
 
 def run_scenarios(

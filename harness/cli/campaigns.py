@@ -21,6 +21,7 @@ from harness.cli.options import (
 )
 from harness.config import campaign as config_mod
 from harness.core.console import say
+from harness.core.exits import ExitCode
 
 PROVE_CONFIG = DEFAULT_CONFIG.parent / "prove-ns-remove-path.toml"
 
@@ -206,7 +207,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     """``matrix``: per Debian kernel release, both variants from its own source, a verdict.
     Exit 0 when every release got a verdict, 1 when one is inconclusive."""
-    from harness.analysis import experiments  # lazy: import cost (module docstring)
+    from harness.analysis import experiments, matrix  # lazy: import cost (module docstring)
+    from harness.report import matrix_page
 
     options = experiments.MatrixOptions(
         releases=tuple(args.release or ()),
@@ -214,7 +216,12 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         report_only=args.report_only,
         config=Path(args.config) if args.config else None,
     )
-    return experiments.run_matrix(Path(args.out), options, vm_options(args), run_options(args), say)
+    outdir = Path(args.out).resolve()
+    results = experiments.run_matrix(outdir, options, vm_options(args), run_options(args), say)
+    page = matrix_page.write(results, outdir)
+    say(f"matrix: {page} (also .md, .json, .txt)")
+    undecided = [r for r in results if r.verdict == matrix.ReleaseVerdict.INCONCLUSIVE]
+    return ExitCode.FAILED if undecided else ExitCode.OK
 
 
 def cmd_prove_fixed(args: argparse.Namespace) -> int:
