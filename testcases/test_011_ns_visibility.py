@@ -12,7 +12,7 @@ measured, not judged. Each case writes what it measured (fio errors and errnos, 
 lines) to ``ns_visibility_<mode>.json`` in its results directory.
 
 The modules are built on the host before the VM boots:
-``python -m harness.kernels.nvmet_variant build --release <release of the VM's kernel>``.
+``nvmf-harness build-nvmet --release <release of the VM's kernel>``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ pytestmark = pytest.mark.skipif(
     is None,
     reason=(
         f"the patched nvmet for {platform.release()} is not built: on the host run "
-        f"python -m harness.kernels.nvmet_variant build --release {platform.release()}"
+        f"nvmf-harness build-nvmet --release {platform.release()}"
     ),
 )
 

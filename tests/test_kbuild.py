@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.bed import module_records
+from harness.cli import main
 from harness.core.errors import HarnessError, ToolError
 from harness.kernels import kbuild, module_build
 
@@ -396,9 +397,9 @@ def test_main_prints_one_line_per_variant(
     world: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(module_build, "MODULES_ROOT", world["modules_root"])
-    argv = ["--release", RELEASE, "--cache-dir", str(world["cache"])]
+    argv = ["build-variants", "--release", RELEASE, "--cache-dir", str(world["cache"])]
     argv += ["--source-tarball", str(world["tarball"])]
-    assert kbuild.main(argv) == 0
+    assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("fixed ") and "FIXEDSRCVERSION" in lines[0]
@@ -408,10 +409,11 @@ def test_main_prints_one_line_per_variant(
 def test_main_reports_errors_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--release", RELEASE, "--source-tarball", str(tmp_path / "none.tar.xz")]
-    assert kbuild.main([*argv, "--variant", "fixed"]) == 1
+    argv = ["build-variants", "--release", RELEASE]
+    argv += ["--source-tarball", str(tmp_path / "none.tar.xz")]
+    assert main([*argv, "--variant", "fixed"]) == 3
     err = capsys.readouterr().err.strip()
-    assert err.startswith("kbuild: ") and "\n" not in err
+    assert err.startswith("nvmf-harness: error: ") and "\n" not in err
 
 
 def test_each_release_builds_from_its_own_tarball(world: dict[str, Path], tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness.bed import module_records, ns_visibility, nvmet_modules, target
+from harness.cli import main
 from harness.core.errors import HarnessError, SafetyError, ToolError
 from harness.core.kernelfs import KernelFs
 from harness.core.paths import REPO_ROOT
@@ -280,7 +281,7 @@ def test_main_prints_the_build_and_errors_in_one_line(
 ) -> None:
     monkeypatch.setattr(module_build, "MODULES_ROOT", world["modules_root"])
     argv = [
-        "build",
+        "build-nvmet",
         "--release",
         RELEASE,
         "--cache-dir",
@@ -290,12 +291,12 @@ def test_main_prints_the_build_and_errors_in_one_line(
         "--patch",
         str(world["patch"]),
     ]
-    assert nvmet_variant.main(argv) == 0
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"nvmet-ns-visibility {RELEASE} nvmet srcversion PATCHEDSRC (built in" in out
-    assert nvmet_variant.main([*argv[:-1], str(world["patch"]) + ".missing"]) == 1
+    assert main([*argv[:-1], str(world["patch"]) + ".missing"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("nvmet_variant: patch ")
+    assert len(err) == 1 and err[0].startswith("nvmf-harness: error: patch ")
 
 
 # --- loading, with fake module tools ----------------------------------------------------------

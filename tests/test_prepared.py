@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.cli import main
 from harness.core.errors import HarnessError
 from harness.kernels import prepared
 
@@ -241,8 +242,8 @@ def test_load_a_broken_record(tmp_path: Path) -> None:
         prepared.load(path)
 
 
-def test_prepared_cli_says_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert prepared.main(["choose", "6.1; reboot"]) == 2  # refused before apt is asked
+def test_kernel_cli_says_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kernel", "choose", "6.1; reboot"]) == 2  # refused before apt is asked
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a kernel release" in err[0]
 

@@ -1,7 +1,7 @@
 """scripts/setup on a fresh machine: what it installs, and one line (exit 2) when a step fails.
 
-The script runs with fake ``id``, ``dpkg-query``, ``apt-get``, ``apt-cache`` and ``python3``
-first in PATH (no root, no apt, no network); the real ones are never called.
+The script runs with fake ``id``, ``dpkg-query``, ``apt-get`` and ``apt-cache`` first in PATH
+and a fake virtualenv (no root, no apt, no network); the real ones are never called.
 """
 
 from __future__ import annotations
@@ -59,11 +59,6 @@ def fake_machine(tmp_path: Path, *, installed: bool, apt_install_rc: int) -> dic
         f" exit {apt_install_rc};; esac; exit 0",
     )
     fake(bin_dir, "apt-cache", "exit 100")
-    fake(
-        bin_dir,
-        "python3",
-        f'case "$*" in *" current"*|*" choose"*) printf "{RELEASE_LINE}\\n";; esac; exit 0',
-    )
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     fake(venv / "bin", "python", "exit 1")
@@ -97,7 +92,8 @@ def test_failed_apt_install_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_failed_pip_install_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    """Exit 2 (infrastructure), not pip's 1: scripts/reproduce's 1 means a verdict."""
+    """Exit 2 (a prerequisite missing: nothing ran), not pip's 1: scripts/reproduce's 1 means
+    a verdict."""
     result = run_setup(fake_machine(tmp_path, installed=True, apt_install_rc=0))
     assert result.returncode == 2, result.stderr
     last = result.stderr.strip().splitlines()[-1]

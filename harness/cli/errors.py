@@ -1,7 +1,8 @@
 """How a command ends when it fails: one line on stderr and an exit status, no traceback.
 
-ConfigError (a broken config, a wrong option value) exits 2, any other HarnessError 3 (the
-infrastructure), Ctrl-C and SIGTERM 130 (harness/core/exits.py).
+A UsageError (a broken config, a wrong option value, a missing tool: nothing ran) exits 2,
+any other HarnessError 3 (the infrastructure), Ctrl-C and SIGTERM 130
+(harness/core/exits.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from harness.core.console import PROG
-from harness.core.errors import ConfigError, HarnessError
+from harness.core.errors import ConfigError, HarnessError, UsageError
 from harness.core.exits import ExitCode
 
 Command = Callable[[argparse.Namespace], int]
@@ -27,6 +28,9 @@ def run_command(command: Command, args: argparse.Namespace) -> int:
         return command(args)
     except ConfigError as exc:
         print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except HarnessError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -20,7 +20,12 @@ class HarnessError(Exception):
         return self.message
 
 
-class ConfigError(HarnessError):
+class UsageError(HarnessError):
+    """Bad input or a missing prerequisite, found before anything ran: the command exits
+    ExitCode.USAGE (2) instead of INFRA (3)."""
+
+
+class ConfigError(UsageError):
     """A campaign or target configuration is invalid; the message names the field."""
 
 
@@ -34,6 +39,10 @@ class KernelFsTimeout(KernelFsError):
 
 class ToolError(HarnessError):
     """An external tool (nvme, fio, bpftrace, vng) is missing or failed."""
+
+
+class MissingToolError(ToolError, UsageError):
+    """An external tool is not installed (the hint names the package): a usage error."""
 
 
 class SafetyError(HarnessError):

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.core.errors import ToolError
+from harness.core.errors import MissingToolError, ToolError
 
 # How long to wait for a killed child to exit before giving up on it.
 KILL_WAIT_S = 1.0
@@ -59,7 +59,7 @@ def require_tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
     if path is None:
         package = PACKAGE_OF_TOOL.get(name, name)
-        raise ToolError(f"'{name}' not found", hint=f"install it: apt-get install {package}")
+        raise MissingToolError(f"'{name}' not found", hint=f"install it: apt-get install {package}")
     return path
 
 

@@ -14,16 +14,13 @@ cannot apply or revert the project's patch on a release's multipath.c (different
 the one statement is toggled inside ``nvme_ns_head_submit_bio()`` instead, and the record
 says so (``patch_method`` "toggle").
 
-Run ``python -m harness.kernels.kbuild --help`` (or scripts/build-variants).
+``nvmf-harness build-variants`` runs it (scripts/build-variants too).
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -268,61 +265,3 @@ def build_variant(
     )
     module_build.write_record(module_dir / VARIANT_FILE, record.to_json())
     return record
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.kernels.kbuild",
-        description="Build nvme-core/nvme-fabrics/nvme-tcp out of tree, fixed and unfixed.",
-    )
-    parser.add_argument("--release", help="kernel release (default: newest with headers)")
-    parser.add_argument("--cache-dir", type=Path, help=f"default: {default_cache_dir()}")
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--source-tarball", type=Path, help=f"default: {module_build.DEFAULT_TARBALL}"
-    )
-    source.add_argument(
-        "--own-source",
-        action="store_true",
-        help="the release's own Debian source (linux-source-X.Y=<its version>, downloaded "
-        "once into build/kernel-sources)",
-    )
-    parser.add_argument("--patch", type=Path, help=f"default: {default_patch()}")
-    parser.add_argument("--variant", choices=[*VARIANTS, "both"], default="both")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--force", action="store_true", help="rebuild even when cached")
-    args = parser.parse_args(argv)
-    variants = VARIANTS if args.variant == "both" else (args.variant,)
-    try:
-        tarball: Path | None = args.source_tarball
-        if args.own_source:
-            from harness.kernels import releases
-
-            release = releases.lookup(args.release or module_build.default_release())
-            tarball = releases.fetch_source(release).tarball
-            print(f"source of {release.name}: {release.source_spec} ({tarball})")
-        for variant in variants:
-            built = build_variant(
-                variant,
-                release=args.release,
-                cache_dir=args.cache_dir,
-                source_tarball=tarball,
-                patch=args.patch,
-                jobs=args.jobs,
-                force=args.force,
-            )
-            how = "cached" if built.cached else f"built in {built.build_seconds:g} s"
-            print(
-                f"{built.variant} {built.release} nvme-core srcversion "
-                f"{built.srcversion[CORE_MODULE]} ({how}, patch {built.patch_action}"
-                f"{' by toggle' if built.patch_method == 'toggle' else ''}"
-                f"{', as shipped' if built.as_shipped else ''}) {built.module_dir}"
-            )
-    except HarnessError as exc:
-        print(f"kbuild: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

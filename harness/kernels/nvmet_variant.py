@@ -18,10 +18,8 @@ does not build again. Loading it in the VM is harness.bed.nvmet_modules.
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -40,7 +38,6 @@ from harness.bed.module_records import (
     nvmet_build_dir,
     nvmet_module_dir,
 )
-from harness.bed.nvmet_modules import loaded_nvmet
 from harness.core.errors import HarnessError, ToolError
 from harness.core.paths import PATCHES_DIR
 from harness.core.procs import run
@@ -236,47 +233,3 @@ def build_nvmet(
     )
     module_build.write_record(module_dir / NVMET_RECORD_FILE, record.to_json())
     return record
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.kernels.nvmet_variant",
-        description="Build nvmet/nvmet-tcp with the test-only namespace visibility patch.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    build = commands.add_parser("build", help="build (or find cached) the patched modules")
-    build.add_argument("--release", help="kernel release (default: newest with headers)")
-    build.add_argument("--cache-dir", type=Path, help=f"default: {default_cache_dir()}")
-    build.add_argument(
-        "--source-tarball", type=Path, help=f"default: {module_build.DEFAULT_TARBALL}"
-    )
-    build.add_argument(
-        "--patch", type=Path, help=f"default: {default_patch()} (or <kernel line>/ beside it)"
-    )
-    build.add_argument("--jobs", type=int, default=2)
-    build.add_argument("--force", action="store_true", help="rebuild even when cached")
-    commands.add_parser("status", help="which nvmet is loaded")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "status":
-            print(loaded_nvmet().describe())
-            return 0
-        built = build_nvmet(
-            release=args.release,
-            cache_dir=args.cache_dir,
-            source_tarball=args.source_tarball,
-            patch=args.patch,
-            jobs=args.jobs,
-            force=args.force,
-        )
-    except HarnessError as exc:
-        print(f"nvmet_variant: {exc}", file=sys.stderr)
-        return 1
-    how = "cached" if built.cached else f"built in {built.build_seconds:g} s"
-    print(f"{VARIANT} {built.release} nvmet srcversion {built.srcversion} ({how})")
-    print(built.module_dir)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

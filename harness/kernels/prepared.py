@@ -12,26 +12,24 @@ it records in ``build/prepared-kernel.json``::
                   "linux-headers-6.1.0-57-amd64": "6.1.192-3", "linux-source-6.1": "6.1.192-3"},
      "source_tarball": "/usr/src/linux-source-6.1.tar.xz", "chosen_by": "...", ...}
 
-scripts/setup runs this module with the system python3 (before the virtualenv exists), so it
-imports nothing outside the standard library and harness.core.errors/harness.core.procs:
+scripts/setup runs it through ``nvmf-harness kernel`` (harness/cli/kernels.py):
 
-    python3 -m harness.kernels.prepared choose [RELEASE]   print "RELEASE<TAB>VERSION<TAB>HOW"
-    python3 -m harness.kernels.prepared record RELEASE HOW  check the packages, write the record
-    python3 -m harness.kernels.prepared show               the record, or what is missing
+    nvmf-harness kernel choose [RELEASE]    print "RELEASE<TAB>VERSION<TAB>HOW"
+    nvmf-harness kernel record RELEASE HOW  check the packages, write the record
+    nvmf-harness kernel current             the recorded release while its packages are there
+    nvmf-harness kernel show                the record, or what is missing
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, UsageError
 from harness.core.paths import BUILD_DIR
 from harness.core.procs import run
 
@@ -209,7 +207,7 @@ def choose(requested: str = "", apt_cache: Runner = _apt_cache) -> Choice:
     output of ``apt-cache ARGV``. Raises HarnessError with the fix when no release fits.
     """
     if requested and not RELEASE_RE.match(requested):
-        raise HarnessError(f"{requested!r} is not a kernel release (e.g. 6.1.0-57-amd64)")
+        raise UsageError(f"{requested!r} is not a kernel release (e.g. 6.1.0-57-amd64)")
     source_offered = parse_madison(apt_cache(["madison", SOURCE_PACKAGE]))
     if requested:
         image = f"linux-image-{requested}"
@@ -368,39 +366,3 @@ def kernel_release(image: str) -> str:
     """``6.1.0-57-amd64`` for ``/boot/vmlinuz-6.1.0-57-amd64``; ``""`` for other images."""
     name = Path(image).name
     return name.removeprefix("vmlinuz-") if name.startswith("vmlinuz-") else ""
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python3 -m harness.kernels.prepared", description=__doc__
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    cho = sub.add_parser("choose", help='print "RELEASE<TAB>VERSION<TAB>HOW"')
-    cho.add_argument("release", nargs="?", default="")
-    rec = sub.add_parser("record", help="check the installed packages, write the record")
-    rec.add_argument("release")
-    rec.add_argument("chosen_by")
-    sub.add_parser("current", help="print the recorded release if all its packages are installed")
-    sub.add_parser("show", help="the record in one line")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "choose":
-            choice = choose(args.release)
-            print(f"{choice.release}\t{choice.version}\t{choice.chosen_by}")
-        elif args.command == "record":
-            print(describe(record_installed(args.release, args.chosen_by)))
-        elif args.command == "current":
-            record = load()
-            if not still_installed(record):
-                return 1
-            print(f"{record.release}\t{record.source_version}\t{record.chosen_by}")
-        else:
-            print(describe(load()))
-    except HarnessError as exc:
-        print(f"prepared kernel: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,18 +17,16 @@ unpacks its tarball; :func:`source_facts` reads from the tarball only the three 
 harness.kernels.source_check says of them: the fix, the shape of ``bio_check_eod()``, the
 prediction.
 
-Run ``python -m harness.kernels.releases --help`` (scripts/install-kernels uses it).
+``nvmf-harness releases`` runs it (scripts/install-kernels uses it).
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
 import re
 import shutil
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -519,49 +517,3 @@ def describe(release: Release) -> str:
         f"{release.name} {release.debian_version}: image {release.image_package} {image}, "
         f"headers {headers}, source {source}"
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m harness.kernels.releases",
-        description="Debian kernel releases: packages, exact source, and source facts.",
-    )
-    parser.add_argument("releases", nargs="*", help="release names (default: installed ones)")
-    parser.add_argument("--fetch-source", action="store_true", help="download+unpack the source")
-    parser.add_argument("--facts", action="store_true", help="print the source facts (fetches)")
-    parser.add_argument(
-        "--source-version",
-        help="fetch this version of the source package instead of the release's own (one "
-        "release only; for a release whose own source apt has not got)",
-    )
-    parser.add_argument("--cache-dir", type=Path, help=f"default: {default_cache_dir()}")
-    args = parser.parse_args(argv)
-    if args.source_version and len(args.releases) != 1:
-        parser.error("--source-version needs exactly one release")
-    status = 0
-    names = args.releases or installed_releases()
-    for name in names:
-        try:
-            release = lookup(name)
-            if args.source_version:
-                release = with_source_version(release, args.source_version)
-            print(describe(release), flush=True)
-            if args.fetch_source or args.facts:
-                fetched = fetch_source(release, args.cache_dir)
-                how = "downloaded" if fetched.downloaded else "cached"
-                print(f"  source {fetched.tarball} ({how})", flush=True)
-                if args.facts:
-                    facts = source_facts(fetched.tarball)
-                    print(
-                        f"  {facts.version}: fix in source {facts.has_fix}, bio_check_eod() "
-                        f"{facts.eod_shape}: {facts.prediction}",
-                        flush=True,
-                    )
-        except HarnessError as exc:
-            print(f"releases: {name}: {exc}", file=sys.stderr, flush=True)
-            status = 1
-    return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,12 +31,14 @@ recognise raises :class:`UnknownSource` with one line saying what it found: neve
 from __future__ import annotations
 
 import re
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from harness.core.errors import HarnessError, ToolError
+from harness.core.errors import ToolError, UsageError
+from harness.core.procs import run
 
 FIX_COMMIT = "88bac2c1a72b"
 FIX_SUBJECT = "nvme-multipath: set BIO_REMAPPED on bios remapped to per-path namespace disks"
@@ -210,18 +212,51 @@ def check_texts(source: str, makefile: str, blk_core_c: str, multipath_c: str) -
     return SourceCheck(source, makefile_version(makefile), fix, shape, predict(fix, shape))
 
 
-def check_tree(tree: Path) -> SourceCheck:
-    """The check of an extracted kernel source tree (a git work tree, an unpacked tarball).
+EXTRACT_TIMEOUT_S = 300.0
+SOURCE_HINT = "give the top directory of a kernel tree or a linux-source-X.Y tarball"
 
-    Raises HarnessError when ``tree`` is not a kernel source (one of the three files is
+
+def check_tree(tree: Path, source: str = "") -> SourceCheck:
+    """The check of an extracted kernel source tree (a git work tree, an unpacked tarball);
+    ``source`` names it in the result (default: ``tree``).
+
+    Raises UsageError when ``tree`` is not a kernel source (one of the three files is
     missing), UnknownSource when a function has a shape this module does not know."""
     texts = []
     for name in (TOP_MAKEFILE, BLK_CORE, MULTIPATH_C):
         try:
             texts.append((tree / name).read_text(errors="replace"))
         except OSError as exc:
-            raise HarnessError(
-                f"{tree} is not a kernel source tree ({name}: {exc.strerror})",
-                hint="give the top directory of a kernel tree or a linux-source-X.Y tarball",
+            raise UsageError(
+                f"{source or tree} is not a kernel source tree ({name}: {exc.strerror})",
+                hint=SOURCE_HINT,
             ) from exc
-    return check_texts(str(tree), *texts)
+    return check_texts(source or str(tree), *texts)
+
+
+def check_tarball(tarball: Path) -> SourceCheck:
+    """The check of a source tarball (``linux-source-7.3.tar.xz``, ``linux-7.3.tar.gz``):
+    only its three files are extracted, into a temporary directory. Raises UsageError when
+    tar cannot read them, UnknownSource like :func:`check_tree`."""
+    with tempfile.TemporaryDirectory(prefix="nvmf-source-check-") as tmp:
+        argv = ["tar", "-xf", str(tarball), "-C", tmp, "--wildcards"]
+        argv += ["--no-wildcards-match-slash", f"*/{TOP_MAKEFILE}"]
+        argv += [f"*/{BLK_CORE}", f"*/{MULTIPATH_C}"]
+        result = run(argv, timeout_s=EXTRACT_TIMEOUT_S)
+        tops = [p.parent for p in Path(tmp).glob(f"*/{TOP_MAKEFILE}")]
+        if not result.ok or len(tops) != 1:
+            raise UsageError(
+                f"{tarball}: no kernel source in it ({result.one_line_error() or 'no Makefile'})",
+                hint=SOURCE_HINT,
+            )
+        return check_tree(tops[0], str(tarball))
+
+
+def check_source(path: Path) -> SourceCheck:
+    """:func:`check_tree` for a directory, :func:`check_tarball` for a file. Raises
+    UsageError when ``path`` is neither."""
+    if path.is_dir():
+        return check_tree(path)
+    if path.is_file():
+        return check_tarball(path)
+    raise UsageError(f"{path}: no such directory or file", hint=SOURCE_HINT)
