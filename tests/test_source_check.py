@@ -3,7 +3,9 @@ bio_check_eod() and nvme_ns_head_submit_bio() as shipped) and on edited copies o
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,58 @@ def test_makefile_version_with_extraversion() -> None:
     text = "VERSION = 7\nPATCHLEVEL = 3\nSUBLEVEL = 0\nEXTRAVERSION = -rc7\n"
     assert source_check.makefile_version(text) == "7.3.0-rc7"
     assert source_check.makefile_version("all:\n") == ""
+
+
+# --- nvmf-harness check-source ----------------------------------------------------------------
+
+
+def test_cli_text_and_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from harness.cli import main
+
+    tree = tree_copy(tmp_path, "debian-7.3.4")
+    revert_fix(tree)
+    assert main(["check-source", str(tree)]) == 0
+    assert capsys.readouterr().out.strip().endswith(": affected (silently)")
+    assert main(["check-source", "--json", str(tree)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["fix"], data["eod_shape"], data["prediction"]) == (
+        False,
+        "fail-silently",
+        "affected (silently)",
+    )
+
+
+def test_cli_reads_a_tarball(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from harness.cli import main
+
+    tree = tree_copy(tmp_path / "src", "debian-6.1.176")
+    tarball = tmp_path / "linux-source-6.1.tar.xz"
+    subprocess.run(
+        ["tar", "-cJf", str(tarball), "-C", str(tree.parent), tree.name], check=True, timeout=60
+    )
+    assert main(["check-source", str(tarball)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("linux 6.1.176: fix absent") and line.endswith(": not affected")
+
+
+def test_cli_unknown_shape_is_one_line_and_no_prediction(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from harness.cli import main
+
+    tree = tree_copy(tmp_path, "debian-7.3.4")
+    edit(tree, BLK_CORE, "if (nr_sectors &&\n", "if (nr_sectors > 0 &&\n")
+    assert main(["check-source", str(tree)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "no prediction" in out[0]
+    assert main(["check-source", "--json", str(tree)]) == 1
+    assert json.loads(capsys.readouterr().out)["prediction"] is None
+
+
+def test_cli_not_a_source_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from harness.cli import main
+
+    assert main(["check-source", str(tmp_path)]) == 2
+    assert main(["check-source", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("nvmf-harness: error: ") for line in err)
