@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from harness.campaign import runner as campaign
-from harness.campaign.runner import ProgressMonitor, jitters, plan, stuck_tasks, verdict
+from harness.campaign import iteration
+from harness.campaign.monitor import ProgressMonitor, stuck_tasks
+from harness.campaign.plan import jitters, plan, resolve_path
+from harness.campaign.verdict import verdict
 from harness.config import campaign as config_mod
 from harness.config.campaign import CampaignConfig
 from harness.core.errors import HarnessError
@@ -325,37 +327,44 @@ def test_stuck_tasks_returns_lines_without_crashing() -> None:
 def test_resolve_path(
     choice: str, before: list[int], after: list[int], expected: tuple[int, int]
 ) -> None:
-    assert campaign.resolve_path(choice, before, after) == expected
+    assert resolve_path(choice, before, after) == expected
 
 
 def test_resolve_path_needs_counts() -> None:
     with pytest.raises(HarnessError, match="per-path IO"):
-        campaign.resolve_path("current", [], [])
+        resolve_path("current", [], [])
 
 
 def test_plan_holds_path_zero_for_choices_made_at_fault_time() -> None:
     config = config_mod.validate(
         {"campaign": {"faults": ["ns_remove_path"], "path": "current", "iterations": 3}}
     )
-    assert [a.path for a in campaign.plan(config)] == [0, 0, 0]
+    assert [a.path for a in plan(config)] == [0, 0, 0]
 
 
 def test_the_next_fault_waits_out_the_eod_printk_ratelimit() -> None:
-    waiter = types.SimpleNamespace(
-        last_eod_line_at=time.monotonic() - campaign.EOD_RATELIMIT_S + 0.3
+    """Only while the kernel line is the only witness: the BPF witness needs no wait."""
+    owner = types.SimpleNamespace(
+        last_eod_line_at=time.monotonic() - iteration.EOD_RATELIMIT_S + 0.3, witness=None
     )
+    waiter = types.SimpleNamespace(campaign=owner)
     started = time.monotonic()
-    campaign.Campaign._wait_for_eod_ratelimit(waiter)  # type: ignore[arg-type]
+    iteration.Iteration.wait_for_eod_ratelimit(waiter)  # type: ignore[arg-type]
     assert 0.25 <= time.monotonic() - started < 2
-    waiter.last_eod_line_at = time.monotonic() - campaign.EOD_RATELIMIT_S - 1
+    owner.last_eod_line_at = time.monotonic() - iteration.EOD_RATELIMIT_S - 1
     started = time.monotonic()
-    campaign.Campaign._wait_for_eod_ratelimit(waiter)  # type: ignore[arg-type]
+    iteration.Iteration.wait_for_eod_ratelimit(waiter)  # type: ignore[arg-type]
+    assert time.monotonic() - started < 0.1
+    owner.last_eod_line_at = time.monotonic()  # a line just now, but the witness runs
+    owner.witness = object()
+    started = time.monotonic()
+    iteration.Iteration.wait_for_eod_ratelimit(waiter)  # type: ignore[arg-type]
     assert time.monotonic() - started < 0.1
 
 
 def test_phase_clock_adds_up_the_phases_in_order() -> None:
     clock = iter([1.5, 1.75, 4.0, 4.5])
-    phases = campaign.PhaseClock(1.0, clock=lambda: next(clock))
+    phases = iteration.PhaseClock(1.0, clock=lambda: next(clock))
     for name in ("window_open", "warmup", "inject", "warmup"):
         phases.mark(name)
     assert phases.seconds == {"window_open": 0.5, "warmup": 0.75, "inject": 2.25}

@@ -39,6 +39,7 @@ RACE: dict[str, Any] = {
     "app_eio": 2,
     "another_path_live": True,
     "eod_race_lines": 1,
+    "witness_events": 2,  # the BPF witness saw both bios; the kernel printed one line
     "verdict": Verdict.EIO_RACE,
 }
 SRCVERSION = {"unfixed": "6E052DFC06DA8E036E0639E", "fixed": "1F49BEBD82E17B252F08608"}
@@ -63,6 +64,7 @@ def variant_records(
             "iteration": index + 1,
             "variant": variant,
             "srcversion": SRCVERSION.get(variant, ""),
+            "witness_events": 0,  # a run with the block-layer witness
         }
         if index < races:
             changes.update(RACE, first_eio_at_s=100.0 - index)
@@ -182,9 +184,9 @@ def test_9_of_10_vs_0_of_10_is_reproduced_and_fixed() -> None:
     assert result.fisher_p_one_sided == pytest.approx(10 / comb(20, 9), rel=1e-5)
     assert result.needed_iterations is None and result.needed_at_rates is None
     assert result.headline() == (
-        "REPRODUCED AND FIXED: unfixed saw app EIO with the EOD-race signature in 9/10 "
-        "iterations, fixed in 0/10 (one-sided Fisher p=5.95e-05 < alpha=0.01); fixed race "
-        "rate < 25.9% at 95%"
+        "REPRODUCED AND FIXED: unfixed saw app EIO with the race's failed bios in 9/10 "
+        "iterations (kernel line 9, BPF witness 9), fixed in 0/10 (one-sided Fisher "
+        "p=5.95e-05 < alpha=0.01); fixed race rate < 25.9% at 95%"
     )
 
 
@@ -212,8 +214,8 @@ def test_one_race_on_the_patched_variant_is_not_fixed(
     assert not result.fixed
     headline = result.headline()
     assert headline.startswith(
-        "NOT FIXED: fixed saw app EIO with the EOD-race signature in 1/20 iterations "
-        "(one is a counterexample); "
+        "NOT FIXED: fixed saw app EIO with the race's failed bios in 1/20 iterations "
+        "(kernel line 1, BPF witness 1) (one is a counterexample); "
     )
     assert f"unfixed: {stock[0]}/{stock[1]} (one-sided Fisher p=" in headline
 
@@ -222,7 +224,7 @@ def test_not_reproduced_needs_the_stock_bound_below_the_rate_looked_for() -> Non
     result = counts((0, 59), (0, 59))
     assert result.verdict == ComparisonVerdict.NOT_REPRODUCED
     assert result.headline() == (
-        "NOT REPRODUCED: unfixed saw no EOD-race EIO in 59 iterations: its race rate is "
+        "NOT REPRODUCED: unfixed saw no race EIO in 59 iterations: its race rate is "
         "< 5.0% at 95%, below the 5% looked for (fixed: 0/59); try --widen or another scenario"
     )
     # one iteration fewer: the bound (5.03%) is not below 5%, nothing is claimed
@@ -316,10 +318,16 @@ def test_render_is_a_table_of_both_variants(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0].split() == ["unfixed", "fixed"]
     assert set(lines[1]) == {"-"}
-    rows = {line[:36].strip(): line[36:].split() for line in lines[2:] if line.strip()}
+    rows = {}
+    for line in lines[2:]:
+        if line.strip() and not line.startswith(("Fisher", "Rule", "REPRODUCED")):
+            label, stock, patched = line.rsplit(maxsplit=2)  # values have no spaces
+            rows[label.strip()] = [stock, patched]
     assert rows["nvme_core srcversion"] == ["6E052DFC06DA8E036E0639E", "1F49BEBD82E17B252F08608"]
     assert rows["iterations"] == ["10", "12"]
-    assert rows["of them EOD race, other path live"] == ["8", "0"]
+    assert rows["of them race bios seen, other path live"] == ["8", "0"]
+    assert rows["seen by the kernel line"] == ["8", "0"]
+    assert rows["seen by the BPF witness"] == ["8", "0"]
     assert rows["VM crashed"] == ["no", "no"]
     assert rows["time to first EIO (s)"] == ["93", "-"]
     assert (

@@ -175,7 +175,7 @@ def test_unknown_section() -> None:
     message = config_error({"campaign": {}, "hosts": {}})
     assert "hosts" in message
     assert "unknown section" in message
-    assert "campaign, target, host, workload, widener, kernel" in message
+    assert "campaign, target, host, workload, widener, witness, kernel" in message
 
 
 def test_section_must_be_a_table() -> None:

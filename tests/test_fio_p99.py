@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from harness.campaign import runner as campaign_mod
+from harness.campaign.io_session import CampaignIo
 from harness.campaign.runner import Campaign
 from harness.campaign.workload import P99_KEY, FioJob, FioResult, p99_clat_us, parse_result
 from harness.config.campaign import CampaignConfig, override
@@ -103,7 +104,7 @@ def test_baseline_and_summary_carry_p99_and_peak_rss(
 
     job = FioJob("/dev/nvme0n1", 64 * 1024 * 1024)
     monkeypatch.setattr(campaign_mod, "bare_fio", fake_bare_fio)
-    monkeypatch.setattr(Campaign, "_fio_job", lambda self, device: job)
+    monkeypatch.setattr(CampaignIo, "fio_job", lambda self, device: job)
     campaign._baseline(device=None)  # type: ignore[arg-type]
     assert calls == [(job, tmp_path / "baseline", 2.5)]
     assert campaign.baseline is not None

@@ -14,7 +14,7 @@ from harness.bed.backing import Backing
 from harness.bed.host import HostIdentity, NvmeHost
 from harness.bed.net import Network
 from harness.bed.target import NvmetTarget, find_leftovers
-from harness.campaign.runner import plan, resolve_path
+from harness.campaign.plan import plan, resolve_path
 from harness.config import campaign as config_mod
 from harness.config.campaign import CampaignConfig
 from harness.core.errors import ConfigError

@@ -310,6 +310,7 @@ HEADER = [
     "EIO",
     "race iters",
     "EOD lines",
+    "BPF bios",
     "verify",
     "hangs",
     "bugs",
@@ -354,6 +355,7 @@ def test_render_table_columns() -> None:
         "0",
         "0",
         "0",
+        "0",
         "6.0",
         "1.25",
         "1234",
@@ -377,6 +379,19 @@ def test_fault_summary_defaults() -> None:
     summary = FaultSummary("x")
     assert summary.median_recover_s is None
     assert summary.to_dict()["median_iops"] is None
+
+
+def test_a_race_seen_only_by_the_block_layer_witness_is_a_race_iteration() -> None:
+    """Since v6.17 the kernel prints no line for the race's bios: the BPF witness's count
+    alone makes the iteration a race iteration (and None, not running, does not)."""
+    from harness.core.results import is_race_iteration, race_seen
+
+    base = {"app_eio": 3, "another_path_live": True, "eod_race_lines": 0}
+    assert not is_race_iteration({**base, "witness_events": None})
+    assert not is_race_iteration({**base, "witness_events": 0})
+    assert is_race_iteration({**base, "witness_events": 12})
+    assert not is_race_iteration({**base, "witness_events": 12, "another_path_live": False})
+    assert race_seen({"eod_race_lines": 1}) and not race_seen({})
 
 
 def test_a_race_seen_only_by_the_stale_write_checker_is_a_race_iteration() -> None:

@@ -15,7 +15,7 @@ from typing import Any, cast
 import pytest
 
 from harness.bed.host import MultipathDevice
-from harness.campaign.runner import Campaign, verdict
+from harness.campaign.runner import Campaign
 from harness.campaign.stale_write import (
     BLOCK_BYTES,
     BlockCodec,
@@ -24,6 +24,7 @@ from harness.campaign.stale_write import (
     StaleWriteChecker,
     tail_region,
 )
+from harness.campaign.verdict import verdict
 from harness.campaign.workload import FioJob
 from harness.config.campaign import CampaignConfig, override
 from harness.core.errors import HarnessError
@@ -276,17 +277,17 @@ def test_the_campaign_keeps_fio_below_the_checks_region(
     campaign, device = campaign_on_fake_head(
         tmp_path, lba_bytes, stale_write_check=True, stale_write_blocks=blocks
     )
-    job = campaign._fio_job(device)
+    job = campaign.io.fio_job(device)
     assert job.size_bytes == fio_bytes
     assert job.numjobs * job.region_bytes() <= fio_bytes
-    assert campaign._stale_write_region(device) == (fio_bytes, lba_bytes)
+    assert campaign.io.stale_write_region(device) == (fio_bytes, lba_bytes)
 
 
 def test_without_the_check_fio_has_the_whole_head(tmp_path: Path) -> None:
     campaign, device = campaign_on_fake_head(tmp_path, 512)
-    assert campaign._fio_job(device).size_bytes == 256 * MIB
-    assert campaign._stale_write_region(device) is None
-    assert campaign._start_stale_write(device) is None
+    assert campaign.io.fio_job(device).size_bytes == 256 * MIB
+    assert campaign.io.stale_write_region(device) is None
+    assert campaign.io._start_stale_write(device) is None
 
 
 def test_a_region_too_large_for_the_head_is_one_line(tmp_path: Path) -> None:
@@ -294,7 +295,7 @@ def test_a_region_too_large_for_the_head_is_one_line(tmp_path: Path) -> None:
         tmp_path, 512, stale_write_check=True, stale_write_blocks=65536
     )
     with pytest.raises(HarnessError, match=r"lower workload\.stale_write_blocks"):
-        campaign._fio_job(device)
+        campaign.io.fio_job(device)
 
 
 def test_threads_flag_lost_writes_on_a_shared_device() -> None:

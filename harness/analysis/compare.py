@@ -3,15 +3,22 @@ statistics printed beside it support.
 
 Both variants run the same config and seed (so the same faults on the same paths in the same
 order); the comparison reads only the JSON lines they left. The question it answers: does the
-application see EIO with the EOD-race signature while another path is live on the unfixed
-variant, and never on the fixed one? The verdicts, in the order they are decided:
+application see EIO with the race's failed bios seen while another path is live on the
+unfixed variant, and never on the fixed one? A race iteration (harness.core.results
+is_race_iteration) is app EIO, another path live, and a witness of the race's bios: the
+kernel's "attempt to access beyond end of device ... limit=0" line for a per-path disk, or
+the block-layer (BPF) witness's bios that failed that check on a zero-capacity per-path disk
+(since v6.17 the kernel prints no line for them). The verdicts, in the order they are
+decided:
 
-- NOT FIXED: the patched variant had at least one race iteration. No test is needed: an
-  iteration with the signature (app EIO, the kernel's "attempt to access beyond end of
-  device ... limit=0" line for a per-path disk, another path live) is a counterexample, not a
-  noisy sample; a fixed kernel must never print it.
+- NOT FIXED: the patched variant had at least one race iteration. No test is needed: such an
+  iteration is a counterexample, not a noisy sample; a fixed kernel must never fail a
+  remapped bio on the end-of-device check.
 - INCONCLUSIVE (patched run not clean): the patched VM crashed, hung or ran no iteration, so
   "no race on it" is no claim.
+- INCONCLUSIVE (blind): a variant without race iterations whose run could not have seen one:
+  the block-layer witness did not run throughout, and the kernel may fail the race's bios
+  without a line (``eod_shape`` "fail-silently", or unknown).
 - REPRODUCED AND FIXED: the stock variant's race rate is significantly above the patched
   one's, by the one-sided Fisher exact test at ``alpha``, and the patched one had none; the
   headline gives the 95% upper bound on the patched rate. One-sided, because the question is
@@ -74,7 +81,7 @@ class VariantOutcome:
     srcversion: str
     iterations: int
     iterations_with_app_eio: int
-    race_iterations: int  # app EIO with the EOD-race line while another path was live
+    race_iterations: int  # app EIO with the race's bios seen while another path was live
     eio_count: int
     eod_race_lines: int
     verify_failures: int
@@ -83,6 +90,13 @@ class VariantOutcome:
     crashed: bool
     time_to_first_eio_s: float | None  # from the start of its campaign (earliest of all)
     failure_rate_upper95: float  # of race iterations per trial, one-sided 95% bound
+    # The two witnesses of the race's bios (harness.core.results race_seen): race iterations
+    # the EOD-race kernel line saw, those the block-layer (BPF) witness saw, its bios in all,
+    # and the iterations it ran in (None in records from before it existed).
+    line_race_iterations: int = 0
+    witness_race_iterations: int = 0
+    witness_events: int = 0
+    witness_iterations: int = 0
 
     @property
     def failed(self) -> bool:
@@ -97,6 +111,18 @@ class VariantOutcome:
     def clean(self) -> bool:
         """Whether "no race iteration" is a claim: trials ran, no crash, no hang."""
         return self.trials > 0 and not self.crashed and self.hangs == 0
+
+    @property
+    def witness_ran(self) -> bool:
+        """Whether the block-layer witness ran in every iteration."""
+        return self.iterations > 0 and self.witness_iterations >= self.iterations
+
+    def could_see_the_race(self, eod_shape: str | None) -> bool:
+        """Whether a run without race iterations says the race did not happen: the
+        block-layer witness ran throughout, or the kernel prints a line for the race's bios
+        (``eod_shape`` "fail-with-line"; "skip-zero-size" cannot fail them at all). A kernel
+        that fails them silently (v6.17 on), or of unknown shape, needs the witness."""
+        return self.witness_ran or eod_shape in ("fail-with-line", "skip-zero-size")
 
     @classmethod
     def of_counts(cls, variant: str, iterations: int, race_iterations: int) -> VariantOutcome:
@@ -116,6 +142,9 @@ class VariantOutcome:
             crashed=False,
             time_to_first_eio_s=None,
             failure_rate_upper95=round(clopper_pearson_upper(race_iterations, iterations), 4),
+            line_race_iterations=race_iterations,
+            witness_race_iterations=race_iterations,
+            witness_iterations=iterations,
         )
 
 
@@ -146,6 +175,10 @@ def outcome(variant: str, *results_dirs: Path) -> VariantOutcome:
         crashed=len(records) > len(iterations),
         time_to_first_eio_s=min(first) if first else None,
         failure_rate_upper95=round(clopper_pearson_upper(len(race), trials), 4),
+        line_race_iterations=sum(1 for r in race if r.get("eod_race_lines", 0)),
+        witness_race_iterations=sum(1 for r in race if r.get("witness_events")),
+        witness_events=sum(int(r.get("witness_events") or 0) for r in iterations),
+        witness_iterations=sum(1 for r in iterations if r.get("witness_events") is not None),
     )
 
 
@@ -173,6 +206,20 @@ class Comparison:
     needed_at_rates: tuple[float, float] | None  # (stock, patched) true rates assumed for it
     min_rate: float
     rule: str  # one line: how the iterations were chosen and tested
+    # The kernel's bio_check_eod() shape when known (harness.kernels.source_check), and
+    # which variant's run could not have seen the race (no witness on a silent kernel).
+    eod_shape: str | None = None
+    blind: str = ""  # "", or the variant whose detector was blind
+
+    @staticmethod
+    def _seen(outcome: VariantOutcome) -> str:
+        """Which witnesses saw the race iterations: "(kernel line 10, BPF witness 13)"."""
+        if not outcome.race_iterations:
+            return ""
+        parts = [f"kernel line {outcome.line_race_iterations}"]
+        if outcome.witness_iterations:
+            parts.append(f"BPF witness {outcome.witness_race_iterations}")
+        return f" ({', '.join(parts)})"
 
     def _counts(self) -> str:
         s, p = self.stock, self.patched
@@ -201,23 +248,31 @@ class Comparison:
         s, p = self.stock, self.patched
         if self.verdict == ComparisonVerdict.REPRODUCED_AND_FIXED:
             return (
-                f"REPRODUCED AND FIXED: {s.variant} saw app EIO with the EOD-race signature "
-                f"in {s.race_iterations}/{s.trials} iterations, {p.variant} in "
+                f"REPRODUCED AND FIXED: {s.variant} saw app EIO with the race's failed bios "
+                f"in {s.race_iterations}/{s.trials} iterations{self._seen(s)}, {p.variant} in "
                 f"0/{p.trials} ({self._test()}); {p.variant} race rate "
                 f"< {p.failure_rate_upper95:.1%} at 95%"
             )
         if self.verdict == ComparisonVerdict.NOT_FIXED:
             return (
-                f"NOT FIXED: {p.variant} saw app EIO with the EOD-race signature in "
-                f"{p.race_iterations}/{p.trials} iterations (one is a counterexample); "
-                f"{s.variant}: {s.race_iterations}/{s.trials} ({self._test()})"
+                f"NOT FIXED: {p.variant} saw app EIO with the race's failed bios in "
+                f"{p.race_iterations}/{p.trials} iterations{self._seen(p)} (one is a "
+                f"counterexample); {s.variant}: {s.race_iterations}/{s.trials} ({self._test()})"
             )
         if self.verdict == ComparisonVerdict.NOT_REPRODUCED:
             return (
-                f"NOT REPRODUCED: {s.variant} saw no EOD-race EIO in {s.trials} iterations: "
+                f"NOT REPRODUCED: {s.variant} saw no race EIO in {s.trials} iterations: "
                 f"its race rate is < {s.failure_rate_upper95:.1%} at 95%, below the "
                 f"{self.min_rate:.0%} looked for ({p.variant}: {p.race_iterations}/"
                 f"{p.trials}); try --widen or another scenario"
+            )
+        if self.blind:
+            shape = self.eod_shape or "unknown"
+            return (
+                f"INCONCLUSIVE: {self._counts()} ({self._test()}), but the block-layer "
+                f"witness did not run throughout on {self.blind} and this kernel's "
+                f"bio_check_eod() is {shape}: it may fail the race's bios without a line, so "
+                "no race seen is no claim; run where bpftrace, BTF and kprobes work"
             )
         if not p.clean:
             why = []
@@ -258,6 +313,8 @@ class Comparison:
             ),
             "min_rate": self.min_rate,
             "rule": self.rule,
+            "eod_shape": self.eod_shape,
+            "blind": self.blind,
             "headline": self.headline(),
         }
 
@@ -273,8 +330,13 @@ def compare(
     alpha: float = DEFAULT_ALPHA,
     min_rate: float = DEFAULT_MIN_RATE,
     rule: str | None = None,
+    eod_shape: str | None = None,
 ) -> Comparison:
     """The verdict on ``stock`` versus ``patched`` (see the module docstring for the rules).
+
+    ``eod_shape``: the kernel's bio_check_eod() shape when known (source_check.EodShape
+    values). A variant with no race iteration makes a claim only where its run could have
+    seen one (VariantOutcome.could_see_the_race): else the verdict is INCONCLUSIVE.
 
     ``alpha`` is the one-sided test's level (a fraction); ``min_rate`` the smallest stock
     race rate worth finding (NOT REPRODUCED needs the stock bound below it; the power
@@ -296,12 +358,17 @@ def compare(
     reproduced = p_one < alpha
     needed: int | None = None
     rates: tuple[float, float] | None = None
+    blind = ""
     if patched.failed:
         verdict = ComparisonVerdict.NOT_FIXED
     elif not patched.clean:
         verdict = ComparisonVerdict.INCONCLUSIVE
+    elif not patched.could_see_the_race(eod_shape):
+        verdict, blind = ComparisonVerdict.INCONCLUSIVE, patched.variant
     elif reproduced:
         verdict = ComparisonVerdict.REPRODUCED_AND_FIXED
+    elif not stock.failed and not stock.could_see_the_race(eod_shape):
+        verdict, blind = ComparisonVerdict.INCONCLUSIVE, stock.variant
     elif not stock.failed and stock.failure_rate_upper95 < min_rate:
         verdict = ComparisonVerdict.NOT_REPRODUCED
     else:
@@ -323,6 +390,8 @@ def compare(
         needed_at_rates=rates,
         min_rate=min_rate,
         rule=rule or single_comparison_rule(alpha),
+        eod_shape=eod_shape,
+        blind=blind,
     )
 
 
@@ -336,9 +405,13 @@ def render(comparison: Comparison) -> str:
     fields = [
         ("iterations", "iterations"),
         ("iterations with app EIO", "iterations_with_app_eio"),
-        ("  of them EOD race, other path live", "race_iterations"),
+        ("  of them race bios seen, other path live", "race_iterations"),
+        ("    seen by the kernel line", "line_race_iterations"),
+        ("    seen by the BPF witness", "witness_race_iterations"),
         ("app EIO count", "eio_count"),
         ("EOD-race kernel lines", "eod_race_lines"),
+        ("BPF witness bios (failed EOD)", "witness_events"),
+        ("iterations the BPF witness ran", "witness_iterations"),
         ("verify failures", "verify_failures"),
         ("hangs", "hangs"),
         ("infra errors", "infra_errors"),

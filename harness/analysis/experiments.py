@@ -123,6 +123,11 @@ def compare_variants(
         if variant != DISTRO:
             _build_variant(variant, release, run.modules, say)
     vm = replace(vm, kernel=kernel)
+    eod_shape = releases.eod_shape_of(kernel)
+    say(
+        f"{kernel}: bio_check_eod() {eod_shape or 'of unknown shape'} (its source); a race "
+        "iteration needs app EIO and the kernel line or the BPF witness's failed bios"
+    )
     if plan is None:
         runs = [
             PlannedCampaign(config_path, config, fresh_outdir(outdir / variant), variant)
@@ -133,6 +138,7 @@ def compare_variants(
             compare.outcome(options.stock, outdir / options.stock),
             compare.outcome(options.patched, outdir / options.patched),
             alpha=options.alpha,
+            eod_shape=eod_shape,
         )
         print(compare.write(result, outdir), flush=True)  # its "Rule:" line says which rule
         return comparison_status(result)
@@ -167,7 +173,7 @@ def compare_variants(
             f"(alpha per look {look.alpha:.3g}): {look.verdict}; {decision.detail}"
         )
 
-    sequence = stopping.run_sequence(plan, run_batch, on_look=show)
+    sequence = stopping.run_sequence(plan, run_batch, on_look=show, eod_shape=eod_shape)
     say(f"stopped: {sequence.detail}")
     text = compare.write(sequence.comparison, outdir, extra={"sequential": sequence.to_dict()})
     print(text, flush=True)

@@ -277,7 +277,9 @@ def release_result(
                 f"{prepared.release.name} {variant}: the guest ran nvme_core "
                 f"{outcome.srcversion}, the build is {built}"
             )
-    comparison = compare.compare(outcomes[UNFIXED], outcomes[FIXED], alpha=alpha)
+    comparison = compare.compare(
+        outcomes[UNFIXED], outcomes[FIXED], alpha=alpha, eod_shape=prepared.facts.eod_shape
+    )
     verdict, reason = release_verdict(prepared.facts, comparison)
     return ReleaseResult(
         release=prepared.release.name,

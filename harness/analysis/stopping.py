@@ -203,12 +203,14 @@ def run_sequence(
     on_look: Callable[[Look, Decision], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     min_rate: float = DEFAULT_MIN_RATE,
+    eod_shape: str | None = None,
 ) -> SequentialResult:
     """Run the plan's batches until ``decide`` stops it.
 
     ``run_batch(look_number, iterations_per_variant)`` runs one batch on both variants and
     returns the (stock, patched) outcomes pooled over every batch so far. ``clock`` gives
-    seconds. Each look's comparison uses ``plan.alpha_per_look``; the last one is the result.
+    seconds. Each look's comparison uses ``plan.alpha_per_look`` (and ``eod_shape``: the
+    kernel's bio_check_eod() shape, compare()'s); the last one is the result.
     Raises what ``run_batch`` raises.
     """
     started = clock()
@@ -219,7 +221,12 @@ def run_sequence(
         stock, patched = run_batch(number, size)
         batch_s = clock() - batch_started
         comparison = compare(
-            stock, patched, alpha=plan.alpha_per_look, min_rate=min_rate, rule=plan.describe()
+            stock,
+            patched,
+            alpha=plan.alpha_per_look,
+            min_rate=min_rate,
+            rule=plan.describe(),
+            eod_shape=eod_shape,
         )
         look = Look(
             number=number,

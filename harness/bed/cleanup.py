@@ -20,8 +20,12 @@ from harness.bed.host import CTRL_CLASS, CTRL_RE
 from harness.core.errors import HarnessError
 from harness.core.kernelfs import KernelFs
 
-# Processes the harness starts mark themselves in their command line.
-PROCESS_MARKS = ("--name=nvmf-harness", "nvmf-harness-widener")
+# Processes the harness starts mark themselves in their command line: fio by its job name,
+# the widener's and the witness's bpftrace by a comment in their -e program.
+FIO_MARK = "--name=nvmf-harness"
+WIDENER_MARK = "nvmf-harness-widener"
+WITNESS_MARK = "nvmf-harness-witness"
+PROCESS_MARKS = (FIO_MARK, WIDENER_MARK, WITNESS_MARK)
 
 
 @dataclass

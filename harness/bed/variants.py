@@ -247,3 +247,21 @@ def _verify(fs: KernelFs, expected: str, variant: str) -> str:
             f"expected '{expected}'"
         )
     return srcversion
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """The running kernel's release, the variant a run loaded and nvme_core's srcversion."""
+
+    release: str
+    variant: str
+    srcversion: str
+
+
+def kernel_info(variant: str) -> KernelInfo:
+    """Release and nvme_core srcversion of the running kernel."""
+    try:
+        srcversion = Path("/sys/module/nvme_core/srcversion").read_text().strip()
+    except OSError:
+        srcversion = ""
+    return KernelInfo(platform.release(), variant, srcversion)

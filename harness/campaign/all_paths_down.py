@@ -158,11 +158,12 @@ def mismatches(expectation: Expectation, record: Mapping[str, Any]) -> list[str]
     return problems
 
 
-def eio_verdict(app_eio: int, eod_race_lines: int, another_path_live: bool) -> str | None:
+def eio_verdict(app_eio: int, race_signs: int, another_path_live: bool) -> str | None:
     """The verdict of an iteration with application EIO, or None without EIO: with no other
     path live (all paths down) an EIO is ``expected_eio`` even when a per-path disk also
-    logged the EOD signature (a path going away while IO still reached it: nothing to fail
-    over to either way); the race (``eio_race``) needs another live path, as
+    showed the EOD signature (a path going away while IO still reached it: nothing to fail
+    over to either way); the race (``eio_race``) needs another live path and a witness of
+    its bios (``race_signs``: EOD-race kernel lines plus the block-layer witness's bios), as
     results.py:is_race_iteration says; else ``eio``."""
     from harness.core.results import Verdict
 
@@ -170,7 +171,7 @@ def eio_verdict(app_eio: int, eod_race_lines: int, another_path_live: bool) -> s
         return None
     if not another_path_live:
         return Verdict.EXPECTED_EIO
-    if eod_race_lines:
+    if race_signs:
         return Verdict.EIO_RACE
     return Verdict.EIO
 

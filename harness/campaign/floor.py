@@ -47,8 +47,11 @@ from typing import Any
 
 from harness.bed.path_removal import PathRemoval
 from harness.bed.testbed import Testbed
+from harness.bed.variants import kernel_info
 from harness.campaign.fio_stream import FioSnapshot, FioStream, FioStreamError, window_result
+from harness.campaign.io_session import fio_job, start_passthru, wait_io_flowing
 from harness.campaign.passthru import PassthruReaders
+from harness.campaign.plan import resolve_path
 from harness.core.errors import HarnessError
 from harness.core.results import write_json_atomic
 from harness.faults import FaultInjector, all_paths_ready, make_path_removal
@@ -419,7 +422,6 @@ def start_workload(bed: Testbed, outdir: Path) -> WorkloadIo:
     checked by the device interlock (campaign.fio_job, start_passthru); returns once IO
     completes on the paths. HarnessError when fio exits or no IO flows
     (campaign.wait_io_flowing)."""
-    from harness.campaign.runner import fio_job, start_passthru, wait_io_flowing
 
     device = bed.checked_device()
     stream = FioStream(fio_job(bed, bed.config, device), outdir / "fio")
@@ -443,7 +445,6 @@ def current_path(
     and for a fixed choice) is the one whose per-path disks completed the most IOs over
     ``sample_s`` seconds, "other" the one with the fewest (campaign.resolve_path; ties to
     the lower index). HarnessError when no path completed any IO in that time."""
-    from harness.campaign.runner import resolve_path
 
     device = bed.device()
     before = bed.path_ios(device)
@@ -533,7 +534,6 @@ def run_floor(
     With ``under_io`` (start_workload, or a fake): the IO it starts runs from before the
     first op to after the last, and each repetition runs on ``choose_path(bed)`` (the path
     carrying the IO) instead of ``path``."""
-    from harness.campaign.runner import kernel_info
 
     unknown = [name for name in names if name not in KNOWN_OPS]
     if unknown:

@@ -6,10 +6,10 @@ unfixed kernel checks the bio against the path's capacity. A busy-wait in that t
 makes the window between choosing a path and the capacity check last ``delay_us``, so a
 concurrent namespace removal (set_capacity(0)) lands inside it far more often.
 
-Pitfalls measured on 6.1 (see notes/FINDINGS.md): a loop that only counts is deleted by LLVM,
-so every turn reads ``nsecs`` (a helper call); the verifier refuses 4,000+ such turns and
-takes 1,000, so the delay is "up to delay_us, or 1,000 clock reads, whichever ends first".
-The delay actually spent is measured and reported.
+Pitfalls measured on 6.1 (docs/measurements/2026-11-24-first-probes.md): a loop that only
+counts is deleted by LLVM, so every turn reads ``nsecs`` (a helper call); the verifier
+refuses 4,000+ such turns and takes 1,000, so the delay is "up to delay_us, or 1,000 clock
+reads, whichever ends first". The delay actually spent is measured and reported.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from harness.bed.cleanup import WIDENER_MARK
 from harness.core.errors import ConfigError, ToolError
 from harness.core.procs import require_tool
 
@@ -104,7 +105,7 @@ def kernel_devt(major: int, minor: int) -> int:
     return (major << 20) | minor
 
 
-PROCESS_MARK = "nvmf-harness-widener"  # in the command line (-e program) of our bpftrace
+PROCESS_MARK = WIDENER_MARK  # in the command line (-e program) of our bpftrace
 
 
 def program_text(config: WidenerConfig) -> str:

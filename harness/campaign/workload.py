@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from harness.bed.cleanup import FIO_MARK
 from harness.core.errors import HarnessError, ToolError
 from harness.core.procs import require_tool
 
@@ -63,7 +64,7 @@ class FioJob:
             )
         args = [
             "fio",
-            "--name=nvmf-harness",
+            FIO_MARK,
             f"--filename={self.filename}",
             f"--rw={self.rw}",
             f"--bs={self.bs}",

@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_iteration=_progress_printer(args),
         widener_factory=_widener_factory(config, outdir),
         stop_on_failure=getattr(args, "stop_on_failure", False),
+        on_witness=say,
     )
     say(
         f"campaign {config.campaign.name}: {config.campaign.iterations} iterations of "
@@ -158,10 +159,11 @@ def _progress_printer(args: argparse.Namespace) -> Callable[[IterationRecord, in
         if args.json:
             print(record.to_json(), flush=True)
         elif not args.quiet:
+            bpf = "" if record.witness_events is None else f", BPF bios {record.witness_events}"
             say(
                 f"[{record.iteration}/{total}] {record.fault} path {record.path}: "
                 f"{record.verdict} (app EIO {record.app_eio}, EOD-race lines "
-                f"{record.eod_race_lines}, recover {record.time_to_recover_s} s, "
+                f"{record.eod_race_lines}{bpf}, recover {record.time_to_recover_s} s, "
                 f"cycle {record.cycle_s:.1f} s, {record.fio_iops:.0f} IOPS) "
                 f"| total EIO {counts['eio']}"
             )

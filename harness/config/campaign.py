@@ -37,6 +37,7 @@ DYNAMIC_PATH_CHOICES = ("current", "other")
 # port that hides the namespace answers to IO meanwhile (harness/path_removal.py).
 NS_REMOVE_MECHANISMS = ("identity_flip", "hidden", "hidden_path_error", "hidden_invalid_ns")
 VARIANTS = ("distro", "fixed", "unfixed")
+WITNESS_MODES = ("auto", "required", "off")
 ACCELS = ("auto", "kvm", "tcg")
 
 
@@ -129,6 +130,17 @@ class WidenerSection:
 
 
 @dataclass(frozen=True)
+class WitnessSection:
+    """The block-layer witness of the race's failed bios (harness/campaign/witness.py: BPF,
+    needs bpftrace, BTF and kprobes in the kernel under test). ``auto``: run it where it can
+    run, else say why once and count the EOD-race kernel line only; ``required``: a kernel
+    where it cannot run is an error (a kernel from v6.17 on prints no line for the race);
+    ``off``: the kernel line only."""
+
+    mode: str = "auto"
+
+
+@dataclass(frozen=True)
 class NsRemovePathSection:
     """How ``ns_remove_path`` makes a namespace vanish from one path (harness/path_removal.py).
 
@@ -190,6 +202,7 @@ class CampaignConfig:
     host: HostSection = field(default_factory=HostSection)
     workload: WorkloadSection = field(default_factory=WorkloadSection)
     widener: WidenerSection = field(default_factory=WidenerSection)
+    witness: WitnessSection = field(default_factory=WitnessSection)
     kernel: KernelSection = field(default_factory=KernelSection)
     ns_remove_path: NsRemovePathSection = field(default_factory=NsRemovePathSection)
 
@@ -215,11 +228,13 @@ SECTIONS: dict[str, type[Any]] = {
     "host": HostSection,
     "workload": WorkloadSection,
     "widener": WidenerSection,
+    "witness": WitnessSection,
     "kernel": KernelSection,
     "ns_remove_path": NsRemovePathSection,
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
+    "witness.mode": WITNESS_MODES,
     "campaign.order": ORDERS,
     "campaign.path": PATH_CHOICES,
     "target.network": NETWORKS,

@@ -26,8 +26,10 @@ class Verdict:
     """Names of per-iteration verdicts (strings in the JSON lines)."""
 
     PASS = "pass"  # no application-visible error, paths recovered
-    EIO_RACE = "eio_race"  # app EIO with the EOD-race kernel signature
-    EIO = "eio"  # app EIO without the EOD-race signature
+    # app EIO with the race's failed bios seen (the EOD-race kernel line, or the block-layer
+    # witness's bios on a zero-capacity per-path disk) while another path was live
+    EIO_RACE = "eio_race"
+    EIO = "eio"  # app EIO, and neither witness saw the race
     EXPECTED_EIO = "expected_eio"  # app EIO while no path was usable (ns_disable): real loss
     # An application error other than EIO (e.g. EOPNOTSUPP from a path that answered Invalid
     # Namespace with DNR) while another path was live: IO failed that another path could serve.
@@ -138,6 +140,15 @@ class IterationRecord:
     # a fault's write to the kernel (delete_controller, say) did not return within its
     # timeout: the kernel is stuck in that operation even when IO goes on on another path
     kernel_write_hung: bool = False
+    # The block-layer witness (harness/campaign/witness.py): bios the end-of-device check
+    # failed on a zero-capacity per-path disk in the iteration (None: the witness was not
+    # running), their disks, and failed bios elsewhere.
+    witness_events: int | None = None
+    witness_disks: list[str] = field(default_factory=list)
+    witness_other_events: int = 0
+    # Which witnesses saw the race's bios: "kernel_line" (the EOD-race line, kmsg),
+    # "block_layer" (the BPF witness); since v6.17 the kernel prints no line for them.
+    race_seen_by: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -202,13 +213,19 @@ def exit_status(records: list[dict[str, Any]]) -> ExitCode:
     return ExitCode.OK
 
 
+def race_seen(record: dict[str, Any]) -> bool:
+    """Whether a witness saw the race's failed bios: the EOD-race kernel line, or the
+    block-layer witness's bios on a zero-capacity per-path disk."""
+    return bool(record.get("eod_race_lines", 0) or record.get("witness_events") or 0)
+
+
 def is_race_iteration(record: dict[str, Any]) -> bool:
     """The bug's signature: app EIO (fio's, or a failed IO of the stale-write checker), with
-    the EOD-race kernel line, while another path was live."""
+    the race's failed bios seen (``race_seen``), while another path was live."""
     return bool(
         (record.get("app_eio", 0) or record.get("stale_write_errors", 0))
         and record.get("another_path_live")
-        and record.get("eod_race_lines", 0)
+        and race_seen(record)
     )
 
 
@@ -256,6 +273,7 @@ class FaultSummary:
     iterations_with_eio: int = 0
     eio_count: int = 0
     eod_race_lines: int = 0
+    witness_events: int = 0  # the block-layer witness's race bios (harness/campaign/witness.py)
     race_iterations: int = 0  # app EIO with another path live (the bug's signature)
     verify_failures: int = 0
     stale_writes: int = 0  # stale and mismatched reads of the stale-write check
@@ -281,6 +299,7 @@ class FaultSummary:
             if at is not None and (self.first_eio_at_s is None or at < self.first_eio_at_s):
                 self.first_eio_at_s = float(at)
         self.eod_race_lines += int(record.get("eod_race_lines", 0))
+        self.witness_events += int(record.get("witness_events") or 0)
         self.verify_failures += int(record.get("verify_failures", 0))
         self.stale_writes += int(record.get("stale_writes", 0)) + int(
             record.get("stale_write_mismatches", 0)
@@ -349,6 +368,7 @@ def render_table(summaries: list[FaultSummary]) -> str:
         "EIO",
         "race iters",
         "EOD lines",
+        "BPF bios",
         "verify",
         "hangs",
         "bugs",
@@ -367,6 +387,7 @@ def render_table(summaries: list[FaultSummary]) -> str:
                 str(summary.eio_count),
                 str(summary.race_iterations),
                 str(summary.eod_race_lines),
+                str(summary.witness_events),
                 str(summary.verify_failures),
                 str(summary.hangs),
                 str(summary.kernel_bugs),

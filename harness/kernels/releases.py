@@ -22,7 +22,9 @@ prediction.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -34,7 +36,8 @@ from pathlib import Path
 from harness.core.errors import HarnessError, ToolError
 from harness.core.paths import BUILD_DIR
 from harness.core.procs import ProcResult, run
-from harness.kernels import source_check
+from harness.kernels import prepared, source_check
+from harness.kernels.prepared import kernel_release
 
 APT_TIMEOUT_S = 60.0
 DOWNLOAD_TIMEOUT_S = 1800.0
@@ -517,3 +520,29 @@ def describe(release: Release) -> str:
         f"{release.name} {release.debian_version}: image {release.image_package} {image}, "
         f"headers {headers}, source {source}"
     )
+
+
+def eod_shape_of(image: str) -> str | None:
+    """The bio_check_eod() shape (source_check.EodShape value) of the kernel ``image`` boots,
+    read from its source: the prepared kernel's source tarball (scripts/setup matched their
+    Debian versions), else the release's own source when :func:`fetch_source` fetched it.
+    None when neither is known or readable: then only the block-layer witness makes "no race
+    seen" a claim (harness.analysis.compare)."""
+    release = kernel_release(image)
+    tarballs: list[Path] = []
+    with contextlib.suppress(HarnessError):
+        record = prepared.load()
+        if record.image == image or (release and record.release == release):
+            tarballs.append(Path(record.source_tarball))
+    if release:
+        with contextlib.suppress(HarnessError):
+            own = cached_source(lookup(release))
+            if own is not None:
+                tarballs.append(own.tarball)
+    for tarball in tarballs:
+        if not tarball.is_file():
+            continue
+        where = hashlib.sha256(str(tarball.resolve()).encode()).hexdigest()[:12]
+        with contextlib.suppress(HarnessError):
+            return source_facts(tarball, default_cache_dir() / "facts" / where).eod_shape
+    return None
