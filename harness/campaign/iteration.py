@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.bed.host import MultipathDevice
 from harness.campaign.io_session import IoSession
-from harness.campaign.kmsg import KernelLogSummary, KmsgReader, format_record
+from harness.campaign.kmsg import KernelLogSummary, KmsgWindows
 from harness.campaign.monitor import ProgressMonitor, stuck_tasks
 from harness.campaign.passthru import PassthruStats
 from harness.campaign.plan import resolve_path
@@ -120,10 +120,9 @@ class Iteration:
         assert self.campaign.monitor is not None
         return self.campaign.monitor
 
-    def run(self, kmsg: KmsgReader) -> IterationState:
+    def run(self, kmsg: KmsgWindows) -> IterationState:
         """Every phase; the state they observed."""
         state = self.state
-        lost_before = kmsg.lost
         self.monitor.begin_window()
         try:
             device = self.open_window()
@@ -135,8 +134,6 @@ class Iteration:
         finally:
             self.close_window()
         self.read_witnesses(kmsg)
-        state.kernel.lost = kmsg.lost - lost_before
-        state.phases.mark("kernel_log")
         return state
 
     # --- the phases ----------------------------------------------------------------------
@@ -240,21 +237,19 @@ class Iteration:
             with contextlib.suppress(HarnessError):
                 campaign.faults.recover(campaign.config.campaign.recover_timeout_s, lambda: False)
 
-    def read_witnesses(self, kmsg: KmsgReader) -> None:
-        """The kernel log since the last read (kept in the workdir's kmsg.txt) and the
-        block-layer witness's window up to now."""
+    def read_witnesses(self, kmsg: KmsgWindows) -> None:
+        """The kernel log since the last window (its lines in the workdir's kmsg.txt, read
+        and classified by the log's own process) and the block-layer witness's window."""
         state = self.state
-        lines = []
-        for record in kmsg.read_available():
-            state.kernel.add(record)
-            lines.append(format_record(record))
-        (state.workdir / "kmsg.txt").write_text("\n".join(lines) + "\n")
+        state.kernel = kmsg.take(state.workdir / "kmsg.txt").summary
+        state.phases.mark("kernel_log")
         witness = self.campaign.witness
         if witness is not None:
             try:
                 state.witness = witness.take(time.monotonic())
             except HarnessError as exc:
                 self.campaign.witness_lost(str(exc))
+            state.phases.mark("witness")
         if state.kernel.last_eod_ts_s is not None:
             self.campaign.last_eod_line_at = state.kernel.last_eod_ts_s
 

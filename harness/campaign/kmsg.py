@@ -13,11 +13,19 @@ on a per-path disk (nvmeXcYnZ) whose capacity was just set to 0 by nvme_ns_remov
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
+import selectors
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from harness.core.errors import HarnessError
 
 KMSG = "/dev/kmsg"
 
@@ -245,6 +253,30 @@ KERNEL_CLASSES: tuple[KernelClass, ...] = (
 )
 
 
+# Whole-line formats of the floods, with the (kind, class) the rules give them: a line that
+# matches one in full is classified without trying every rule (the identity flip makes nvmet
+# print thousands of "failed cmd" lines per iteration). Exact: the formats leave only numbers
+# free, and no rule above tells such lines apart (tests/test_kmsg_classes.py checks both paths
+# agree).
+KNOWN_FORMATS: tuple[tuple[re.Pattern[str], LineKind, KernelClass], ...] = (
+    (
+        re.compile(r"nvmet_(tcp|rdma): failed cmd [0-9a-f]+ id \d+ opcode \d+, data_len: \d+"),
+        LineKind.OTHER,
+        "nvmet_failed_cmd",
+    ),
+)
+
+
+def classify_fully(record: KmsgRecord) -> tuple[LineKind, str, KernelClass]:
+    """(kind, EOD disk, fine class) of a record: ``classify`` and ``kernel_class``, with
+    the flood formats (KNOWN_FORMATS) recognised first."""
+    for pattern, kind, fine in KNOWN_FORMATS:
+        if pattern.fullmatch(record.text):
+            return kind, "", fine
+    kind, disk = classify(record)
+    return kind, disk, kernel_class(record, kind)
+
+
 def kernel_class(record: KmsgRecord, kind: LineKind | None = None) -> KernelClass:
     """The fine class of a record (one of KERNEL_CLASSES; "other" when no rule matches).
 
@@ -305,8 +337,7 @@ class KernelLogSummary:
     classes: dict[str, int] = field(default_factory=dict)
 
     def add(self, record: KmsgRecord) -> LineKind:
-        kind, disk = classify(record)
-        fine = kernel_class(record, kind)
+        kind, disk, fine = classify_fully(record)
         self.classes[fine] = self.classes.get(fine, 0) + 1
         notable = True
         if kind is LineKind.EOD_RACE:
@@ -412,6 +443,94 @@ class KmsgReader:
         os.close(self._fd)
 
     def __enter__(self) -> KmsgReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+CHILD_MODULE = "harness.campaign.kmsg_child"
+CHILD_READY = "kmsg child ready"  # kmsg_child.READY (that module imports this one)
+CHILD_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class LogWindow:
+    """One window of the kernel log, as the child summed it up: the summary, how many
+    records it had, and the child's CPU seconds so far (its cost, apart from the campaign)."""
+
+    summary: KernelLogSummary
+    records: int
+    child_cpu_s: float
+
+
+class KmsgWindows:
+    """The campaign's kernel log, read and classified by a child process
+    (harness/campaign/kmsg_child.py: why a process, and the protocol).
+
+    ``skip()`` drops the records so far (setup noise); ``take(path)`` ends a window: its
+    lines go to ``path`` (kmsg.txt), its summary comes back. Raises HarnessError when the
+    child does not start, dies, or does not answer in ``timeout_s`` seconds. As a context
+    manager, the child never outlives the ``with`` block."""
+
+    def __init__(self, timeout_s: float = CHILD_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", CHILD_MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        ready = self._reply()
+        if ready != CHILD_READY:
+            self.close()
+            raise HarnessError(f"the kernel log reader did not start: {ready or 'no output'}")
+
+    def _reply(self) -> str:
+        assert self._proc.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._proc.stdout, selectors.EVENT_READ)
+            if not selector.select(self.timeout_s):
+                raise HarnessError(f"the kernel log reader did not answer in {self.timeout_s:g} s")
+        return self._proc.stdout.readline().strip()
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError as exc:
+            raise HarnessError("the kernel log reader died") from exc
+        line = self._reply()
+        if not line:
+            raise HarnessError(f"the kernel log reader died (exit {self._proc.poll()})")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def skip(self) -> int:
+        """Drop the records since the last call; how many there were."""
+        return int(self._ask({"cmd": "skip"})["records"])
+
+    def take(self, path: Path) -> LogWindow:
+        """The window since the last call: its lines written to ``path``, its summary."""
+        reply = self._ask({"cmd": "take", "path": str(path)})
+        return LogWindow(
+            KernelLogSummary(**reply["summary"]), int(reply["records"]), float(reply["cpu_s"])
+        )
+
+    def close(self) -> None:
+        """End the child (it exits when its stdin closes; killed if it does not)."""
+        if self._proc.stdin is not None and not self._proc.stdin.closed:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def __enter__(self) -> KmsgWindows:
         return self
 
     def __exit__(self, *exc: object) -> None:

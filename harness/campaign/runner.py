@@ -34,7 +34,7 @@ from harness.bed.variants import kernel_info
 from harness.campaign import witness as witness_mod
 from harness.campaign.io_session import CampaignIo
 from harness.campaign.iteration import Iteration
-from harness.campaign.kmsg import KmsgReader
+from harness.campaign.kmsg import KmsgWindows
 from harness.campaign.monitor import ProgressMonitor
 from harness.campaign.plan import jitters, plan
 from harness.campaign.record import RunInfo, build_record
@@ -127,7 +127,7 @@ class Campaign:
         widener = None
         try:
             with (
-                KmsgReader(background=True) as kmsg,
+                KmsgWindows() as kmsg,
                 JsonlWriter(self.outdir / RESULTS_FILE) as writer,
             ):
                 setup_start = time.monotonic()
@@ -149,7 +149,7 @@ class Campaign:
                     self.io.progress, self.config.campaign.hang_timeout_s
                 )
                 self.monitor.start()
-                kmsg.read_available()  # setup noise is not part of iteration 1
+                kmsg.skip()  # setup noise is not part of iteration 1
                 if self.witness is not None:
                     self.witness.take(time.monotonic())  # nor for the witness
                 actions = plan(self.config)
@@ -184,7 +184,7 @@ class Campaign:
         ]
 
     def _iteration(
-        self, index: int, action: FaultAction, jitter: float, kmsg: KmsgReader
+        self, index: int, action: FaultAction, jitter: float, kmsg: KmsgWindows
     ) -> IterationRecord:
         self.iteration_index = index
         state = Iteration(self, index, action, jitter).run(kmsg)

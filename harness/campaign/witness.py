@@ -19,7 +19,7 @@ What it sees (a bpftrace program, kprobes with BTF types):
 - ``kretprobe:submit_bio_noacct`` forgets the note. With the fix, BIO_REMAPPED makes
   ``submit_bio_noacct()`` skip the check, the bio is queued (``current->bio_list``) and
   returns unended: nothing is printed;
-- ``interval:ms:100``: a heartbeat, so a reader knows every event before a time was printed.
+- ``interval:ms:25``: a heartbeat, so a reader knows every event before a time was printed.
 
 An event counts for the race when its disk is a per-path disk (``nvmeXcYnZ``: hidden, only
 the multipath head remaps bios to it) and its status is BLK_STS_IOERR (10 in every kernel
@@ -55,10 +55,10 @@ BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 KPROBE_EVENTS = Path("/sys/bus/event_source/devices/kprobe")
 ATTACH_TIMEOUT_S = 120.0  # the widener's first attach took 30 s under TCG
 STOP_TIMEOUT_S = 30.0
-CATCH_UP_S = 0.15  # events before an instant are read once a tick this much later is
+CATCH_UP_S = 0.05  # events before an instant are read once a tick this much later is
 CATCH_UP_TIMEOUT_S = 5.0
 POLL_S = 0.05
-TICK_MS = 100
+TICK_MS = 25
 
 PROGRAM = f"""// {PROCESS_MARK}: harness clean finds a leftover bpftrace by this line
 BEGIN {{ printf("{READY_MARK} %llu\\n", nsecs); }}

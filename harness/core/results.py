@@ -131,8 +131,8 @@ class IterationRecord:
     # usable path - requeuing I/O", "identifiers changed", controller state changes...)
     kernel_classes: dict[str, int] = field(default_factory=dict)
     # seconds per phase of the iteration, in order (window_open, prepare, warmup,
-    # eod_ratelimit, inject, hold, restore, recover, settle, window_close, kernel_log): where
-    # a cycle's time goes
+    # eod_ratelimit, inject, hold, restore, recover, settle, window_close, kernel_log,
+    # witness): where a cycle's time goes
     phases_s: dict[str, float] = field(default_factory=dict)
     # a [[steps]] campaign: what each step did and when (harness/steps.py StepRecord), then
     # the automatic restores (step -1); empty for a one-fault campaign

@@ -1,0 +1,136 @@
+"""The child process that reads and classifies the kernel log for a campaign.
+
+Why a process: /dev/kmsg hands out one record per read(2), and a fault can make the kernel
+print thousands (nvmet logs one "failed cmd" line per IO it fails in the identity flip's
+disable window). Read from a thread of the campaign, every record was a GIL handoff with the
+passthrough reader threads: about 10 ms per line under TCG, seconds per iteration. This
+process has its own interpreter: it reads and classifies each record as it arrives, in
+parallel with the campaign, and hands over one iteration's summary when asked.
+
+Run as ``python -m harness.campaign.kmsg_child``. It opens /dev/kmsg at its end, prints one
+ready line, then answers one JSON request per line on stdin with one JSON line on stdout:
+
+    {"cmd": "take", "path": DIR/kmsg.txt}  the records since the last request: their lines
+                                           written to ``path``, their summary answered
+        -> {"summary": {...KernelLogSummary...}, "records": N, "cpu_s": S}
+    {"cmd": "skip"}                        forget the records since the last request
+        -> {"records": N}
+
+Before answering, it reads every record the kernel has (so a window ends when asked).
+``lost`` in a summary counts records the ring buffer overwrote before they were read, from
+the gaps in their sequence numbers (exact). The process exits when its stdin closes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import os
+import selectors
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from harness.campaign.kmsg import (
+    CHILD_READY,
+    KMSG,
+    KernelLogSummary,
+    format_record,
+    parse_record,
+)
+
+READY = CHILD_READY
+
+
+class Window:
+    """The records of one window: their summary and their lines."""
+
+    def __init__(self) -> None:
+        self.summary = KernelLogSummary()
+        self.lines: list[str] = []
+        self.records = 0
+
+
+class KmsgChild:
+    """Reads kernel log records from ``fd`` (non-blocking, one record per read: /dev/kmsg
+    opened at its end by :func:`open_kmsg`) into windows."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.window = Window()
+        self.last_seq: int | None = None
+
+    def drain(self) -> None:
+        """Read and classify every record the kernel has now."""
+        window = self.window
+        while True:
+            try:
+                chunk = os.read(self.fd, 8192)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:  # overwritten: the next seq shows how many
+                    continue
+                raise
+            if not chunk:
+                return
+            record = parse_record(chunk.decode("utf-8", errors="replace"))
+            if record is None:
+                continue
+            if self.last_seq is not None and record.seq > self.last_seq + 1:
+                window.summary.lost += record.seq - self.last_seq - 1
+            self.last_seq = record.seq
+            window.summary.add(record)
+            window.lines.append(format_record(record))
+            window.records += 1
+
+    def take(self, path: str | None) -> dict[str, Any]:
+        """End the window: write its lines to ``path`` (None: drop them); its reply."""
+        self.drain()
+        window, self.window = self.window, Window()
+        if path is None:
+            return {"records": window.records}
+        Path(path).write_text("\n".join(window.lines) + "\n")
+        return {
+            "summary": dataclasses.asdict(window.summary),
+            "records": window.records,
+            "cpu_s": round(time.process_time(), 3),
+        }
+
+    def serve(self, requests: IO[str], replies: IO[str]) -> None:
+        """Read records as they come, answer requests, until ``requests`` closes."""
+        selector = selectors.DefaultSelector()
+        selector.register(self.fd, selectors.EVENT_READ, "kmsg")
+        selector.register(requests, selectors.EVENT_READ, "request")
+        replies.write(READY + "\n")
+        replies.flush()
+        while True:
+            for key, _events in selector.select():
+                if key.data == "kmsg":
+                    self.drain()
+                    continue
+                line = requests.readline()
+                if not line:
+                    return
+                request = json.loads(line)
+                path = request.get("path") if request.get("cmd") == "take" else None
+                replies.write(json.dumps(self.take(path)) + "\n")
+                replies.flush()
+
+
+def open_kmsg(path: str = KMSG) -> int:
+    """/dev/kmsg opened non-blocking at its end (only records from now on)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.lseek(fd, 0, os.SEEK_END)
+    return fd
+
+
+def main() -> int:
+    KmsgChild(open_kmsg()).serve(sys.stdin, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

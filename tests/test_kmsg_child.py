@@ -1,0 +1,72 @@
+"""harness.campaign.kmsg_child: the kernel log's own process, fed records through a
+SOCK_SEQPACKET socket (one record per read, like /dev/kmsg), and its windows."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+from harness.campaign.kmsg import KernelLogSummary
+from harness.campaign.kmsg_child import READY, KmsgChild
+
+FAILED_CMD = (
+    "6,{seq},{ts},-;nvmet_tcp: failed cmd 0000000047ce6750 id {seq} opcode 2, data_len: 4096"
+)
+EOD = (
+    "4,{seq},{ts},-;fio: attempt to access beyond end of device\\x0a"
+    "nvme0c1n1: rw=34817, sector=8, nr_sectors = 8 limit=0"
+)
+
+
+def feeder() -> tuple[socket.socket, int]:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setblocking(False)
+    return ours, theirs.detach()
+
+
+def send(sock: socket.socket, template: str, seq: int) -> None:
+    sock.send(template.format(seq=seq, ts=1_000_000 + seq).encode())
+
+
+def test_windows_count_classes_write_lines_and_lost_records(tmp_path: Path) -> None:
+    sock, fd = feeder()
+    child = KmsgChild(fd)
+    for seq in range(1, 4):
+        send(sock, FAILED_CMD, seq)
+    assert child.take(None) == {"records": 3}  # skip: setup noise
+    send(sock, EOD, 4)
+    for seq in (5, 6, 9):  # 7 and 8 were overwritten before they were read
+        send(sock, FAILED_CMD, seq)
+    reply = child.take(str(tmp_path / "kmsg.txt"))
+    summary = KernelLogSummary(**reply["summary"])
+    assert reply["records"] == 4 and summary.lost == 2
+    assert summary.eod_race_lines == 1 and summary.eod_race_disks == ["nvme0c1n1"]
+    assert summary.classes == {"eod_race": 1, "nvmet_failed_cmd": 3}
+    lines = (tmp_path / "kmsg.txt").read_text().splitlines()
+    assert len(lines) == 5 and "attempt to access beyond end of device" in lines[0]  # 2 lines
+    empty = child.take(str(tmp_path / "empty.txt"))
+    assert empty["records"] == 0 and empty["summary"]["lost"] == 0
+
+
+def test_serve_answers_requests_until_stdin_closes(tmp_path: Path) -> None:
+    sock, fd = feeder()
+    child = KmsgChild(fd)
+    send(sock, EOD, 1)
+    read_end, write_end = os.pipe()
+    requests = os.fdopen(read_end, "r")
+    replies = io.StringIO()
+    server = threading.Thread(target=child.serve, args=(requests, replies), daemon=True)
+    with os.fdopen(write_end, "w") as pipe:
+        server.start()
+        pipe.write(json.dumps({"cmd": "take", "path": str(tmp_path / "k.txt")}) + "\n")
+        pipe.flush()
+        server.join(timeout=0.5)  # still serving
+        assert server.is_alive()
+    server.join(timeout=10)
+    assert not server.is_alive(), "the child must end when its stdin closes"
+    ready, answer = replies.getvalue().splitlines()
+    assert ready == READY and json.loads(answer)["summary"]["eod_race_lines"] == 1
