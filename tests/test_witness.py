@@ -129,3 +129,25 @@ def test_a_bpftrace_that_refuses_is_one_line(
 def test_start_or_say_why_without_bpftrace(tmp_path: Path) -> None:
     found, reason = witness.start_or_say_why(tmp_path / "w.out", bpftrace="no-such-bpftrace")
     assert found is None and "not found" in reason
+
+
+def test_bpftrace_is_pointed_at_a_tree_kernels_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/lib/modules/<release>/build is a kdir with a source link: bpftrace gets both."""
+    monkeypatch.setattr(witness.platform, "release", lambda: "7.3.4")
+    source = tmp_path / "src"
+    (source / "include/linux").mkdir(parents=True)
+    (source / "include/linux/kconfig.h").touch()
+    kdir = tmp_path / "kdir"
+    kdir.mkdir()
+    (kdir / "source").symlink_to(source)
+    (tmp_path / "modules/7.3.4").mkdir(parents=True)
+    (tmp_path / "modules/7.3.4/build").symlink_to(kdir)
+    env = witness.bpftrace_environment(tmp_path / "modules")
+    assert env["BPFTRACE_KERNEL_SOURCE"] == str(source) and env["BPFTRACE_KERNEL_BUILD"] == str(
+        kdir
+    )
+    (kdir / "include/linux").mkdir(parents=True)
+    (kdir / "include/linux/kconfig.h").touch()  # a full build directory: nothing to set
+    assert "BPFTRACE_KERNEL_BUILD" not in witness.bpftrace_environment(tmp_path / "modules")

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 
 from harness.bed.cleanup import WIDENER_MARK
+from harness.campaign.witness import bpftrace_environment
 from harness.core.errors import ConfigError, ToolError
 from harness.core.procs import require_tool
 
@@ -248,6 +249,7 @@ class Widener:
         try:
             self._proc = subprocess.Popen(
                 [binary, "-B", "none", "-e", program_text(self.config)],
+                env=bpftrace_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=subprocess.STDOUT,

@@ -33,6 +33,8 @@ one line and the campaign counts the kernel line only (and says so, once).
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import re
 import signal
 import subprocess
@@ -155,6 +157,22 @@ class WitnessWindow:
             )
 
 
+def bpftrace_environment(modules_root: Path = Path("/lib/modules")) -> dict[str, str]:
+    """The environment bpftrace runs in. A kernel built from a tree (nvmf-harness
+    build-kernel) boots with ``/lib/modules/<release>/build`` pointing at its kdir, which has
+    the generated headers but not the source's: bpftrace 0.17 then tries to compile
+    ``include/linux/kconfig.h`` and fails. The kdir's ``source`` link names the source tree:
+    BPFTRACE_KERNEL_SOURCE and BPFTRACE_KERNEL_BUILD point bpftrace at both."""
+    env = dict(os.environ)
+    build = modules_root / platform.release() / "build"
+    if (build / "include/linux/kconfig.h").is_file():
+        return env
+    if (build / "source/include/linux/kconfig.h").is_file():
+        env["BPFTRACE_KERNEL_SOURCE"] = str((build / "source").resolve())
+        env["BPFTRACE_KERNEL_BUILD"] = str(build.resolve())
+    return env
+
+
 def unavailable_reason(
     btf: Path = BTF_VMLINUX, kprobes: Path = KPROBE_EVENTS, bpftrace: str = "bpftrace"
 ) -> str | None:
@@ -212,6 +230,7 @@ class Witness:
         with self.output.open("wb") as out:
             self._proc = subprocess.Popen(
                 [binary, "-B", "line", "-e", PROGRAM],
+                env=bpftrace_environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

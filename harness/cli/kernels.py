@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from harness.core.console import PROG
+from harness.core.console import PROG, say
 from harness.core.errors import HarnessError, UsageError
 from harness.core.exits import ExitCode
 
@@ -163,6 +164,37 @@ def add_build_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     check.add_argument("--json", action="store_true", help="as JSON (fix, eod_shape, prediction)")
     check.set_defaults(func=cmd_check_source)
 
+    tree = sub.add_parser(
+        "build-kernel",
+        help="build a kernel for the harness from a tree, stock and/or with the fix toggled",
+    )
+    tree.add_argument(
+        "source",
+        help="a git tree, a source directory, a linux-*.tar.* or debian:linux-source-X.Y[=V] "
+        "(fetched from any Debian suite without touching the host's apt)",
+    )
+    tree.add_argument("--ref", default="", help="git ref to build (default HEAD: committed state)")
+    tree.add_argument(
+        "--patch",
+        action="append",
+        default=[],
+        help="a patch (-p1) to apply; repeatable; a directory means its *.patch in name order",
+    )
+    which = tree.add_mutually_exclusive_group()
+    which.add_argument(
+        "--toggle-fix",
+        action="store_true",
+        help="only the variant with the fix toggled (reverted where the source has it)",
+    )
+    which.add_argument(
+        "--both",
+        action="store_true",
+        help="two variants: as shipped (with the patches) and with the fix toggled",
+    )
+    tree.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    tree.add_argument("--json", action="store_true", help="one JSON record per variant")
+    tree.set_defaults(func=cmd_build_kernel)
+
 
 def cmd_kernel(args: argparse.Namespace) -> int:
     """``kernel choose|record|current|show``: the plumbing scripts/setup uses. Exit 0, 1 when
@@ -287,4 +319,35 @@ def cmd_check_source(args: argparse.Namespace) -> int:
             print(f"{path}: no prediction: {exc}")
         return ExitCode.FAILED
     print(json.dumps(check.to_dict(), indent=2) if args.json else check.describe())
+    return ExitCode.OK
+
+
+def patch_files(given: list[str]) -> tuple[Path, ...]:
+    """``--patch`` values as files: a directory gives its *.patch in name order."""
+    files: list[Path] = []
+    for item in given:
+        path = Path(item)
+        files += sorted(path.glob("*.patch")) if path.is_dir() else [path]
+    return tuple(files)
+
+
+def cmd_build_kernel(args: argparse.Namespace) -> int:
+    """``build-kernel SOURCE``: one line per variant (kdir, release, prediction); exit 0,
+    2 for a bad source or patch or a missing build tool, 3 when a build fails."""
+    from harness.kernels import tree_build  # lazy: import cost (module docstring)
+
+    source = tree_build.resolve_source(args.source, args.ref)
+    patches = patch_files(args.patch)
+    variants = []
+    if not args.toggle_fix:
+        variants.append(tree_build.TreeVariant("as-shipped", patches, False))
+    if args.toggle_fix or args.both:
+        variants.append(tree_build.TreeVariant("fix-toggled", patches, True))
+    for variant in variants:
+        built = tree_build.build_tree(source, variant, jobs=args.jobs, say=say)
+        if args.json:
+            print(json.dumps(json.loads(built.to_json())), flush=True)
+        else:
+            how = "cached" if built.cached else f"built in {built.build_seconds:.0f} s"
+            print(f"{built.variant} {built.release} ({built.prediction}; {how}) {built.kdir}")
     return ExitCode.OK

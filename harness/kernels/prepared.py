@@ -43,6 +43,7 @@ RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
 APT_TIMEOUT_S = 60.0
 ORIGIN_PREPARED = "prepared by scripts/setup"
 ORIGIN_ARGUMENT = "--kernel"
+ORIGIN_TREE = "built from a tree: nvmf-harness build-kernel"
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,10 @@ def prepared_release(path: Path = RECORD_FILE) -> str | None:
 
 def kernel_origin(image: str, path: Path = RECORD_FILE) -> str:
     """How ``image`` came to be the kernel under test, for the lines a person reads:
-    ``"prepared by scripts/setup"`` when it is the recorded image, else ``"--kernel"``."""
+    ``"prepared by scripts/setup"`` when it is the recorded image, ``"built from a tree"``
+    for a kernel build directory, else ``"--kernel"``."""
+    if Path(image).is_dir():
+        return ORIGIN_TREE
     try:
         record = load(path)
     except HarnessError:
@@ -362,7 +366,18 @@ def default_kernel(record: Path | None = None) -> str:
     return load(record or RECORD_FILE).image
 
 
+KDIR_RELEASE = "include/config/kernel.release"
+
+
 def kernel_release(image: str) -> str:
-    """``6.1.0-57-amd64`` for ``/boot/vmlinuz-6.1.0-57-amd64``; ``""`` for other images."""
-    name = Path(image).name
+    """``6.1.0-57-amd64`` for ``/boot/vmlinuz-6.1.0-57-amd64``; for a kernel build
+    directory (``nvmf-harness build-kernel``'s kdir) its ``include/config/kernel.release``;
+    ``""`` for other images."""
+    path = Path(image)
+    if path.is_dir():
+        try:
+            return (path / KDIR_RELEASE).read_text().strip()
+        except OSError:
+            return ""
+    name = path.name
     return name.removeprefix("vmlinuz-") if name.startswith("vmlinuz-") else ""

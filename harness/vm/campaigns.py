@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.config import campaign as config_mod
 from harness.core.console import SAY_PREFIX, Say
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, UsageError
 from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, is_iteration, read_records, render_table, summarize
 from harness.kernels import nvmet_variant
@@ -56,14 +56,16 @@ def fresh_outdir(outdir: Path) -> Path:
 
 
 def kernel_image(path: str) -> str:
-    """``--kernel``: an existing kernel image file, or a one-line HarnessError before any
-    boot."""
-    if not Path(path).is_file():
-        raise HarnessError(
-            f"--kernel {path}: no such kernel image file",
-            hint="give /boot/vmlinuz-<release> (ls /boot) or a bzImage",
-        )
-    return path
+    """``--kernel``: an existing kernel image file, or a kernel build directory (the kdir
+    ``nvmf-harness build-kernel`` printed: vng boots it with its own modules); else a
+    one-line UsageError before any boot."""
+    given = Path(path)
+    if given.is_file() or (given.is_dir() and (given / "arch/x86/boot/bzImage").is_file()):
+        return path
+    raise UsageError(
+        f"--kernel {path}: no such kernel image file or kernel build directory",
+        hint="give /boot/vmlinuz-<release> (ls /boot), a bzImage, or a kdir of build-kernel",
+    )
 
 
 def vm_spec(options: VmOptions, budget_s: float) -> VmSpec:
