@@ -138,7 +138,9 @@ def test_sources_are_told_apart(tmp_path: Path) -> None:
 
 
 def test_a_missing_build_tool_is_one_apt_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tree_build.shutil, "which", lambda name: None if name == "pahole" else "/x")
+    monkeypatch.setattr(
+        "harness.kernels.tree_build.shutil.which", lambda name: None if name == "pahole" else "/x"
+    )
     monkeypatch.setattr(tree_build, "BUILD_TOOLS", (("pahole", "dwarves"), ("gcc", "gcc")))
     with pytest.raises(MissingToolError) as info:
         tree_build.check_build_tools()

@@ -135,7 +135,7 @@ def test_bpftrace_is_pointed_at_a_tree_kernels_source(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """/lib/modules/<release>/build is a kdir with a source link: bpftrace gets both."""
-    monkeypatch.setattr(witness.platform, "release", lambda: "7.3.4")
+    monkeypatch.setattr("harness.campaign.witness.platform.release", lambda: "7.3.4")
     source = tmp_path / "src"
     (source / "include/linux").mkdir(parents=True)
     (source / "include/linux/kconfig.h").touch()
