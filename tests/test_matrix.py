@@ -18,6 +18,7 @@ from harness.core.errors import ToolError
 from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, JsonlWriter
 from harness.kernels import kbuild, releases
+from harness.kernels.tree_build import TreeBuild
 from harness.report import matrix_page
 from harness.vm.campaigns import PlannedCampaign
 from harness.vm.options import RunOptions, VmOptions
@@ -296,8 +297,11 @@ def test_matrix_of_a_missing_kernel_is_one_line_with_the_apt_command(
 
 
 def test_matrix_without_a_release_says_how(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["matrix", "--out", "/nonexistent/x"]) == ExitCode.INFRA
-    assert "--all-installed" in capsys.readouterr().err
+    assert (
+        cli.main(["matrix", "--out", "/nonexistent/x"]) == ExitCode.USAGE
+    )  # nothing to run: bad input
+    err = capsys.readouterr().err
+    assert "--all-installed" in err and "--source" in err
 
 
 def test_matrix_boots_each_release_once_with_both_variants(
@@ -383,3 +387,58 @@ def test_campaign_label_names_the_mechanism(tmp_path: Path) -> None:
     config["campaign"] = {"name": "smoke", "faults": ["ctrl_delete"]}
     write_json_atomic(run / "run.json", {"config": config})
     assert matrix.campaign_label(run) == "smoke"
+
+
+# --- kernels built from a tree -------------------------------------------------------------
+
+
+def tree_build_record(tmp_path: Path, name: str, toggled: bool, fix: bool) -> TreeBuild:
+    shape = "fail-silently"
+    prediction = "fixed" if fix else "affected (silently)"
+    return TreeBuild(
+        source="/src/linux-source-7.3.tar.xz",
+        source_kind="tarball",
+        source_identity="abc",
+        variant=name,
+        patches=[],
+        toggled_fix=toggled,
+        release="7.3.4",
+        kdir=str(tmp_path / name / "kdir"),  # no nvme-core.ko there: no built srcversion
+        check={"fix": fix, "eod_shape": shape, "prediction": prediction, "version": "7.3.4"},
+        fragment_sha256="f",
+        config_seconds=0.0,
+        build_seconds=1.0,
+        built_at="2026-12-07T00:00:00+00:00",
+    )
+
+
+def test_a_7_x_tree_with_the_fix_reverted_that_fails_silently_is_fixed_as_shipped(
+    tmp_path: Path,
+) -> None:
+    """7.3.4 ships the fix; the toggled build fails (seen by the BPF witness only: 0 kernel
+    lines); as shipped never: FIXED, with the source's prediction beside it."""
+    shipped = tree_build_record(tmp_path, "as-shipped", toggled=False, fix=True)
+    toggled = tree_build_record(tmp_path, "fix-toggled", toggled=True, fix=False)
+    assert matrix.tree_variants(shipped, toggled) == {"unfixed": toggled, "fixed": shipped}
+    results = tmp_path / "out"
+    silent = {"eod_race_lines": 0, "witness_events": 7}
+    for variant, races in (("unfixed", 12), ("fixed", 0)):
+        (results / variant).mkdir(parents=True)
+        with JsonlWriter(results / variant / RESULTS_FILE) as writer:
+            for record in variant_records(variant, 20, races):
+                writer.append({**record, **silent} if record["app_eio"] else record)
+    result = matrix.tree_release_result(
+        "linux-source-7.3=7.3.4-1~bpo13+1", "7.3.4-1~bpo13+1", shipped, toggled, results
+    )
+    assert result.verdict == matrix.ReleaseVerdict.FIXED
+    assert (result.eod_shape, result.predicted) == ("fail-silently", "fixed")
+    unfixed, fixed = result.rows
+    assert (unfixed.patch_action, unfixed.patch_method, unfixed.as_shipped) == (
+        "reverted",
+        "toggle",
+        False,
+    )
+    assert (unfixed.race_iterations, unfixed.line_race_iterations) == (12, 0)
+    assert unfixed.witness_race_iterations == 12 and fixed.as_shipped
+    row = matrix.table_rows([result])[0]
+    assert "0 / 12" in row and "fail-silently" in row

@@ -10,18 +10,21 @@ fix are raised as HarnessError (ConfigError for a broken config) before anything
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.analysis import compare, matrix, prove, scenarios, stopping
 from harness.config import campaign as config_mod
+from harness.config.campaign import CampaignConfig
 from harness.core.console import Say
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, UsageError
 from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE
-from harness.kernels import kbuild, releases
+from harness.kernels import debian_archive, kbuild, releases, tree_build
 from harness.kernels.prepared import default_kernel, kernel_release
+from harness.kernels.tree_build import TreeBuild, TreeVariant
 from harness.vm.campaigns import PlannedCampaign, campaign_in_vm, campaigns_in_vm, fresh_outdir
 from harness.vm.options import RunOptions, VmOptions
 
@@ -46,6 +49,15 @@ class CompareOptions:
     batch: int = stopping.DEFAULT_BATCH
     max_iterations: int = stopping.DEFAULT_MAX_ITERATIONS
     max_minutes: float | None = None
+    # Two kernels instead of two module variants of one (a stock and a patched build of a
+    # tree, nvmf-harness build-kernel): each runs with its own modules, in its own boot;
+    # ``stock`` and ``patched`` then only name their results.
+    stock_kernel: str | None = None
+    patched_kernel: str | None = None
+
+    @property
+    def two_kernels(self) -> bool:
+        return self.stock_kernel is not None or self.patched_kernel is not None
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,10 @@ class MatrixOptions:
     all_installed: bool = False
     report_only: bool = False
     config: Path | None = None
+    # Kernel sources built here, each as shipped and with the fix toggled (the kernels a
+    # Debian 12 host cannot install: trixie's 6.12, 7.x): git trees, directories, tarballs or
+    # debian:linux-source-X.Y[=V] (harness.kernels.debian_archive).
+    sources: tuple[str, ...] = ()
 
 
 def _build_variant(variant: str, release: str | None, cache: Path | None, say: Say) -> None:
@@ -116,24 +132,42 @@ def compare_variants(
     config = run.load(config_path)
     outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
-    kernel = vm.kernel or default_kernel()
-    release = kernel_release(kernel) or None
     variants = [options.stock, options.patched]
-    for variant in variants:
-        if variant != DISTRO:
-            _build_variant(variant, release, run.modules, say)
-    vm = replace(vm, kernel=kernel)
-    eod_shape = releases.eod_shape_of(kernel)
+    if options.two_kernels:
+        if options.stock_kernel is None or options.patched_kernel is None:
+            raise UsageError("give both --stock-kernel and --patched-kernel")
+        kernels = {options.stock: options.stock_kernel, options.patched: options.patched_kernel}
+        module_variant = {variant: DISTRO for variant in variants}  # each kernel's own
+    else:
+        kernel = vm.kernel or default_kernel()
+        release = kernel_release(kernel) or None
+        for variant in variants:
+            if variant != DISTRO:
+                _build_variant(variant, release, run.modules, say)
+        kernels = dict.fromkeys(variants, kernel)
+        module_variant = {variant: variant for variant in variants}
+    eod_shape = releases.eod_shape_of(kernels[options.stock])
     say(
-        f"{kernel}: bio_check_eod() {eod_shape or 'of unknown shape'} (its source); a race "
-        "iteration needs app EIO and the kernel line or the BPF witness's failed bios"
+        f"{kernels[options.stock]}: bio_check_eod() {eod_shape or 'of unknown shape'} (its "
+        "source); a race iteration needs app EIO and the kernel line or the BPF witness's "
+        "failed bios"
     )
+
+    def run_variants(where: Path, batch_run: RunOptions, batch_config: CampaignConfig) -> None:
+        """Both variants' campaigns: one boot per kernel (one for both on one kernel)."""
+        by_kernel: dict[str, list[PlannedCampaign]] = {}
+        for variant in variants:
+            planned = PlannedCampaign(
+                config_path, batch_config, fresh_outdir(where / variant), module_variant[variant]
+            )
+            by_kernel.setdefault(kernels[variant], []).append(planned)
+        for kernel, runs in by_kernel.items():
+            boot_dir = where if len(by_kernel) == 1 else where / f"boot-{runs[0].outdir.name}"
+            boot_dir.mkdir(parents=True, exist_ok=True)
+            campaigns_in_vm(replace(vm, kernel=kernel), batch_run, runs, boot_dir, say)
+
     if plan is None:
-        runs = [
-            PlannedCampaign(config_path, config, fresh_outdir(outdir / variant), variant)
-            for variant in variants
-        ]
-        campaigns_in_vm(vm, run, runs, outdir, say)
+        run_variants(outdir, run, config)
         result = compare.compare(
             compare.outcome(options.stock, outdir / options.stock),
             compare.outcome(options.patched, outdir / options.patched),
@@ -153,12 +187,8 @@ def compare_variants(
         seed = first_seed + number - 1
         batch_run = replace(run, iterations=size, seed=seed)
         batch_config = config_mod.override(config, "campaign", iterations=size, seed=seed)
-        runs = [
-            PlannedCampaign(config_path, batch_config, fresh_outdir(batch_dir / v), v)
-            for v in variants
-        ]
         say(f"=== batch {number}/{looks}: {size} iterations per variant, seed {seed}")
-        campaigns_in_vm(vm, batch_run, runs, batch_dir, say)
+        run_variants(batch_dir, batch_run, batch_config)
         batch_dirs.append(batch_dir)
         return (
             compare.outcome(options.stock, *(d / options.stock for d in batch_dirs)),
@@ -217,10 +247,10 @@ def _matrix_releases(outdir: Path, options: MatrixOptions) -> list[str]:
             for d in outdir.glob("*")
             if all((d / v / RESULTS_FILE).is_file() for v in matrix.MATRIX_VARIANTS)
         )
-    if not names:
-        raise HarnessError(
-            "no kernel release given",
-            hint="--release 6.1.0-47-amd64 (repeatable) or --all-installed",
+    if not names and not options.sources:
+        raise UsageError(
+            "no kernel release or source given",
+            hint="--release 6.1.0-47-amd64, --all-installed or --source debian:linux-source-7.3",
         )
     return names
 
@@ -255,6 +285,7 @@ def run_matrix(
             f"nvme_core {built}"
         )
         prepared.append(ready)
+    trees = [_tree_builds(spec, say) for spec in options.sources]  # built before any boot
     results = []
     for ready in prepared:
         release_dir = outdir / ready.release.name
@@ -266,8 +297,54 @@ def run_matrix(
             release_vm = replace(vm, kernel=str(ready.release.kernel_image))
             campaigns_in_vm(release_vm, run, runs, release_dir, say)
         results.append(matrix.release_result(ready, release_dir))
+    for tree in trees:
+        tree_dir = outdir / tree.label
+        builds = matrix.tree_variants(tree.shipped, tree.toggled)
+        for variant in matrix.MATRIX_VARIANTS if not options.report_only else ():
+            planned = PlannedCampaign(config_path, config, fresh_outdir(tree_dir / variant), DISTRO)
+            boot_dir = tree_dir / f"boot-{variant}"
+            boot_dir.mkdir(parents=True, exist_ok=True)
+            kernel_vm = replace(vm, kernel=builds[variant].kdir)
+            campaigns_in_vm(kernel_vm, run, [planned], boot_dir, say)
+        results.append(
+            matrix.tree_release_result(
+                tree.source, tree.version, tree.shipped, tree.toggled, tree_dir
+            )
+        )
     print(matrix.write(results, outdir), flush=True)
     return results
+
+
+@dataclass(frozen=True)
+class TreeKernels:
+    """A source of the matrix built both ways: its label (results directory), the source
+    and package version it names, the as-shipped and the fix-toggled build."""
+
+    label: str
+    source: str
+    version: str
+    shipped: TreeBuild
+    toggled: TreeBuild
+
+
+def _tree_builds(spec: str, say: Say) -> TreeKernels:
+    """Both builds of ``spec`` (a tree, directory, tarball or debian:linux-source-X.Y[=V])."""
+    version = ""
+    if spec.startswith("debian:"):
+        fetched = debian_archive.fetch_source(spec.removeprefix("debian:"))
+        source = tree_build.tarball_source(fetched.tarball, f"{fetched.package}_{fetched.version}")
+        shown, version = f"{fetched.package}={fetched.version}", fetched.version
+    else:
+        source = tree_build.resolve_source(spec)
+        shown = source.describe()
+    shipped = tree_build.build_tree(source, TreeVariant("as-shipped"), say=say)
+    toggled = tree_build.build_tree(source, TreeVariant("fix-toggled", (), True), say=say)
+    say(
+        f"{shown}: {shipped.release}, fix in source {shipped.check.get('fix')}, "
+        f"bio_check_eod() {shipped.check.get('eod_shape')}, predicted {shipped.prediction}"
+    )
+    label = re.sub(r"[^\w.+-]", "_", f"{shipped.release}-{source.name}")
+    return TreeKernels(label, shown, version or shipped.release, shipped, toggled)
 
 
 def run_scenarios(

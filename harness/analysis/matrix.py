@@ -26,19 +26,21 @@ test of the unfixed race rate above the fixed one, at compare's alpha 0.01):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from harness.analysis import compare
-from harness.bed.module_records import VariantBuild
+from harness.bed.module_records import VariantBuild, modinfo_field
 from harness.core.errors import ToolError
 from harness.core.paths import BUILD_DIR, CONFIGS_DIR
 from harness.core.results import RUN_FILE, format_cell, read_json_object, write_json_atomic
 from harness.kernels import kbuild, releases
 from harness.kernels.source_check import EodShape, predict
+from harness.kernels.tree_build import TreeBuild
 
 DEFAULT_CONFIG = CONFIGS_DIR / "race-ns-remove-path.toml"
 FALLBACK_CONFIG = CONFIGS_DIR / "race-ctrl-delete-widened.toml"
@@ -51,6 +53,7 @@ MATRIX_MARKDOWN = "matrix.md"
 MATRIX_HTML = "matrix.html"
 # Variants in the order they run and are shown; compare() takes them as stock, patched.
 UNFIXED, FIXED = kbuild.VARIANTS[1], kbuild.VARIANTS[0]
+NVME_CORE_KO = "drivers/nvme/host/nvme-core.ko"  # in a tree build's kdir
 MATRIX_VARIANTS: tuple[str, ...] = (UNFIXED, FIXED)
 
 
@@ -91,6 +94,11 @@ class VariantRow:
     race_iterations: int
     crashed: bool
     campaign: str = ""  # the campaign that ran, from run.json (campaign_label)
+    # which witness saw the race iterations (compare.VariantOutcome's counts); 0 in records
+    # from before the block-layer witness
+    line_race_iterations: int = 0
+    witness_race_iterations: int = 0
+    witness_iterations: int = 0
 
 
 @dataclass(frozen=True)
@@ -258,6 +266,9 @@ def _row(
         race_iterations=outcome.race_iterations,
         crashed=outcome.crashed,
         campaign=campaign,
+        line_race_iterations=outcome.line_race_iterations,
+        witness_race_iterations=outcome.witness_race_iterations,
+        witness_iterations=outcome.witness_iterations,
     )
 
 
@@ -316,6 +327,7 @@ COLUMNS: tuple[str, ...] = (
     "iterations",
     "app EIO iterations",
     "race iterations",
+    "seen by (line / BPF)",
     "p (vs the other variant)",
     "verdict",
 )
@@ -340,6 +352,11 @@ def table_rows(results: Sequence[ReleaseResult]) -> list[list[str]]:
                     str(row.iterations) + (" (VM died)" if row.crashed else ""),
                     str(row.app_eio_iterations),
                     str(row.race_iterations),
+                    (
+                        f"{row.line_race_iterations} / {row.witness_race_iterations}"
+                        if row.witness_iterations
+                        else f"{row.line_race_iterations} / -"
+                    ),
                     format_cell(result.fisher_p),
                     str(result.verdict),
                 ]
@@ -387,3 +404,81 @@ def write(results: Sequence[ReleaseResult], outdir: Path) -> str:
 def default_config() -> Path:
     """configs/race-ns-remove-path.toml, or the widened controller-delete race until it exists."""
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else FALLBACK_CONFIG
+
+
+def tree_facts(shipped: TreeBuild) -> releases.SourceFacts:
+    """A tree's source facts from its as-shipped build's source check."""
+    check = shipped.check
+    version = str(check.get("version", ""))
+    sublevel = int(m.group(1)) if (m := re.match(r"\d+\.\d+\.(\d+)", version)) else 0
+    return releases.SourceFacts(
+        tarball=shipped.source,
+        version=version,
+        sublevel=sublevel,
+        has_fix=bool(check.get("fix")),
+        eod_shape=str(check.get("eod_shape", "")),
+        prediction=str(check.get("prediction", "")),
+    )
+
+
+def tree_variants(shipped: TreeBuild, toggled: TreeBuild) -> dict[str, TreeBuild]:
+    """{"unfixed": ..., "fixed": ...} of a tree's two builds: as shipped is "fixed" where
+    the source has the fix."""
+    if shipped.check.get("fix"):
+        return {UNFIXED: toggled, FIXED: shipped}
+    return {UNFIXED: shipped, FIXED: toggled}
+
+
+def _tree_row(
+    variant: str, outcome: compare.VariantOutcome, build: TreeBuild, shipped_fix: bool, label: str
+) -> VariantRow:
+    action = "none" if not build.toggled_fix else ("reverted" if shipped_fix else "applied")
+    try:
+        built = modinfo_field(Path(build.kdir) / NVME_CORE_KO, "srcversion")
+    except ToolError:
+        built = ""
+    return replace(
+        _row(variant, outcome, None, label),
+        as_shipped=not build.toggled_fix,
+        patch_action=action,
+        patch_method="toggle" if build.toggled_fix else "none",
+        built_srcversion=built,
+    )
+
+
+def tree_release_result(
+    source: str,
+    package_version: str,
+    shipped: TreeBuild,
+    toggled: TreeBuild,
+    results_dir: Path,
+    alpha: float = compare.DEFAULT_ALPHA,
+) -> ReleaseResult:
+    """The matrix line of a kernel built from a tree (nvmf-harness build-kernel): its
+    as-shipped and fix-toggled builds, each run with its own modules in its own boot
+    (``results_dir/{unfixed,fixed}``); the verdict as for a Debian release."""
+    facts = tree_facts(shipped)
+    builds = tree_variants(shipped, toggled)
+    outcomes = {v: compare.outcome(v, results_dir / v) for v in MATRIX_VARIANTS}
+    comparison = compare.compare(
+        outcomes[UNFIXED], outcomes[FIXED], alpha=alpha, eod_shape=facts.eod_shape
+    )
+    verdict, reason = release_verdict(facts, comparison)
+    return ReleaseResult(
+        release=shipped.release,
+        debian_version=package_version,
+        source=source,
+        source_kernel_version=facts.version,
+        fix_in_source=facts.has_fix,
+        eod_shape=facts.eod_shape,
+        predicted=facts.prediction,
+        rows=tuple(
+            _tree_row(v, outcomes[v], builds[v], facts.has_fix, campaign_label(results_dir / v))
+            for v in MATRIX_VARIANTS
+        ),
+        fisher_p=comparison.fisher_p_one_sided,
+        needed_iterations=comparison.needed_iterations,
+        verdict=verdict,
+        reason=reason,
+        comparison=comparison.to_dict(),
+    )

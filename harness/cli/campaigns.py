@@ -22,6 +22,7 @@ from harness.cli.options import (
 from harness.config import campaign as config_mod
 from harness.core.console import say
 from harness.core.exits import ExitCode
+from harness.vm.campaigns import kernel_image
 
 PROVE_CONFIG = DEFAULT_CONFIG.parent / "prove-ns-remove-path.toml"
 
@@ -46,6 +47,12 @@ def _add_compare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     add_vm_options(cmp_)
     cmp_.add_argument("--stock", default="unfixed", choices=config_mod.VARIANTS)
     cmp_.add_argument("--patched", default="fixed", choices=config_mod.VARIANTS)
+    cmp_.add_argument(
+        "--stock-kernel",
+        help="compare two kernels instead of two module variants: the stock one (a kdir of "
+        "build-kernel or an image), each with its own modules in its own boot",
+    )
+    cmp_.add_argument("--patched-kernel", help="the patched kernel (with --stock-kernel)")
     cmp_.add_argument(
         "--vm-per-run",
         action="store_true",
@@ -111,6 +118,13 @@ def _add_matrix(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     mtx.add_argument(
         "--all-installed", action="store_true", help="every installed linux-image-* release"
+    )
+    mtx.add_argument(
+        "--source",
+        action="append",
+        help="a kernel source built here as shipped and with the fix toggled (repeatable): "
+        "a git tree, a directory, a tarball or debian:linux-source-X.Y[=V] (e.g. 7.3, or "
+        "linux-source-6.12=6.12.117-1 from trixie)",
     )
     mtx.add_argument("--vm-per-run", action="store_true", help="boot one VM per variant")
     mtx.add_argument(
@@ -184,6 +198,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         batch=args.batch,
         max_iterations=args.max_iterations,
         max_minutes=args.max_minutes,
+        stock_kernel=args.stock_kernel and kernel_image(args.stock_kernel),
+        patched_kernel=args.patched_kernel and kernel_image(args.patched_kernel),
     )
     return experiments.compare_variants(
         Path(args.config), Path(args.out), options, vm_options(args), run_options(args), say
@@ -215,6 +231,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         all_installed=args.all_installed,
         report_only=args.report_only,
         config=Path(args.config) if args.config else None,
+        sources=tuple(args.source or ()),
     )
     outdir = Path(args.out).resolve()
     results = experiments.run_matrix(outdir, options, vm_options(args), run_options(args), say)

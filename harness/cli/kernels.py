@@ -336,7 +336,15 @@ def cmd_build_kernel(args: argparse.Namespace) -> int:
     2 for a bad source or patch or a missing build tool, 3 when a build fails."""
     from harness.kernels import tree_build  # lazy: import cost (module docstring)
 
-    source = tree_build.resolve_source(args.source, args.ref)
+    if args.source.startswith("debian:"):
+        from harness.kernels import debian_archive  # lazy: import cost (module docstring)
+
+        fetched = debian_archive.fetch_source(args.source.removeprefix("debian:"))
+        how = "downloaded" if fetched.downloaded else "cached"
+        say(f"{fetched.package} {fetched.version}: {fetched.tarball} ({how})")
+        source = tree_build.tarball_source(fetched.tarball, f"{fetched.package}_{fetched.version}")
+    else:
+        source = tree_build.resolve_source(args.source, args.ref)
     patches = patch_files(args.patch)
     variants = []
     if not args.toggle_fix:

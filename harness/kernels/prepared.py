@@ -372,7 +372,8 @@ KDIR_RELEASE = "include/config/kernel.release"
 def kernel_release(image: str) -> str:
     """``6.1.0-57-amd64`` for ``/boot/vmlinuz-6.1.0-57-amd64``; for a kernel build
     directory (``nvmf-harness build-kernel``'s kdir) its ``include/config/kernel.release``;
-    ``""`` for other images."""
+    for ``.../lib/modules/<release>/vmlinuz`` (Debian 13's layout, an image unpacked by
+    harness.kernels.debian_archive) ``<release>``; ``""`` for other images."""
     path = Path(image)
     if path.is_dir():
         try:
@@ -380,4 +381,6 @@ def kernel_release(image: str) -> str:
         except OSError:
             return ""
     name = path.name
+    if name == "vmlinuz" and path.parent.parent.name == "modules":  # lib/modules/<rel>/vmlinuz
+        return path.parent.name
     return name.removeprefix("vmlinuz-") if name.startswith("vmlinuz-") else ""

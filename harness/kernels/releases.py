@@ -36,7 +36,7 @@ from pathlib import Path
 from harness.core.errors import HarnessError, ToolError
 from harness.core.paths import BUILD_DIR
 from harness.core.procs import ProcResult, run
-from harness.kernels import prepared, source_check
+from harness.kernels import prepared, source_check, tree_build
 from harness.kernels.prepared import kernel_release
 
 APT_TIMEOUT_S = 60.0
@@ -524,10 +524,14 @@ def describe(release: Release) -> str:
 
 def eod_shape_of(image: str) -> str | None:
     """The bio_check_eod() shape (source_check.EodShape value) of the kernel ``image`` boots,
-    read from its source: the prepared kernel's source tarball (scripts/setup matched their
-    Debian versions), else the release's own source when :func:`fetch_source` fetched it.
+    read from its source: a tree kernel's build record, the prepared kernel's source tarball
+    (scripts/setup matched their Debian versions), else the release's own source when
+    :func:`fetch_source` fetched it.
     None when neither is known or readable: then only the block-layer witness makes "no race
     seen" a claim (harness.analysis.compare)."""
+    if Path(image).is_dir():  # a kernel built from a tree: its record has the source check
+        built = tree_build.kdir_record(Path(image))
+        return None if built is None else str(built.check.get("eod_shape")) or None
     release = kernel_release(image)
     tarballs: list[Path] = []
     with contextlib.suppress(HarnessError):

@@ -196,13 +196,8 @@ def dir_identity(path: Path) -> str:
 
 def resolve_source(text: str, ref: str = "") -> TreeSource:
     """The source named by ``text``: a git tree (``ref``, default HEAD: committed state
-    only), a source directory, a tarball, or ``debian:linux-source-X.Y[=version]``. Raises
-    UsageError when it is none of these."""
-    if text.startswith("debian:"):
-        from harness.kernels import debian_archive  # downloads: only for this kind
-
-        fetched = debian_archive.fetch_source(text.removeprefix("debian:"))
-        return tarball_source(fetched.tarball, f"{fetched.package}_{fetched.version}")
+    only), a source directory, or a tarball (a Debian source package is fetched first:
+    harness.kernels.debian_archive). Raises UsageError when it is none of these."""
     path = Path(text).resolve()
     if (path / ".git").exists():
         commit = run(
@@ -221,6 +216,8 @@ def resolve_source(text: str, ref: str = "") -> TreeSource:
         return TreeSource("dir", path, dir_identity(path), path.name)
     if path.is_file():
         return tarball_source(path, path.name.split(".tar")[0])
+    if text.startswith("debian:"):
+        raise UsageError(f"{text}: fetch it first (harness.kernels.debian_archive)")
     raise UsageError(
         f"{text}: no such tree, directory or tarball",
         hint="a git tree, a source directory, a linux-*.tar.* or debian:linux-source-X.Y",
