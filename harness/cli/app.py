@@ -14,6 +14,11 @@ Booting the kernel under test from the host (campaigns.py):
 Kernels and faults (kernels.py):
     nvmf-harness history  [--release R]            which Debian kernels were ever affected
     nvmf-harness faults   [--release R]            every fault, whether a kernel has its needs
+    nvmf-harness check-source DIR|TARBALL          the fix, bio_check_eod()'s shape, a prediction
+    nvmf-harness build-kernel SOURCE [--both]      a kernel from a tree, stock and fix toggled
+    nvmf-harness build-variants / build-nvmet      the out-of-tree nvme modules of a release
+    nvmf-harness releases [REL...] [--facts]       Debian releases and their own sources
+    nvmf-harness kernel choose|record|current|show the kernel under test (scripts/setup)
 Results (results.py):
     nvmf-harness report   DIR                      per-fault table of a results directory
     nvmf-harness report   --merge DIR... --out OUT  one report of CI matrix jobs (0/1/3)
@@ -24,6 +29,8 @@ The machine and the harness (ops.py):
     nvmf-harness remote   --host H [--fetch R:L] -- ARGS   nvmf-harness ARGS on H over SSH
     nvmf-harness selftest-crash --out DIR          the VM runner's crash handling (and
     nvmf-harness selftest-kvm-fallback --out DIR   its fallback from KVM to TCG)
+Starting points (new.py):
+    nvmf-harness new-fault NAME / new-testcase NAME  files whose comments state the contract
 
 Errors a person can fix are printed as one line with what to do; no tracebacks
 (errors.py). Exit statuses: harness/core/exits.py.
@@ -37,11 +44,11 @@ import signal
 import sys
 from types import FrameType
 
-from harness.cli import campaigns, guest, kernels, ops, results
+from harness.cli import campaigns, guest, kernels, new, ops, results
 from harness.cli.errors import run_command
 from harness.core.console import PROG
 
-COMMAND_GROUPS = (guest, campaigns, kernels, results, ops)  # in the order --help lists them
+COMMAND_GROUPS = (guest, campaigns, kernels, results, ops, new)  # in the order --help lists them
 
 
 def install_sigterm_handler() -> None:
