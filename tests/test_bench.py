@@ -22,6 +22,9 @@ from harness.bench.benchmark import (
     markdown,
     throughput,
 )
+from harness.cli import main
+from harness.cli.app import build_parser
+from harness.cli.bench import options_from_args
 from harness.core.results import (
     RESULTS_FILE,
     RUN_FILE,
@@ -400,7 +403,7 @@ def test_collect_and_markdown_from_directories(tmp_path: Path) -> None:
 
 def test_write_and_report_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     build_bench_dir(tmp_path)
-    assert bench.main(["--out", str(tmp_path), "--report-only"]) == 0
+    assert main(["bench", "--out", str(tmp_path), "--report-only"]) == 0
     data = json.loads((tmp_path / bench.BENCH_JSON).read_text())
     assert data["eio"][0]["scenario"] == "widened"
     assert data["throughput"]["baseline_iops"] == 4000.0
@@ -410,9 +413,9 @@ def test_write_and_report_only(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_report_only_of_a_missing_directory_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert bench.main(["--out", str(tmp_path / "nope"), "--report-only"]) == 3
+    assert main(["bench", "--out", str(tmp_path / "nope"), "--report-only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a bench directory" in err[0]
+    assert len(err) == 1 and "not a bench directory" in err[0]  # bad input: exit 2
 
 
 def test_empty_bench_directory_renders(tmp_path: Path) -> None:
@@ -425,17 +428,17 @@ def test_empty_bench_directory_renders(tmp_path: Path) -> None:
 
 
 def test_parser_scenarios_and_defaults(tmp_path: Path) -> None:
-    args = bench.build_parser().parse_args(
-        ["--out", str(tmp_path), "--runs", "7", "--scenario", "a=configs/x.toml"]
+    args = build_parser().parse_args(
+        ["bench", "--out", str(tmp_path), "--runs", "7", "--scenario", "a=configs/x.toml"]
     )
-    options = bench.options_from_args(args)
+    options = options_from_args(args)
     assert options.runs == 7 and options.scenarios == (("a", Path("configs/x.toml")),)
     assert options.max_iterations == 60 and options.variant == "unfixed"
-    default = bench.options_from_args(bench.build_parser().parse_args(["--out", "x"]))
+    default = options_from_args(build_parser().parse_args(["bench", "--out", "x"]))
     assert [name for name, _ in default.scenarios] == ["widened", "natural"]
     assert all(path.is_file() for _, path in default.scenarios)
     with pytest.raises(SystemExit):
-        bench.build_parser().parse_args(["--out", "x", "--scenario", "noequals"])
+        build_parser().parse_args(["bench", "--out", "x", "--scenario", "noequals"])
 
 
 def test_vm_timeout_grows_with_iterations() -> None:

@@ -26,7 +26,6 @@ rebuilds them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -34,7 +33,6 @@ import platform
 import re
 import shlex
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,7 +41,7 @@ from typing import Any
 
 from harness.campaign.floor import FLOOR_OPS_OF_FAULT
 from harness.config import campaign as config_mod
-from harness.core.errors import ConfigError, HarnessError
+from harness.core.errors import HarnessError
 from harness.core.paths import REPO_ROOT
 from harness.core.results import (
     RESULTS_FILE,
@@ -1093,106 +1091,3 @@ def _with(options: BenchOptions, **changes: Any) -> BenchOptions:
     import dataclasses
 
     return dataclasses.replace(options, **changes)
-
-
-def _scenario(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"{text!r}: give NAME=CONFIG")
-    return name, Path(path)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/run", description="Measure the harness's figures (see benchmarks/)."
-    )
-    parser.add_argument("--out", required=True, help="output directory (bench.md, bench.json)")
-    parser.add_argument("--runs", type=int, default=5, help="time-to-EIO runs per scenario")
-    parser.add_argument(
-        "--max-iterations", type=int, default=60, help="cap of each time-to-EIO run"
-    )
-    parser.add_argument("--max-seconds", type=float, help="VM time cap of each time-to-EIO run")
-    parser.add_argument(
-        "--scenario",
-        action="append",
-        type=_scenario,
-        metavar="NAME=CONFIG",
-        help="time-to-EIO scenario (repeatable; default: widened and natural ctrl_delete race)",
-    )
-    parser.add_argument("--variant", default="unfixed", choices=config_mod.VARIANTS)
-    parser.add_argument("--throughput-config", type=Path, default=DEFAULT_THROUGHPUT_CONFIG)
-    parser.add_argument("--throughput-variant", default="fixed", choices=config_mod.VARIANTS)
-    parser.add_argument("--throughput-iterations", type=int, default=8)
-    parser.add_argument("--baseline-s", type=float, default=20.0, help="bare fio seconds")
-    parser.add_argument("--floor-repeat", type=int, default=5)
-    parser.add_argument("--kernel", help="kernel image (default: the one scripts/setup prepared)")
-    parser.add_argument("--memory", default="2G")
-    parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--accel", choices=config_mod.ACCELS, default="auto")
-    parser.add_argument("--modules", type=Path, help="module build cache (default build/modules)")
-    parser.add_argument(
-        "--previous", type=Path, help="an earlier bench.json: its per-minute figures beside"
-    )
-    parser.add_argument("--skip-eio", action="store_true", help="no time-to-EIO runs")
-    parser.add_argument("--skip-throughput", action="store_true", help="no floor/throughput VM")
-    parser.add_argument(
-        "--report-only", action="store_true", help="rebuild bench.md/json from --out, no VM"
-    )
-    return parser
-
-
-def options_from_args(args: argparse.Namespace) -> BenchOptions:
-    return BenchOptions(
-        out=Path(args.out),
-        runs=args.runs,
-        max_iterations=args.max_iterations,
-        max_seconds=args.max_seconds,
-        scenarios=tuple(args.scenario) if args.scenario else DEFAULT_SCENARIOS,
-        variant=args.variant,
-        throughput_config=args.throughput_config,
-        throughput_variant=args.throughput_variant,
-        throughput_iterations=args.throughput_iterations,
-        baseline_s=args.baseline_s,
-        floor_repeat=args.floor_repeat,
-        kernel=args.kernel,
-        memory=args.memory,
-        cpus=args.cpus,
-        accel=args.accel,
-        modules=args.modules,
-        skip_eio=args.skip_eio,
-        skip_throughput=args.skip_throughput,
-        previous=args.previous,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    options = options_from_args(args)
-    try:
-        if args.report_only:
-            if not options.out.is_dir():
-                raise HarnessError(f"{options.out} is not a bench directory")
-            if options.previous is not None:  # remembered for later --report-only runs
-                meta_path = options.out / "bench-meta.json"
-                meta = read_json_object(meta_path)
-                meta["previous"] = str(options.previous.resolve())
-                write_json_atomic(meta_path, meta)
-            report = collect(options.out.resolve())
-        else:
-            command = shlex.join(["benchmarks/run", *(argv if argv is not None else sys.argv[1:])])
-            report = run_bench(options, command=command)
-        print(write(report, options.out.resolve()), end="", flush=True)
-    except ConfigError as exc:
-        print(f"nvmf-bench: config error: {exc}", file=sys.stderr)
-        return 2
-    except HarnessError as exc:
-        print(f"nvmf-bench: error: {exc}", file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
-        print("nvmf-bench: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

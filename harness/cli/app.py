@@ -44,11 +44,19 @@ import signal
 import sys
 from types import FrameType
 
-from harness.cli import campaigns, guest, kernels, new, ops, results
+from harness.cli import bench, campaigns, guest, kernels, new, ops, results
 from harness.cli.errors import run_command
 from harness.core.console import PROG
 
-COMMAND_GROUPS = (guest, campaigns, kernels, results, ops, new)  # in the order --help lists them
+COMMAND_GROUPS = (
+    guest,
+    campaigns,
+    kernels,
+    results,
+    ops,
+    bench,
+    new,
+)  # in the order --help lists them
 
 
 def install_sigterm_handler() -> None:
