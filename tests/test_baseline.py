@@ -13,6 +13,7 @@ import pytest
 from harness.ci import baseline, known_failures, nightly
 from harness.ci.baseline import Judgement, RunCounts
 from harness.cli import app as cli
+from harness.cli import main
 from harness.core.errors import ConfigError, HarnessError
 from harness.core.exits import ExitCode
 
@@ -179,7 +180,7 @@ def kcidb_run(directory: Path, tmp_path: Path, known: str = "") -> nightly.Kerne
     argv += ["--baselines", str(tmp_path / "baselines")]
     if known:
         argv += ["--known-failures", str(known_file(tmp_path, known))]
-    code = nightly.main(argv)
+    code = main(["nightly", *argv])
     status = json.loads((directory / nightly.STATUS_FILE).read_text())
     assert status["exit"] == code
     return nightly.KernelOutcome(

@@ -14,6 +14,7 @@ import kcidb_io
 import pytest
 
 from harness.ci import nightly
+from harness.cli import main
 from harness.core.errors import HarnessError
 from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE
@@ -280,7 +281,7 @@ def test_summary_over_kernels(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     good = kernel_dir(tmp_path)
     nightly.write_kernel(good, RELEASE, stamp=STAMP, campaign_rc=0, testcases_rc=0)
     night = tmp_path / STAMP
-    assert nightly.main(["summary", str(night)]) == 0
+    assert main(["nightly", "summary", str(night)]) == 0
     assert f"{RELEASE}" in capsys.readouterr().out
     code, text = nightly.summarize_nightly(night, ["6.99.0-1-amd64"])
     assert code == ExitCode.INFRA
@@ -288,14 +289,14 @@ def test_summary_over_kernels(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     bad = night / "6.1.0-99-amd64"
     shutil.copytree(DATA / "compare" / "unfixed", bad / "campaign")
     argv = ["kcidb", str(bad), "--release", "6.1.0-99-amd64", "--stamp", STAMP]
-    assert nightly.main([*argv, "--campaign-rc", "1", "--testcases-rc", "none"]) == 1
+    assert main(["nightly", *argv, "--campaign-rc", "1", "--testcases-rc", "none"]) == 1
     code, text = nightly.summarize_nightly(night)
     assert code == ExitCode.FAILED
     assert "regression" in text
 
 
 def test_main_resolve_unknown_kernel_is_infra(capsys: pytest.CaptureFixture[str]) -> None:
-    assert nightly.main(["resolve", "0.0.0-nonexistent-amd64"]) == ExitCode.INFRA
+    assert main(["nightly", "resolve", "0.0.0-nonexistent-amd64"]) == ExitCode.INFRA
     assert "not found" in capsys.readouterr().err
 
 

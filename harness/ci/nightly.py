@@ -1,9 +1,9 @@
 """Nightly kernel CI: a KCIDB document per kernel, scenario verdicts, the exit status.
 
-``scripts/nightly`` runs, for each kernel, the smoke campaign (``nvmf-harness vm``) and the
-testcases (``nvmf-harness vm-pytest``) into ``<nightly dir>/<release>/campaign`` and
-``.../testcases``; this module turns what they left (results.jsonl, testcases-junit.xml,
-their exit statuses) into, per kernel:
+``nvmf-harness nightly run`` (harness/ci/nightly_run.py) runs, for each kernel, the smoke
+campaign (``nvmf-harness vm``) and the testcases (``nvmf-harness vm-pytest``) into
+``<nightly dir>/<release>/campaign`` and ``.../testcases``; this module turns what they left
+(results.jsonl, testcases-junit.xml, their exit statuses) into, per kernel:
 
 - ``kcidb.json``: a KCIDB document built and validated by harness/kcidb.py (kcidb-io, latest
   schema); a known failure is an issue with an incident per failing iteration;
@@ -18,25 +18,23 @@ and the summary of all kernels into the exit status:
     1  regression: the campaign's failure rate significantly above its baseline or known
        failure's rate (harness/baseline.py; without either, any failing iteration), or a
        failing testcase, on some kernel
-    2  infrastructure failure (VM crash or timeout, missing tool, kernel not found, no
-       results, a bad baseline or known-failure file) and no regression; a regression found
-       outranks infrastructure trouble elsewhere, since its verdicts are definite
+    2  bad input: a missing config, a bad baseline or known-failure file (nothing ran)
+    3  infrastructure failure (VM crash or timeout, missing tool, kernel not found, no
+       results) and no regression; a regression found outranks infrastructure trouble
+       elsewhere, since its verdicts are definite
 
-Kernels are installed releases (``6.1.0-56-amd64``: ``/boot/vmlinuz-<release>`` with
-modules in ``/lib/modules/<release>``) or ``/boot/vmlinuz-<release>`` paths.
+Kernels: see harness/ci/nightly_run.py (releases, images, kdirs, sources to build).
 
-    python -m harness.ci.nightly resolve KERNEL          prints "RELEASE<TAB>IMAGE"
-    python -m harness.ci.nightly kcidb DIR --release R --campaign-rc N --testcases-rc N
-        [--baselines DIR] [--known-failures FILE] [--alpha A] [--log-base-url URL] ...
-    python -m harness.ci.nightly summary NIGHTLY_DIR [--failed-kernel K ...]
+    nvmf-harness nightly run [--scenario NAME|FILE] [KERNEL...]   the whole night
+    nvmf-harness nightly kcidb DIR --release R --campaign-rc N --testcases-rc N ...
+    nvmf-harness nightly summary NIGHTLY_DIR [--failed-kernel K ...]
+    nvmf-harness nightly resolve KERNEL                prints "RELEASE<TAB>IMAGE"
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -397,78 +395,3 @@ def summarize_nightly(nightly_dir: Path, failed_kernels: Iterable[str] = ()) -> 
     code = overall_exit(o.exit for o in outcomes)
     lines.append(f"nightly: {STATUS_NAMES[code]} (exit {code}), {len(outcomes)} kernel(s)")
     return code, "\n".join(lines)
-
-
-# --- command line (used by scripts/nightly) --------------------------------------------------
-
-
-def _rc(value: str) -> int | None:
-    return None if value in ("", "none") else int(value)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness.ci.nightly", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    res = sub.add_parser("resolve", help="check a kernel argument, print RELEASE<TAB>IMAGE")
-    res.add_argument("kernel")
-    kc = sub.add_parser("kcidb", help="write DIR/kcidb.json and DIR/status.json")
-    kc.add_argument("dir", help="the kernel's nightly directory (campaign/, testcases/)")
-    kc.add_argument("--release", required=True)
-    kc.add_argument("--image", default="")
-    kc.add_argument("--stamp", required=True, help="the nightly run's name (unique ids)")
-    kc.add_argument("--campaign-rc", type=_rc, required=True)
-    kc.add_argument("--testcases-rc", type=_rc, required=True)
-    kc.add_argument("--config-name", default="smoke")
-    kc.add_argument("--commit", default="", help="harness git commit")
-    kc.add_argument(
-        "--baselines", type=Path, default=None, help="baselines directory (baseline accept)"
-    )
-    kc.add_argument("--known-failures", type=Path, default=None, help="known-failure list (TOML)")
-    kc.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="regression test level")
-    kc.add_argument(
-        "--log-base-url", default=None, help="where DIR is published (default: file:// URLs)"
-    )
-    sm = sub.add_parser("summary", help="print the table, exit 0/1/3")
-    sm.add_argument("dir")
-    sm.add_argument("--failed-kernel", action="append", default=[])
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "resolve":
-            spec = resolve_kernel(args.kernel)
-            print(f"{spec.release}\t{spec.image}")
-            return ExitCode.OK
-        if args.command == "kcidb":
-            outcome = write_kernel(
-                Path(args.dir),
-                args.release,
-                stamp=args.stamp,
-                campaign_rc=args.campaign_rc,
-                testcases_rc=args.testcases_rc,
-                image=args.image,
-                config_name=args.config_name,
-                harness_commit=args.commit,
-                baselines_dir=args.baselines,
-                known=known_failures.load(args.known_failures) if args.known_failures else [],
-                alpha=args.alpha,
-                log_base_url=args.log_base_url,
-            )
-            print(f"nightly: {args.release}: {outcome.status}", flush=True)
-            for reason in outcome.reasons[:10]:
-                print(f"    {reason}", flush=True)
-            for note in outcome.notes[:10]:
-                print(f"    note: {note}", flush=True)
-            return outcome.exit
-        code, text = summarize_nightly(Path(args.dir), args.failed_kernel)
-        print(text, flush=True)
-        return code
-    except HarnessError as exc:
-        print(f"nightly: error: {exc}", file=sys.stderr)
-        return ExitCode.INFRA
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -44,7 +44,7 @@ import signal
 import sys
 from types import FrameType
 
-from harness.cli import bench, campaigns, guest, kernels, new, ops, results
+from harness.cli import bench, campaigns, guest, kernels, new, nightly, ops, results
 from harness.cli.errors import run_command
 from harness.core.console import PROG
 
@@ -53,6 +53,7 @@ COMMAND_GROUPS = (
     campaigns,
     kernels,
     results,
+    nightly,
     ops,
     bench,
     new,
