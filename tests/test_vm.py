@@ -127,6 +127,23 @@ def test_vng_argv_with_kvm(tmp_path: Path, fake_vng: Path) -> None:
     assert argv[argv.index("--run") + 1] == KERNEL
 
 
+def test_vng_argv_makes_results_directories_outside_the_boot_directory_writable(
+    tmp_path: Path, fake_vng: Path
+) -> None:
+    """A compare across two kernels boots in where/boot-<variant> while its results go to
+    where/<variant>: without its own --rwdir the guest's writes there land in the read-only
+    overlay and are lost (the run looked as if it never started)."""
+    boot, inside, outside = (
+        tmp_path / "boot-fixed",
+        tmp_path / "boot-fixed" / "r",
+        tmp_path / "fixed",
+    )
+    spec = VmSpec(kernel=KERNEL, writable=(inside, outside))
+    argv = vng_argv(spec, boot, ["true"], use_kvm=False)
+    rwdirs = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--rwdir"]
+    assert rwdirs == [str(boot), str(outside)]
+
+
 @pytest.mark.parametrize(("accel", "kvm"), [("kvm", True), ("tcg", False)])
 def test_explicit_accel_is_not_probed(accel: str, kvm: bool) -> None:
     assert VmSpec(kernel=KERNEL, accel=accel).use_kvm() is kvm

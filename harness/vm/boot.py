@@ -215,7 +215,9 @@ class VmSpec:
     the guest's first line (the boot watchdog); None means 60 s with KVM, 180 s with TCG.
     ``accel_cache``: the KVM answer file (None: default_accel_cache()). ``accel_probe``:
     False makes ``--accel auto`` boot under KVM without asking the probe or the cache first
-    (the boot itself is the test: the KVM fallback self-test).
+    (the boot itself is the test: the KVM fallback self-test). ``writable``: more host
+    directories the guest may write to besides the run's own directory (everything else it
+    sees is a read-only overlay: a write there succeeds in the guest and is lost).
     """
 
     kernel: str
@@ -226,6 +228,7 @@ class VmSpec:
     boot_timeout_s: float | None = None
     accel_cache: Path | None = None
     accel_probe: bool = True
+    writable: tuple[Path, ...] = ()
 
     def boot_limit_s(self, use_kvm: bool) -> float:
         if self.boot_timeout_s is not None:
@@ -296,7 +299,11 @@ def vng_argv(spec: VmSpec, rwdir: Path, guest_argv: list[str], use_kvm: bool) ->
     # with Debian's 128 KiB ring buffer the EOD-race lines of the same second were overwritten
     # before the harness read them. 16 MiB holds ~200,000 such lines.
     argv += ["--append", "log_buf_len=16M"]
-    argv += ["--rwdir", str(rwdir), "--exec", script]
+    argv += ["--rwdir", str(rwdir)]
+    for directory in spec.writable:
+        if not directory.resolve().is_relative_to(rwdir.resolve()):
+            argv += ["--rwdir", str(directory)]
+    argv += ["--exec", script]
     return argv
 
 

@@ -68,9 +68,10 @@ def kernel_image(path: str) -> str:
     )
 
 
-def vm_spec(options: VmOptions, budget_s: float) -> VmSpec:
+def vm_spec(options: VmOptions, budget_s: float, writable: tuple[Path, ...] = ()) -> VmSpec:
     """The VmSpec of a boot: ``options``, with ``budget_s`` seconds as the VM timeout unless
-    ``options.timeout_s`` is given. Raises HarnessError for a missing kernel image (or none
+    ``options.timeout_s`` is given, and ``writable`` the results directories the guest writes
+    besides the boot's own. Raises HarnessError for a missing kernel image (or none
     prepared) and a boot timeout not above 0."""
     if options.boot_timeout_s is not None and options.boot_timeout_s <= 0:
         raise HarnessError(f"--boot-timeout {options.boot_timeout_s:g}: give seconds above 0")
@@ -81,6 +82,7 @@ def vm_spec(options: VmOptions, budget_s: float) -> VmSpec:
         accel=options.accel,
         timeout_s=options.timeout_s or budget_s,
         boot_timeout_s=options.boot_timeout_s,
+        writable=writable,
     )
 
 
@@ -200,7 +202,8 @@ def campaigns_in_vm(
     ]
 
     def boot(plan: Path, budget_s: float) -> VmResult:
-        spec = vm_spec(vm, budget_s)
+        # Each run's directory must be writable in the guest, wherever it is.
+        spec = vm_spec(vm, budget_s, writable=tuple(run.outdir for run in runs))
         say(
             f"booting {spec.kernel} ({spec.cpus} CPUs, {spec.memory}) for "
             f"{len(vm_batch.read_plan(plan))} campaign(s) back to back; "
