@@ -159,15 +159,20 @@ state = {{"n": 0}}
 with open("fake-fio-argv.json", "w") as f:
     json.dump(sys.argv[1:], f)
 
+state["owed"] = 0  # (mode "late") error lines counted in a document, printed later
+
 def status(final=False):
     state["n"] += 1
     n = state["n"]
+    errors = (0 if n == 1 else n + 1) if mode == "late" else n - 1
     doc = {{"timestamp_ms": 1000 * n, "jobs": [{{"read": {{"total_ios": 100 * n}},
-            "write": {{"total_ios": 50 * n}}, "total_err": n - 1, "first_error": 5 if n > 1 else 0,
-            "error": 5 if n > 1 else 0}}]}}
+            "write": {{"total_ios": 50 * n}}, "total_err": errors,
+            "first_error": 5 if n > 1 else 0, "error": 5 if n > 1 else 0}}]}}
     print("fio: a note on stdout", flush=True)
     print(json.dumps(doc, indent=1), flush=True)
-    if n == 1:
+    if mode == "late":
+        state["owed"] += {{1: 0, 2: 3}}.get(n, 1)
+    elif n == 1:
         print({eio!r}, file=sys.stderr, flush=True)
 
 def usr1(signum, frame):
@@ -186,6 +191,11 @@ signal.signal(signal.SIGINT, stop)
 open("ready", "w").close()
 while True:
     time.sleep(0.05)
+    if state["owed"]:
+        time.sleep(0.5)  # the burst's lines arrive well after the document that counted them
+        for _ in range(state["owed"]):
+            print({eio!r}, file=sys.stderr, flush=True)
+        state["owed"] = 0
 """
 
 
@@ -230,6 +240,51 @@ def test_stream_windows_from_sigusr1_status(fake_fio: Path) -> None:
     argv = json.loads((fake_fio / "fake-fio-argv.json").read_text())
     assert "--output-format=json+" in argv and "--error_dump=1" in argv
     assert not any(arg.startswith("--output=") for arg in argv)  # documents go to stdout
+
+
+def test_error_lines_that_arrive_after_their_window_still_count_in_it(
+    fake_fio: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Measured on 7.3.4 under TCG: a burst of 673 EIOs whose io_u error lines arrived after
+    the status document that counted them; by the time they were read, 450 of them fell into
+    the next window, which counted them again. Lines are taken by fio's count instead."""
+    monkeypatch.setenv("FAKE_FIO_MODE", "late")
+    stream = FioStream(FioJob("/dev/nvme1n1", 64 * MIB), fake_fio)
+    try:
+        wait_ready(fake_fio)
+        first = stream.snapshot(timeout_s=5)
+        second = stream.snapshot(timeout_s=5)  # counts 3 errors; their lines come 0.5 s later
+        assert not stream.error_lines
+        window = window_result(first, second, stream.window_lines(first, second, timeout_s=5))
+        time.sleep(0.1)
+        third = stream.snapshot(timeout_s=5)  # 1 more, again late
+        late = window_result(second, third, stream.window_lines(second, third, timeout_s=5))
+        by_time = stream.lines_between(second.at, third.at)  # what the old count took
+    finally:
+        stream.stop(timeout_s=5)
+    assert (window.eio, late.eio) == (3, 1)
+    assert len(by_time) == 3  # the first window's burst, read in the second
+    assert window_result(second, third, by_time).eio == 3  # counted twice
+
+
+def test_window_lines_give_up_after_their_timeout(
+    fake_fio: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fio that printed no line for its counted errors (error_dump off, a lost pipe): the
+    window takes what there is after the timeout and the JSON count still holds."""
+    monkeypatch.setenv("FAKE_FIO_MODE", "late")
+    stream = FioStream(FioJob("/dev/nvme1n1", 64 * MIB), fake_fio)
+    try:
+        wait_ready(fake_fio)
+        first = stream.snapshot(timeout_s=5)
+        second = stream.snapshot(timeout_s=5)
+        began = time.monotonic()
+        lines = stream.window_lines(first, second, timeout_s=0.1)
+        waited = time.monotonic() - began
+    finally:
+        stream.stop(timeout_s=5)
+    assert lines == [] and waited < 0.4
+    assert window_result(first, second, lines).eio == 3
 
 
 def test_stream_that_exits_raises_and_keeps_its_last_document(

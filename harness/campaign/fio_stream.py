@@ -51,6 +51,7 @@ from harness.core.procs import require_tool
 
 READ_CHUNK_BYTES = 1 << 16
 SNAPSHOT_TIMEOUT_S = 30.0  # fio answers once each job is between IOs: slow mid-fault
+LINES_TIMEOUT_S = 10.0  # a window's error lines, behind its status document
 EILSEQ = 84  # fio's errno for a verify failure
 EIO = 5
 
@@ -88,6 +89,12 @@ class FioSnapshot:
     @property
     def ios(self) -> int:
         return sum(job.read_ios + job.write_ios for job in self.jobs)
+
+    @property
+    def errors(self) -> int:
+        """Errors fio counted by then, over all jobs (``total_err``): with
+        ``error_dump=1`` it printed one ``io_u error`` line for each."""
+        return sum(job.total_err for job in self.jobs)
 
 
 def _bins(direction: Any) -> dict[int, int]:
@@ -250,6 +257,7 @@ class FioStream:
         self.workdir = workdir
         self.stderr_path = workdir / "fio.stderr"
         self.lines: list[StampedLine] = []
+        self.error_lines: list[StampedLine] = []  # the io_u error lines, in fio's order
         self.snapshots: list[FioSnapshot] = []
         self.last_document: dict[str, Any] = {}
         self._cond = threading.Condition()
@@ -294,6 +302,9 @@ class FioStream:
             line = StampedLine(time.monotonic(), text.rstrip("\n"))
             with self._cond:
                 self.lines.append(line)
+                if IO_U_ERROR_RE.search(line.text):
+                    self.error_lines.append(line)
+                    self._cond.notify_all()
             self._stderr_file.write(f"{line.at - self.started_at:10.3f} {line.text}\n")
             self._stderr_file.flush()
 
@@ -338,6 +349,36 @@ class FioStream:
         """stderr lines read at time.monotonic() instants in [start, end)."""
         with self._cond:
             return [line for line in self.lines if start <= line.at < end]
+
+    def window_lines(
+        self, start: FioSnapshot, end: FioSnapshot | None, timeout_s: float = LINES_TIMEOUT_S
+    ) -> list[StampedLine]:
+        """The stderr lines of the window between two snapshots of this fio (``end`` None:
+        to the end of its output).
+
+        The io_u error lines are taken by count, not by the time they were read: fio
+        counted ``end.errors`` errors by ``end`` and printed a line for each, but the lines
+        reach this process through another pipe, seconds later when a burst of hundreds
+        meets a loaded guest; by time, such a burst's tail fell into the next window and was
+        counted twice (the next window's JSON and lines). Waits at most ``timeout_s``
+        seconds for the lines to catch up, then takes those there are. Other lines (verify
+        messages) by the time they were read."""
+        last = None if end is None else end.errors
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while last is not None and len(self.error_lines) < last:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._readers[1].is_alive():
+                    break
+                self._cond.wait(min(left, 0.05))
+            errors = self.error_lines[start.errors : last]
+            end_at = float("inf") if end is None else end.at
+            others = [
+                line
+                for line in self.lines
+                if start.at <= line.at < end_at and not IO_U_ERROR_RE.search(line.text)
+            ]
+        return sorted([*others, *errors], key=lambda line: line.at)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> tuple[int | None, bool]:
         """SIGINT fio (it prints its final document), SIGKILL it if it does not stop in time.

@@ -127,7 +127,7 @@ class CampaignIo:
             if not hang:
                 error = error or str(exc)
         io.last = end
-        lines = io.fio.lines_between(start.at, end.at if self.session is not None else float("inf"))
+        lines = io.fio.window_lines(start, end if self.session is not None else None)
         return window_result(start, end, lines, exit_code, killed), error
 
     def stop(self) -> None:
