@@ -57,15 +57,34 @@ def test_the_other_order_leaves_a_window_of_affected_versions() -> None:
 
 
 def test_upstream_commit_counts_from_its_release_on() -> None:
-    """6.12 never lists the zero-size commit: it came with upstream v6.5."""
+    """6.12 never lists the zero-size commit: it came with upstream v6.4 (block-6.4)."""
     text = entry("6.12.107-1", "    - other") + entry("6.12.96-1", FIX) + entry("6.12.95-1")
-    text += entry("6.5.1-1~exp1") + entry("6.4.13-1")
+    text += entry("6.4.4-1~exp1") + entry("6.3.13-1")
     history = changelog.parse(text)
     assert history.zero_size_eod.first_version is None
     assert history.zero_size_eod.present_in("6.12.95-1")
-    assert not history.zero_size_eod.present_in("6.4.13-1")
-    assert history.affected_versions() == ["6.12.95-1", "6.5.1-1~exp1"]
-    assert "upstream v6.5" in history.summary()
+    assert not history.zero_size_eod.present_in("6.3.13-1")
+    assert history.affected_versions() == ["6.12.95-1", "6.4.4-1~exp1"]
+    assert "upstream v6.4" in history.summary()
+    assert history.silent_versions() == []
+    assert "without the kernel line" not in history.summary()
+
+
+SILENT = "    - block: fix EOD return for device with nr_sectors == 0"
+
+
+def test_silent_versions_from_upstream_v6_17_or_a_backport() -> None:
+    """From v6.17 (ab073abf6d97) an affected kernel fails the race's bios with no line; a
+    6.12 that backported it is silent from that version on."""
+    text = entry("7.2.1-1", FIX) + entry("7.1.9-1") + entry("6.17.3-1") + entry("6.16.12-1")
+    history = changelog.parse(text)
+    assert history.affected_versions() == ["7.1.9-1", "6.17.3-1", "6.16.12-1"]
+    assert history.silent_versions() == ["7.1.9-1", "6.17.3-1"]
+    assert "2 of them fail without the kernel line" in history.summary()
+    backport = entry("6.12.96-1", FIX) + entry("6.12.90-1", SILENT) + entry("6.12.80-1")
+    history = changelog.parse(backport)
+    assert history.silent_eod.first_version == "6.12.90-1"
+    assert history.silent_versions() == ["6.12.90-1"]
 
 
 def test_a_revert_ends_the_commit() -> None:

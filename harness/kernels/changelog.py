@@ -1,4 +1,4 @@
-"""When did the two commits that decide the race reach Debian's kernels? From the changelog.
+"""When did the commits that decide the race reach Debian's kernels? From the changelog.
 
 Every Debian kernel image ships the whole package history in
 ``/usr/share/doc/linux-image-<release>/changelog.gz`` (newest entry first); stable updates
@@ -11,10 +11,14 @@ application's IO in this race (docs/ns-remove-path.md):
   disk whose capacity is 0 (``maxsector &&``), so a bio sent to a per-path disk that
   nvme_ns_remove() zeroed is not failed there: the race cannot fail it at all.
 
-A release is affected exactly when it has the second commit and not the fix. This module
-finds the first Debian version that lists each (and any later revert), which answers "which
-Debian releases were ever affected" in milliseconds, without downloading any source. The
-source of one release tells the same for that release (harness/releases.py source_facts).
+A release is affected exactly when it has the second commit and not the fix. A third,
+"block: fix EOD return for device with nr_sectors == 0" (ab073abf6d97, v6.17), does not
+change that but makes the failure silent: bio_check_eod() returns -EIO for a zero-capacity
+disk before it prints "attempt to access beyond end of device", so an affected release from
+it on prints nothing (docs/kernels.md). This module finds the first Debian version that lists
+each (and any later revert), which answers "which Debian releases were ever affected, and
+which of them silently" in milliseconds, without downloading any source. The source of one
+release tells the same for that release (harness/kernels/source_check.py).
 """
 
 from __future__ import annotations
@@ -29,14 +33,18 @@ from harness.core.errors import HarnessError
 DOC_ROOT = Path("/usr/share/doc")
 FIX_SUBJECT = "nvme-multipath: set BIO_REMAPPED on bios remapped to per-path namespace"
 ZERO_SIZE_SUBJECT = "block: make bio_check_eod work for zero sized devices"
+SILENT_EOD_SUBJECT = "block: fix EOD return for device with nr_sectors == 0"
 # "linux (6.1.170-3) bookworm-security; ..." (the signed packages' own "linux-signed-amd64
 # (6.1.170+3)" entries are not kernel versions).
 ENTRY_RE = re.compile(r"^linux \((?P<version>[^)]+)\) ")
 # A commit already in the upstream release a Debian version is based on is never listed as
 # a backport. Upstream commit 3eb96946f0be ("block: make bio_check_eod work for zero sized
-# devices", 2023-05-24) was merged for v6.5: every 6.5+ kernel has it (6.12 does).
+# devices", 2023-05-24) went in through block-6.4 (v6.4-rc4): every 6.4+ kernel has it
+# (6.12 does). ab073abf6d97 ("block: fix EOD return for device with nr_sectors == 0") is in
+# v6.17.
 UPSTREAM_SINCE: dict[str, tuple[int, int]] = {
-    "block: make bio_check_eod work for zero sized devices": (6, 5),
+    ZERO_SIZE_SUBJECT: (6, 4),
+    SILENT_EOD_SUBJECT: (6, 17),
 }
 
 
@@ -66,11 +74,12 @@ class CommitHistory:
 
 @dataclass(frozen=True)
 class RaceHistory:
-    """The two commits' history in one changelog, and the versions it lists."""
+    """The three commits' history in one changelog, and the versions it lists."""
 
     changelog: str
     fix: CommitHistory
     zero_size_eod: CommitHistory
+    silent_eod: CommitHistory
     versions: tuple[str, ...]  # every version the changelog lists, newest first
 
     def affected_versions(self) -> list[str]:
@@ -80,6 +89,11 @@ class RaceHistory:
             for v in self.versions
             if self.zero_size_eod.present_in(v) and not self.fix.present_in(v)
         ]
+
+    def silent_versions(self) -> list[str]:
+        """Affected versions whose bio_check_eod() fails the race's bios without the kernel
+        line (newest first): only a witness that does not wait for the line sees them."""
+        return [v for v in self.affected_versions() if self.silent_eod.present_in(v)]
 
     def summary(self) -> str:
         """One paragraph a person reads, with the versions."""
@@ -95,9 +109,15 @@ class RaceHistory:
                 f"so {len(affected)} Debian versions it lists were affected as shipped, "
                 f"{affected[-1]} to {affected[0]}"
             )
+        silent = self.silent_versions()
+        if silent:
+            verdict += (
+                f"; {len(silent)} of them fail without the kernel line "
+                f"(silent bio_check_eod(), {_span(silent)})"
+            )
         reverts = [
             f"{c.subject!r} reverted in {c.reverted_in}"
-            for c in (self.fix, self.zero_size_eod)
+            for c in (self.fix, self.zero_size_eod, self.silent_eod)
             if c.reverted_in
         ]
         tail = f" ({'; '.join(reverts)})" if reverts else ""
@@ -106,6 +126,14 @@ class RaceHistory:
             f"bio_check_eod commit (without which the race cannot fail a bio) first in {zero}; "
             f"{verdict}{tail}."
         )
+
+
+def _span(versions: list[str]) -> str:
+    """``versions`` (newest first) as a person reads them: all of them up to four, else the
+    oldest to the newest."""
+    if len(versions) <= 4:
+        return ", ".join(versions)
+    return f"{versions[-1]} to {versions[0]}"
 
 
 def _first(commit: CommitHistory, versions: tuple[str, ...]) -> str:
@@ -138,10 +166,11 @@ def _tilde_key(part: str) -> tuple[int, ...]:
 
 
 def parse(text: str, name: str = "changelog") -> RaceHistory:
-    """The two commits' history in a Debian changelog's text (newest entry first)."""
+    """The three commits' history in a Debian changelog's text (newest entry first)."""
     versions: list[str] = []
-    first: dict[str, str | None] = {FIX_SUBJECT: None, ZERO_SIZE_SUBJECT: None}
-    reverted: dict[str, str | None] = {FIX_SUBJECT: None, ZERO_SIZE_SUBJECT: None}
+    subjects = (FIX_SUBJECT, ZERO_SIZE_SUBJECT, SILENT_EOD_SUBJECT)
+    first: dict[str, str | None] = dict.fromkeys(subjects)
+    reverted: dict[str, str | None] = dict.fromkeys(subjects)
     current = ""
     for line in text.splitlines():
         entry = ENTRY_RE.match(line)
@@ -166,6 +195,9 @@ def parse(text: str, name: str = "changelog") -> RaceHistory:
         zero_size_eod=CommitHistory(
             ZERO_SIZE_SUBJECT, first[ZERO_SIZE_SUBJECT], reverted[ZERO_SIZE_SUBJECT]
         ),
+        silent_eod=CommitHistory(
+            SILENT_EOD_SUBJECT, first[SILENT_EOD_SUBJECT], reverted[SILENT_EOD_SUBJECT]
+        ),
         versions=tuple(versions),
     )
 
@@ -187,7 +219,7 @@ def changelog_path(release: str, doc_root: Path = DOC_ROOT) -> Path:
 
 
 def release_history(release: str, doc_root: Path = DOC_ROOT) -> RaceHistory:
-    """The two commits' history as the installed ``linux-image-<release>`` tells it."""
+    """The three commits' history as the installed ``linux-image-<release>`` tells it."""
     path = changelog_path(release, doc_root)
     try:
         with gzip.open(path, "rt", encoding="utf-8", errors="replace") as stream:
