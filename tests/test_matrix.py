@@ -14,10 +14,10 @@ from harness.analysis import compare, experiments, matrix
 from harness.bed import module_records
 from harness.cli import app as cli
 from harness.core.console import Say
-from harness.core.errors import ToolError
+from harness.core.errors import ToolError, UsageError
 from harness.core.exits import ExitCode
 from harness.core.results import RESULTS_FILE, JsonlWriter
-from harness.kernels import kbuild, releases
+from harness.kernels import debian_archive, kbuild, releases
 from harness.kernels.tree_build import TreeBuild
 from harness.report import matrix_page
 from harness.vm.campaigns import PlannedCampaign
@@ -442,3 +442,142 @@ def test_a_7_x_tree_with_the_fix_reverted_that_fails_silently_is_fixed_as_shippe
     assert unfixed.witness_race_iterations == 12 and fixed.as_shipped
     row = matrix.table_rows([result])[0]
     assert "0 / 12" in row and "fail-silently" in row
+
+
+# --- Debian's images as shipped ------------------------------------------------------------
+
+IMAGE_FACTS = releases.SourceFacts("t", "7.3.4", 4, True, "fail-silently", "fixed")
+IMAGE_SOURCE = "linux-source-7.3=7.3.4-1~bpo13+1"
+
+
+def fake_image(tmp_path: Path) -> debian_archive.FetchedImage:
+    modules = tmp_path / "root" / "usr" / "lib" / "modules" / "7.3.4+deb13-amd64"
+    modules.mkdir(parents=True)
+    return debian_archive.FetchedImage(
+        "7.3.4+deb13-amd64", "7.3.4-1~bpo13+1", modules / "vmlinuz", modules
+    )
+
+
+def silent_results(directory: Path, variant: str, iterations: int, races: int) -> None:
+    """Records of a kernel that fails the race's bios without a line (the witness sees them)."""
+    (directory / variant).mkdir(parents=True, exist_ok=True)
+    silent = {"eod_race_lines": 0, "witness_events": 5}
+    with JsonlWriter(directory / variant / RESULTS_FILE) as writer:
+        for record in variant_records(variant, iterations, races):
+            writer.append({**record, **silent} if record["app_eio"] else record)
+
+
+def test_an_image_without_an_unfixed_reference_claims_nothing(tmp_path: Path) -> None:
+    silent_results(tmp_path / "img", "distro", 10, 0)
+    result = matrix.image_release_result(
+        fake_image(tmp_path), IMAGE_FACTS, IMAGE_SOURCE, tmp_path / "img", None
+    )
+    assert result.verdict == matrix.ReleaseVerdict.INCONCLUSIVE
+    assert f"--source debian:{IMAGE_SOURCE}" in result.reason
+    (row,) = result.rows
+    assert (row.variant, row.as_shipped, row.patch_method, row.iterations) == (
+        "distro",
+        True,
+        "image",
+        10,
+    )
+    assert "distro (Debian's image)" in matrix.table_rows([result])[0]
+
+
+def test_an_image_clean_against_a_failing_unfixed_build_of_its_source_is_fixed(
+    tmp_path: Path,
+) -> None:
+    silent_results(tmp_path / "img", "distro", 10, 0)
+    silent_results(tmp_path / "tree", "unfixed", 10, 9)
+    result = matrix.image_release_result(
+        fake_image(tmp_path),
+        IMAGE_FACTS,
+        IMAGE_SOURCE,
+        tmp_path / "img",
+        tmp_path / "tree" / "unfixed",
+    )
+    assert result.verdict == matrix.ReleaseVerdict.FIXED, result.reason
+    assert result.fisher_p < 0.01 and "9/10" in result.reason and "0/10" in result.reason
+    # the same numbers, but a reference that never failed: no claim
+    silent_results(tmp_path / "tree0", "unfixed", 10, 0)
+    result = matrix.image_release_result(
+        fake_image(tmp_path / "b"),
+        IMAGE_FACTS,
+        IMAGE_SOURCE,
+        tmp_path / "img",
+        tmp_path / "tree0" / "unfixed",
+    )
+    assert result.verdict == matrix.ReleaseVerdict.INCONCLUSIVE
+
+
+def test_an_image_that_shows_the_race_is_affected_even_with_the_fix_in_source(
+    tmp_path: Path,
+) -> None:
+    silent_results(tmp_path / "img", "distro", 10, 1)
+    result = matrix.image_release_result(
+        fake_image(tmp_path), IMAGE_FACTS, IMAGE_SOURCE, tmp_path / "img", None
+    )
+    assert result.verdict == matrix.ReleaseVerdict.AFFECTED
+    assert "counterexample" in result.reason and "1/10" in result.reason
+
+
+def test_an_image_whose_source_skips_zero_size_is_not_affected(tmp_path: Path) -> None:
+    silent_results(tmp_path / "img", "distro", 6, 0)
+    result = matrix.image_release_result(
+        fake_image(tmp_path), OLD_EOD_FACTS, "linux-source-6.1=6.1.170-3", tmp_path / "img", None
+    )
+    assert result.verdict == matrix.ReleaseVerdict.NOT_AFFECTED
+
+
+def test_image_specs_and_their_source(tmp_path: Path) -> None:
+    assert debian_archive.parse_image_spec("debian:7.3.4+deb13-amd64") == (
+        "7.3.4+deb13-amd64",
+        None,
+    )
+    assert debian_archive.parse_image_spec("6.12.117+deb13-amd64=6.12.117-1") == (
+        "6.12.117+deb13-amd64",
+        "6.12.117-1",
+    )
+    for bad in ("linux-source-7.3", "7.3", "debian:", "7.3.4+deb13-amd64=a b"):
+        with pytest.raises(UsageError):
+            debian_archive.parse_image_spec(bad)
+    assert debian_archive.image_source_spec(fake_image(tmp_path)) == IMAGE_SOURCE
+
+
+def test_matrix_runs_an_image_as_shipped_against_the_unfixed_build_of_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--source and --image of one version: the tree's two builds and the image each get
+    their own boot; the image is booted from its vmlinuz with the distro variant and judged
+    against the tree's unfixed run."""
+    shipped = tree_build_record(tmp_path, "as-shipped", toggled=False, fix=True)
+    toggled = tree_build_record(tmp_path, "fix-toggled", toggled=True, fix=False)
+    tree = experiments.TreeKernels(
+        "7.3.4-linux-source-7.3", IMAGE_SOURCE, "7.3.4-1~bpo13+1", shipped, toggled
+    )
+    image = experiments.ImageKernel(
+        "7.3.4_deb13-amd64-image", fake_image(tmp_path), IMAGE_SOURCE, IMAGE_FACTS
+    )
+    monkeypatch.setattr(experiments, "_tree_builds", lambda spec, say: tree)
+    monkeypatch.setattr(experiments, "_image", lambda spec, say: image)
+    boots: list[tuple[str, list[str]]] = []
+
+    def campaigns_in_vm(
+        vm: VmOptions, options: RunOptions, runs: list[PlannedCampaign], vm_dir: Path, say: Say
+    ) -> dict[Path, int]:
+        boots.append((str(vm.kernel), [str(r.variant) for r in runs]))
+        for run in runs:
+            races = 8 if run.outdir.name == "unfixed" else 0
+            silent_results(run.outdir.parent, run.outdir.name, 10, races)
+        return {run.outdir: 0 for run in runs}
+
+    monkeypatch.setattr(experiments, "campaigns_in_vm", campaigns_in_vm)
+    out = tmp_path / "mx"
+    argv = ["matrix", "--source", "debian:linux-source-7.3", "--image", "debian:7.3.4+deb13-amd64"]
+    assert cli.main([*argv, "--out", str(out), "--iterations", "10"]) == ExitCode.OK
+    assert boots[-1] == (str(image.image.vmlinuz), ["distro"])
+    assert len(boots) == 3
+    printed = capsys.readouterr().out
+    assert "distro (Debian's image)" in printed
+    data = json.loads((out / matrix.MATRIX_JSON).read_text())
+    assert [r["verdict"] for r in data["releases"]] == ["fixed", "fixed"]

@@ -78,6 +78,9 @@ class MatrixOptions:
     # Debian 12 host cannot install: trixie's 6.12, 7.x): git trees, directories, tarballs or
     # debian:linux-source-X.Y[=V] (harness.kernels.debian_archive).
     sources: tuple[str, ...] = ()
+    # Debian kernel images booted as shipped with their own modules (debian:7.3.4+deb13-amd64
+    # [=version]): downloaded and unpacked under build/, never installed.
+    images: tuple[str, ...] = ()
 
 
 def _build_variant(variant: str, release: str | None, cache: Path | None, say: Say) -> None:
@@ -247,10 +250,11 @@ def _matrix_releases(outdir: Path, options: MatrixOptions) -> list[str]:
             for d in outdir.glob("*")
             if all((d / v / RESULTS_FILE).is_file() for v in matrix.MATRIX_VARIANTS)
         )
-    if not names and not options.sources:
+    if not names and not options.sources and not options.images:
         raise UsageError(
-            "no kernel release or source given",
-            hint="--release 6.1.0-47-amd64, --all-installed or --source debian:linux-source-7.3",
+            "no kernel release, source or image given",
+            hint="--release 6.1.0-47-amd64, --all-installed, --source debian:linux-source-7.3 "
+            "or --image debian:7.3.4+deb13-amd64",
         )
     return names
 
@@ -286,6 +290,7 @@ def run_matrix(
         )
         prepared.append(ready)
     trees = [_tree_builds(spec, say) for spec in options.sources]  # built before any boot
+    images = [_image(spec, say) for spec in options.images]
     results = []
     for ready in prepared:
         release_dir = outdir / ready.release.name
@@ -309,6 +314,26 @@ def run_matrix(
         results.append(
             matrix.tree_release_result(
                 tree.source, tree.version, tree.shipped, tree.toggled, tree_dir
+            )
+        )
+    for image in images:
+        image_dir = outdir / image.label
+        if not options.report_only:
+            planned = PlannedCampaign(
+                config_path, config, fresh_outdir(image_dir / matrix.IMAGE_VARIANT), DISTRO
+            )
+            boot_dir = image_dir / "boot"
+            boot_dir.mkdir(parents=True, exist_ok=True)
+            image_vm = replace(vm, kernel=str(image.image.vmlinuz))
+            campaigns_in_vm(image_vm, run, [planned], boot_dir, say)
+        reference = next((t for t in trees if t.source == image.source_spec), None)
+        results.append(
+            matrix.image_release_result(
+                image.image,
+                image.facts,
+                image.source_spec,
+                image_dir,
+                outdir / reference.label / matrix.UNFIXED if reference is not None else None,
             )
         )
     print(matrix.write(results, outdir), flush=True)
@@ -345,6 +370,33 @@ def _tree_builds(spec: str, say: Say) -> TreeKernels:
     )
     label = re.sub(r"[^\w.+-]", "_", f"{shipped.release}-{source.name}")
     return TreeKernels(label, shown, version or shipped.release, shipped, toggled)
+
+
+@dataclass(frozen=True)
+class ImageKernel:
+    """A Debian image of the matrix: its label (results directory), the image unpacked under
+    build/, the linux-source spec of the same version and that source's facts."""
+
+    label: str
+    image: debian_archive.FetchedImage
+    source_spec: str
+    facts: releases.SourceFacts
+
+
+def _image(spec: str, say: Say) -> ImageKernel:
+    """Debian's image ``spec`` (debian:RELEASE[=VERSION]) unpacked, and the facts of its own
+    source (linux-source-X.Y of the same version, fetched for the source check)."""
+    release, version = debian_archive.parse_image_spec(spec)
+    image = debian_archive.fetch_image(release, version)
+    source_spec = debian_archive.image_source_spec(image)
+    fetched = debian_archive.fetch_source(source_spec)
+    facts = releases.source_facts(fetched.tarball)
+    say(
+        f"Debian's image {image.release} {image.version}: {source_spec}, fix in source "
+        f"{facts.has_fix}, bio_check_eod() {facts.eod_shape}, predicted {facts.prediction}"
+    )
+    label = re.sub(r"[^\w.+-]", "_", f"{image.release}-image")
+    return ImageKernel(label, image, f"{fetched.package}={fetched.version}", facts)
 
 
 def run_scenarios(

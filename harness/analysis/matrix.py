@@ -22,6 +22,11 @@ test of the unfixed race rate above the fixed one, at compare's alpha 0.01):
   (block/blk-core.c, built into the image: no module variant changes it) and the race cannot
   fail a bio;
 - ``inconclusive``: anything else, with compare's iterations per variant that would decide it.
+
+A Debian kernel image booted as shipped with its own modules (``matrix --image``) is a row of
+its own, variant ``distro`` (:func:`image_release_result`): it is compared against the
+unfixed build of the same source when the matrix built it (``--source`` of the same
+linux-source-X.Y version), else its verdict says what is missing.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from harness.core.errors import ToolError
 from harness.core.paths import BUILD_DIR, CONFIGS_DIR
 from harness.core.results import RUN_FILE, format_cell, read_json_object, write_json_atomic
 from harness.kernels import kbuild, releases
+from harness.kernels.debian_archive import FetchedImage
 from harness.kernels.source_check import EodShape, predict
 from harness.kernels.tree_build import TreeBuild
 
@@ -55,6 +61,8 @@ MATRIX_HTML = "matrix.html"
 UNFIXED, FIXED = kbuild.VARIANTS[1], kbuild.VARIANTS[0]
 NVME_CORE_KO = "drivers/nvme/host/nvme-core.ko"  # in a tree build's kdir
 MATRIX_VARIANTS: tuple[str, ...] = (UNFIXED, FIXED)
+IMAGE_VARIANT = "distro"  # a Debian image with its own modules (harness.bed: the distro variant)
+IMAGE_METHOD = "image"  # VariantRow.patch_method of such a row
 
 
 class ReleaseVerdict(StrEnum):
@@ -312,7 +320,122 @@ def release_result(
     )
 
 
+def image_verdict(
+    facts: releases.SourceFacts,
+    image: compare.VariantOutcome,
+    reference: compare.VariantOutcome | None,
+    source_spec: str,
+    alpha: float = compare.DEFAULT_ALPHA,
+) -> tuple[ReleaseVerdict, str, compare.Comparison | None]:
+    """The verdict on a Debian image run as shipped, a one-sentence reason, and the
+    comparison it rests on (None without a reference).
+
+    ``image``: its outcome; ``reference``: the outcome of the unfixed build of the same source
+    (None when the matrix has none); ``facts``: of that source. A race iteration on the image
+    is AFFECTED (with the fix in its source: a counterexample); 0 of N is FIXED only against
+    an unfixed reference that fails significantly (compare's REPRODUCED AND FIXED), and
+    NOT AFFECTED only where the source's bio_check_eod() cannot fail the race's bios.
+    """
+    if image.failed:
+        tail = ": its source has the fix, so one is a counterexample" if facts.has_fix else ""
+        return (
+            ReleaseVerdict.AFFECTED,
+            f"Debian's image shows the race in {image.race_iterations}/{image.trials} "
+            f"iterations{tail}",
+            None,
+        )
+    if facts.cannot_fail and image.clean:
+        return (
+            ReleaseVerdict.NOT_AFFECTED,
+            f"no race in {image.trials} iterations, and this source's bio_check_eod() skips "
+            "zero-capacity disks: the race cannot fail a bio",
+            None,
+        )
+    if reference is None:
+        return (
+            ReleaseVerdict.INCONCLUSIVE,
+            f"0/{image.trials} race iterations on Debian's image, but no unfixed build of its "
+            f"source to show the race was reachable: add --source debian:{source_spec}",
+            None,
+        )
+    comparison = compare.compare(reference, image, alpha=alpha, eod_shape=facts.eod_shape)
+    test = f"one-sided p={comparison.fisher_p_one_sided:.3g}, alpha={comparison.alpha:g}"
+    if comparison.verdict == compare.ComparisonVerdict.REPRODUCED_AND_FIXED and facts.has_fix:
+        return (
+            ReleaseVerdict.FIXED,
+            f"the unfixed build of its source fails in {reference.race_iterations}/"
+            f"{reference.trials}, Debian's image in 0/{image.trials} ({test})",
+            comparison,
+        )
+    return (
+        ReleaseVerdict.INCONCLUSIVE,
+        f"Debian's image 0/{image.trials}, the unfixed build of its source "
+        f"{reference.race_iterations}/{reference.trials} ({test}; compare: "
+        f"{comparison.verdict.value}; fix in source {facts.has_fix})",
+        comparison,
+    )
+
+
+def image_release_result(
+    image: FetchedImage,
+    facts: releases.SourceFacts,
+    source_spec: str,
+    results_dir: Path,
+    reference_dir: Path | None,
+    alpha: float = compare.DEFAULT_ALPHA,
+) -> ReleaseResult:
+    """The matrix line of a Debian image run as shipped (``results_dir/distro``), compared
+    with the unfixed build of the same source in ``reference_dir`` (a tree's
+    ``<label>/unfixed``; None when the matrix has none). Raises ToolError when the guest ran
+    an nvme_core other than the image's own."""
+    outcome = compare.outcome(IMAGE_VARIANT, results_dir / IMAGE_VARIANT)
+    shipped = image_module_srcversion(image)
+    if outcome.srcversion and shipped and outcome.srcversion != shipped:
+        raise ToolError(
+            f"{image.release}: the guest ran nvme_core {outcome.srcversion}, the image's "
+            f"is {shipped}"
+        )
+    reference = compare.outcome(UNFIXED, reference_dir) if reference_dir is not None else None
+    verdict, reason, comparison = image_verdict(facts, outcome, reference, source_spec, alpha)
+    row = replace(
+        _row(IMAGE_VARIANT, outcome, None, campaign_label(results_dir / IMAGE_VARIANT)),
+        as_shipped=True,
+        patch_action="none",
+        patch_method=IMAGE_METHOD,
+        built_srcversion=shipped,
+    )
+    return ReleaseResult(
+        release=image.release,
+        debian_version=image.version,
+        source=source_spec,
+        source_kernel_version=facts.version,
+        fix_in_source=facts.has_fix,
+        eod_shape=facts.eod_shape,
+        predicted=facts.prediction,
+        rows=(row,),
+        fisher_p=comparison.fisher_p_one_sided if comparison is not None else 1.0,
+        needed_iterations=comparison.needed_iterations if comparison is not None else None,
+        verdict=verdict,
+        reason=reason,
+        comparison=comparison.to_dict() if comparison is not None else {},
+    )
+
+
+def image_module_srcversion(image: FetchedImage) -> str:
+    """nvme_core's srcversion in the image's own modules ("" when modinfo cannot tell)."""
+    found = sorted(image.modules_dir.glob("kernel/drivers/nvme/host/nvme-core.ko*"))
+    if not found:
+        return ""
+    try:
+        return modinfo_field(found[0], "srcversion")
+    except ToolError:
+        return ""
+
+
 # --- the table ------------------------------------------------------------------------------
+
+# What the table adds to a row's variant, by VariantRow.patch_method.
+_VARIANT_NOTES = {"toggle": " (toggled by edit)", IMAGE_METHOD: " (Debian's image)"}
 
 COLUMNS: tuple[str, ...] = (
     "release",
@@ -345,7 +468,7 @@ def table_rows(results: Sequence[ReleaseResult]) -> list[list[str]]:
                     format_cell(result.fix_in_source),
                     result.eod_shape,
                     result.predicted,
-                    row.variant + (" (toggled by edit)" if row.patch_method == "toggle" else ""),
+                    row.variant + _VARIANT_NOTES.get(row.patch_method, ""),
                     row.campaign or "-",
                     format_cell(row.as_shipped),
                     row.srcversion or row.built_srcversion or "-",

@@ -126,6 +126,13 @@ def _add_matrix(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "a git tree, a directory, a tarball or debian:linux-source-X.Y[=V] (e.g. 7.3, or "
         "linux-source-6.12=6.12.117-1 from trixie)",
     )
+    mtx.add_argument(
+        "--image",
+        action="append",
+        help="a Debian kernel image booted as shipped with its own modules (repeatable): "
+        "debian:RELEASE[=V], e.g. debian:7.3.4+deb13-amd64; downloaded under build/, never "
+        "installed; compared with the unfixed build of a --source of the same version",
+    )
     mtx.add_argument("--vm-per-run", action="store_true", help="boot one VM per variant")
     mtx.add_argument(
         "--report-only",
@@ -232,6 +239,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         report_only=args.report_only,
         config=Path(args.config) if args.config else None,
         sources=tuple(args.source or ()),
+        images=tuple(args.image or ()),
     )
     outdir = Path(args.out).resolve()
     results = experiments.run_matrix(outdir, options, vm_options(args), run_options(args), say)

@@ -18,6 +18,8 @@ import os
 import re
 import shutil
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ LISTS_MAX_AGE_S = 24 * 3600.0
 APT_TIMEOUT_S = 300.0
 DOWNLOAD_TIMEOUT_S = 1800.0
 UNPACK_TIMEOUT_S = 600.0
+DOWNLOAD_STALL_S = 60.0  # a pool download that sends nothing for this long fails
 IMAGE_RECORD = "image.json"
 SPEC_RE = re.compile(r"^[a-z0-9][a-z0-9.+-]*(=[A-Za-z0-9.+~:-]+)?$")
 
@@ -108,6 +111,40 @@ class PrivateApt:
                 versions.append(parts[1])
         return versions
 
+    def download_from_pool(
+        self, package: str, version: str, directory: Path, pool: str = "linux", arch: str = "amd64"
+    ) -> Path:
+        """``package`` at ``version`` straight from the mirror's pool
+        (``pool/main/l/<pool>/<package>_<version>_<arch>.deb``), for a version no suite's
+        index lists any more (Debian keeps the file while another suite's package of the same
+        source refers to it). Not verified by a signed index: the caller records that. The
+        .deb's own control fields must name ``package`` and ``version``. Raises ToolError
+        when the mirror does not have it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        name = f"{package}_{version.partition(':')[2] or version}_{arch}.deb"
+        url = f"{MIRROR}/pool/main/{pool[0]}/{pool}/{urllib.parse.quote(name)}"
+        target = directory / name
+        partial = directory / (name + ".partial")
+        try:
+            with (
+                urllib.request.urlopen(url, timeout=DOWNLOAD_STALL_S) as response,
+                partial.open("wb") as out,
+            ):
+                shutil.copyfileobj(response, out)
+        except (OSError, ValueError) as exc:
+            partial.unlink(missing_ok=True)
+            raise ToolError(
+                f"{package}={version} is in no suite's index and not in the pool ({url}): {exc}"
+            ) from exc
+        fields = run(
+            ["dpkg-deb", "-f", str(partial), "Package", "Version"], timeout_s=UNPACK_TIMEOUT_S
+        )
+        if not fields.ok or fields.stdout.split() != ["Package:", package, "Version:", version]:
+            partial.unlink(missing_ok=True)
+            raise ToolError(f"{url} is not {package} {version}: {fields.stdout.strip()!r}")
+        os.replace(partial, target)
+        return target
+
     def download(self, package: str, version: str, directory: Path) -> Path:
         """``apt-get download package=version`` into ``directory``; the .deb's path.
         Raises ToolError when apt refuses or fails."""
@@ -170,7 +207,9 @@ def fetch_source(
     unpack fails."""
     package, version = parse_spec(spec)
     apt = apt or PrivateApt()
-    chosen = choose_version(package, version, apt.versions(package))
+    offered = apt.versions(package)
+    from_pool = version is not None and version not in offered
+    chosen = version if from_pool and version else choose_version(package, version, offered)
     directory = (cache_dir or default_cache_dir()) / re.sub(r"[^\w.+-]", "_", f"{package}_{chosen}")
     record = directory / SOURCE_RECORD
     if record.is_file():
@@ -181,7 +220,11 @@ def fetch_source(
                 return FetchedSource(package, chosen, tarball, False)
         except (ValueError, KeyError, TypeError):
             pass
-    deb = apt.download(package, chosen, directory)
+    deb = (
+        apt.download_from_pool(package, chosen, directory, arch="all")
+        if from_pool
+        else apt.download(package, chosen, directory)
+    )
     unpacked = directory / "root"
     shutil.rmtree(unpacked, ignore_errors=True)
     result = run(["dpkg-deb", "-x", str(deb), str(unpacked)], timeout_s=UNPACK_TIMEOUT_S)
@@ -199,6 +242,7 @@ def fetch_source(
             "package": package,
             "version": chosen,
             "deb": deb.name,
+            "verified_by_index": not from_pool,
             "tarball": str(tarball),
             "size": tarball.stat().st_size,
         },
@@ -210,27 +254,60 @@ def fetch_source(
 @dataclass(frozen=True)
 class FetchedImage:
     """A Debian kernel image unpacked under build/ (never installed): its vmlinuz, its
-    modules directory (``lib/modules/<release>`` with modules.dep made by depmod), release
-    and Debian version."""
+    modules directory (``.../lib/modules/<release>`` with modules.dep made by depmod), release
+    and Debian version, and the packages that came from the pool without a signed index
+    (:meth:`PrivateApt.download_from_pool`)."""
 
     release: str
     version: str
     vmlinuz: Path
     modules_dir: Path
+    unverified: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "release": self.release,
             "version": self.version,
             "vmlinuz": str(self.vmlinuz),
             "modules_dir": str(self.modules_dir),
+            "unverified": list(self.unverified),
         }
 
 
-def image_packages(release: str) -> tuple[str, ...]:
-    """The packages that hold a kernel image of Debian 13 and later: the image's metadata,
-    the kernel itself and its modules (``linux-image-<release>`` is only a meta package)."""
-    return (f"linux-binary-{release}", f"linux-modules-{release}", f"linux-base-{release}")
+def image_packages(release: str, apt: PrivateApt) -> tuple[tuple[str, ...], list[str]]:
+    """The packages that hold Debian's image of ``release`` and the versions the suites offer
+    of the first. Debian 13's 7.x kernels split it: ``linux-binary-<release>`` (vmlinuz),
+    ``linux-modules-<release>`` and ``linux-base-<release>`` (``linux-image-<release>`` is a
+    meta package there); 6.12 and older ship one ``linux-image-<release>``. Raises
+    UsageError when no suite offers either."""
+    binary = f"linux-binary-{release}"
+    offered = apt.versions(binary)
+    if offered:
+        return (binary, f"linux-modules-{release}", f"linux-base-{release}"), offered
+    image = f"linux-image-{release}"
+    offered = apt.versions(image)
+    if offered:
+        return (image,), offered
+    raise UsageError(
+        f"no Debian suite here offers {binary} or {image}",
+        hint="suites: " + ", ".join(suite for _, suite in SUITES),
+    )
+
+
+def _unpacked_image(root: Path, release: str) -> tuple[Path, Path]:
+    """(vmlinuz, modules directory) of an image unpacked in ``root``. Raises ToolError."""
+    modules = [
+        d for d in (root / "usr/lib/modules", root / "lib/modules") if (d / release).is_dir()
+    ]
+    if not modules:
+        raise ToolError(f"the packages of {release} hold no lib/modules/{release}")
+    modules_dir = modules[0] / release
+    if (modules_dir / "vmlinuz").is_file():
+        return modules_dir / "vmlinuz", modules_dir
+    found = sorted(root.glob(f"boot/vmlinuz-{release}"))
+    if len(found) != 1:
+        raise ToolError(f"the packages of {release} hold no single vmlinuz")
+    return found[0], modules_dir
 
 
 def fetch_image(
@@ -242,10 +319,12 @@ def fetch_image(
     """Debian's own image of ``release`` (``7.3.4+deb13-amd64``), downloaded and unpacked
     under ``build/kernel-sources/linux-image-<release>_<version>/`` (vmlinuz and
     lib/modules/<release>, then ``depmod -b``): to boot as shipped with its own modules.
-    Raises UsageError when no suite offers it, ToolError when a step fails."""
+    A package of that version that no index lists any more (7.1.13's modules once 7.2
+    replaced it) comes from the pool, and FetchedImage.unverified names it.
+    Raises UsageError when no suite offers the image, ToolError when a step fails."""
     apt = apt or PrivateApt()
-    binary, modules, base = image_packages(release)
-    chosen = choose_version(binary, version, apt.versions(binary))
+    packages, offered = image_packages(release, apt)
+    chosen = choose_version(packages[0], version, offered)
     directory = (cache_dir or default_cache_dir()) / re.sub(
         r"[^\w.+-]", "_", f"linux-image-{release}_{chosen}"
     )
@@ -255,29 +334,60 @@ def fetch_image(
         try:
             data = json.loads(record.read_text())
             found = FetchedImage(
-                data["release"], data["version"], Path(data["vmlinuz"]), Path(data["modules_dir"])
+                data["release"],
+                data["version"],
+                Path(data["vmlinuz"]),
+                Path(data["modules_dir"]),
+                tuple(data.get("unverified", ())),
             )
             if found.vmlinuz.is_file() and (found.modules_dir / "modules.dep").is_file():
                 return found
         except (ValueError, KeyError, TypeError):
             pass
     shutil.rmtree(root, ignore_errors=True)
-    for package in (binary, modules, base):
-        deb = apt.download(package, chosen, directory)
+    unverified = []
+    for package in packages:
+        if package == packages[0] or chosen in apt.versions(package):
+            deb = apt.download(package, chosen, directory)
+        else:
+            deb = apt.download_from_pool(package, chosen, directory)
+            unverified.append(package)
         result = run(["dpkg-deb", "-x", str(deb), str(root)], timeout_s=UNPACK_TIMEOUT_S)
         if not result.ok:
             raise ToolError(f"cannot unpack {deb.name}: {result.one_line_error()}")
         deb.unlink()
-    modules_dir = root / "usr" / "lib" / "modules" / release
-    vmlinuz = modules_dir / "vmlinuz"
-    if not vmlinuz.is_file():
-        found_images = sorted(root.rglob("vmlinuz*"))
-        if len(found_images) != 1:
-            raise ToolError(f"{binary} {chosen}: no single vmlinuz in it")
-        vmlinuz = found_images[0]
-    result = run(["depmod", "-b", str(root / "usr"), release], timeout_s=UNPACK_TIMEOUT_S)
+    vmlinuz, modules_dir = _unpacked_image(root, release)
+    result = run(
+        ["depmod", "-b", str(modules_dir.parent.parent.parent), release], timeout_s=UNPACK_TIMEOUT_S
+    )
     if not result.ok:
         raise ToolError(f"depmod for {release}: {result.one_line_error()}")
-    image = FetchedImage(release, chosen, vmlinuz, modules_dir)
+    image = FetchedImage(release, chosen, vmlinuz, modules_dir, tuple(unverified))
     _record(directory, IMAGE_RECORD, image.to_dict())
     return image
+
+
+IMAGE_SPEC_RE = re.compile(r"^(\d+\.\d+)\.\d+[^=\s/]*-[a-z0-9]+(=[A-Za-z0-9.+~:-]+)?$")
+
+
+def parse_image_spec(spec: str) -> tuple[str, str | None]:
+    """``7.3.4+deb13-amd64`` or ``7.3.4+deb13-amd64=7.3.4-1~bpo13+1`` (a ``debian:``
+    prefix allowed) -> (release, version or None). Raises UsageError for anything else."""
+    bare = spec.removeprefix("debian:")
+    if not IMAGE_SPEC_RE.match(bare):
+        raise UsageError(
+            f"{spec!r} is not a Debian kernel release",
+            hint="e.g. debian:7.3.4+deb13-amd64 (the release `uname -r` prints on it)",
+        )
+    release, _, version = bare.partition("=")
+    return release, version or None
+
+
+def image_source_spec(image: FetchedImage) -> str:
+    """The ``linux-source-X.Y=<version>`` spec of the source ``image`` was built from:
+    Debian builds the image and linux-source-X.Y from one source package, so they carry the
+    same version (``7.3.4+deb13-amd64`` 7.3.4-1~bpo13+1 -> linux-source-7.3=7.3.4-1~bpo13+1)."""
+    match = IMAGE_SPEC_RE.match(image.release)
+    if match is None:
+        raise ToolError(f"cannot tell X.Y of the kernel release {image.release!r}")
+    return f"linux-source-{match.group(1)}={image.version}"
