@@ -9,6 +9,7 @@ Booting the kernel under test from the host (campaigns.py):
     nvmf-harness compare  --config F --out DIR     unfixed vs fixed modules, one boot for both
     nvmf-harness scenarios CONFIG... --out DIR     hit rate per config, one boot for all
     nvmf-harness matrix   --release REL... --out DIR  per Debian release: affected? fixed?
+                          [--source SRC] [--image debian:REL]  kernels built here, Debian's images
     nvmf-harness prove-fixed --out DIR             a variant until N clean iterations (resumes)
     nvmf-harness vm-pytest --out DIR [--workers N] [-- ARGS]  pytest testcases/ in N VMs
 Kernels and faults (kernels.py):
@@ -29,6 +30,10 @@ The machine and the harness (ops.py):
     nvmf-harness remote   --host H [--fetch R:L] -- ARGS   nvmf-harness ARGS on H over SSH
     nvmf-harness selftest-crash --out DIR          the VM runner's crash handling (and
     nvmf-harness selftest-kvm-fallback --out DIR   its fallback from KVM to TCG)
+Measuring the harness (bench.py):
+    nvmf-harness bench    --out DIR                figures of merit (benchmarks/README.md)
+    nvmf-harness bench-kernel-log --out DIR        main config: cycle and kernel-log cost,
+                          [--revision REV]...      quiet and busy host, per harness revision
 Starting points (new.py):
     nvmf-harness new-fault NAME / new-testcase NAME  files whose comments state the contract
 

@@ -63,6 +63,64 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--report-only", action="store_true", help="rebuild bench.md/json from --out, no VM"
     )
     parser.set_defaults(func=cmd_bench)
+    _add_kernel_log(sub)
+
+
+def _add_kernel_log(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "bench-kernel-log",
+        help="the main config's cycle and kernel-log cost, quiet and busy host, per revision",
+    )
+    parser.add_argument("--out", required=True, help="output directory (kernel-log.md/json)")
+    parser.add_argument(
+        "--revision",
+        action="append",
+        help="harness revision to run (repeatable, in order; default HEAD: this checkout); "
+        "another one runs from a git worktree under build/bench-checkouts",
+    )
+    parser.add_argument(
+        "--condition",
+        action="append",
+        choices=("quiet", "busy"),
+        help="host condition (repeatable; default both: busy = one spinning process per core)",
+    )
+    parser.add_argument("--iterations", type=int, default=12, help="iterations per run")
+    parser.add_argument("--variant", default="unfixed", choices=config_mod.VARIANTS)
+    parser.add_argument("--config", type=Path, help="default: configs/race-ns-remove-path.toml")
+    parser.add_argument("--accel", choices=config_mod.ACCELS, default="auto")
+    parser.add_argument("--kernel", help="kernel image (default: the one scripts/setup prepared)")
+    parser.add_argument("--modules", type=Path, help="module build cache (default build/modules)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rebuild kernel-log.md/json from --out"
+    )
+    parser.set_defaults(func=cmd_kernel_log)
+
+
+def cmd_kernel_log(args: argparse.Namespace) -> int:
+    """``bench-kernel-log``: run (or re-read) and print the table; exit 0, 2 for bad input,
+    3 when a run recorded nothing."""
+    from harness.bench import kernel_log  # lazy: import cost (module docstring of cli.app)
+
+    out = Path(args.out).resolve()
+    if args.report_only:
+        if not (out / kernel_log.REPORT_JSON).is_file():
+            raise UsageError(f"{out} holds no {kernel_log.REPORT_JSON}")
+        runs = kernel_log.read(out)
+    else:
+        options = kernel_log.KernelLogOptions(
+            out=out,
+            revisions=tuple(args.revision or ("HEAD",)),
+            conditions=tuple(args.condition or kernel_log.CONDITIONS),
+            iterations=args.iterations,
+            variant=args.variant,
+            config=args.config or kernel_log.MAIN_CONFIG,
+            accel=args.accel,
+            kernel=args.kernel,
+            modules=args.modules,
+        )
+        runs = kernel_log.run_bench(options)
+    print(kernel_log.write(runs, out), end="", flush=True)
+    return ExitCode.OK
 
 
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
