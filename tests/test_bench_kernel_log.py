@@ -11,6 +11,7 @@ import pytest
 from harness.bench import kernel_log
 from harness.cli import app as cli
 from harness.core.exits import ExitCode
+from harness.core.paths import BUILD_DIR
 from harness.core.results import RESULTS_FILE, JsonlWriter
 
 
@@ -99,7 +100,7 @@ def test_vm_argv_boots_the_same_builds_for_every_revision(tmp_path: Path) -> Non
     options = kernel_log.KernelLogOptions(out=tmp_path, iterations=7, kernel="/boot/k")
     argv = kernel_log.vm_argv(options, tmp_path / "run")
     assert argv[1:4] == ["-m", "harness.cli", "vm"]
-    assert argv[argv.index("--modules") + 1] == str((kernel_log.BUILD_DIR / "modules").resolve())
+    assert argv[argv.index("--modules") + 1] == str((BUILD_DIR / "modules").resolve())
     assert argv[argv.index("--iterations") + 1] == "7" and argv[-2:] == ["--kernel", "/boot/k"]
 
 
@@ -108,3 +109,20 @@ def test_an_unknown_revision_is_a_usage_error() -> None:
 
     with pytest.raises(UsageError, match="does not know"):
         kernel_log.checkout("no-such-revision-xyz")
+
+
+def test_the_hit_rate_before_and_after_with_fisher(tmp_path: Path) -> None:
+    write_run(
+        tmp_path / "old", [(9.0, 5.0, 2000, "eio_race")] * 15 + [(9.0, 5.0, 2000, "pass")] * 5
+    )
+    write_run(
+        tmp_path / "new", [(2.0, 0.1, 2000, "eio_race")] * 4 + [(2.0, 0.1, 2000, "pass")] * 16
+    )
+    runs = [
+        kernel_log.run_figures(tmp_path / "old", "old", "quiet", (0.0, 0.0), 1.0),
+        kernel_log.run_figures(tmp_path / "new", "new", "quiet", (0.0, 0.0), 1.0),
+    ]
+    (line,) = kernel_log.hit_rate_lines(runs)
+    assert "old 15/20, new 4/20" in line and "p=0.00" in line
+    assert kernel_log.hit_rate_lines(runs[:1]) == []
+    assert "first revision against the last" in kernel_log.write(runs, tmp_path)

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.analysis import stats
 from harness.core.console import Say
 from harness.core.errors import ToolError, UsageError
 from harness.core.paths import BUILD_DIR, CONFIGS_DIR, REPO_ROOT
@@ -334,9 +335,38 @@ def markdown(runs: Sequence[KernelLogRun]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hit_rate_lines(runs: Sequence[KernelLogRun]) -> list[str]:
+    """Per host condition run by two revisions or more: the race hit rate of the first
+    revision against the last (race iterations / iterations), with the two-sided Fisher
+    exact p (harness.analysis.stats): did a change of the harness change what it finds?"""
+    lines = []
+    for condition in CONDITIONS:
+        same = [r for r in runs if r.condition == condition and r.iterations]
+        if len({r.revision for r in same}) < 2:
+            continue
+        first, last = same[0], same[-1]
+        p = stats.fisher_exact_two_sided(
+            first.race_iterations,
+            first.iterations - first.race_iterations,
+            last.race_iterations,
+            last.iterations - last.race_iterations,
+        )
+        lines.append(
+            f"- {condition}: race iterations {first.revision} {first.race_iterations}/"
+            f"{first.iterations}, {last.revision} {last.race_iterations}/{last.iterations} "
+            f"(two-sided Fisher p={p:.3g})"
+        )
+    return lines
+
+
 def write(runs: Sequence[KernelLogRun], out: Path) -> str:
     """kernel-log.json and kernel-log.md in ``out``; returns the Markdown."""
     text = markdown(runs)
+    rates = hit_rate_lines(runs)
+    if rates:
+        text += (
+            "\nThe race hit rate, first revision against the last:\n\n" + "\n".join(rates) + "\n"
+        )
     write_json_atomic(out / REPORT_JSON, {"runs": [r.to_dict() for r in runs]})
     (out / REPORT_MD).write_text(text)
     return text
