@@ -12,11 +12,13 @@ ready line, then answers one JSON request per line on stdin with one JSON line o
 
     {"cmd": "take", "path": DIR/kmsg.txt}  the records since the last request: their lines
                                            written to ``path``, their summary answered
-        -> {"summary": {...KernelLogSummary...}, "records": N, "cpu_s": S}
+        -> {"summary": {...KernelLogSummary...}, "records": N, "cpu_s": S, "caught_up": B}
     {"cmd": "skip"}                        forget the records since the last request
-        -> {"records": N}
+        -> {"records": N, "caught_up": B}
 
-Before answering, it reads every record the kernel has (so a window ends when asked).
+Before answering, it reads every record the kernel has (so a window ends when asked), for at
+most TAKE_BUDGET_S: in a flood it answers anyway, ``caught_up`` false, and the records not
+yet read count in the next window.
 ``lost`` in a summary counts records the ring buffer overwrote before they were read, from
 the gaps in their sequence numbers (exact). The process exits when its stdin closes.
 """
@@ -42,6 +44,13 @@ from harness.campaign.kmsg import (
 )
 
 READY = CHILD_READY
+# A flood (nvmet's "failed cmd" lines under a busy host) can come faster than one process
+# reads it: the serve loop reads for at most DRAIN_SLICE_S between looks at the requests,
+# and a take catches up for at most TAKE_BUDGET_S before it answers (well inside the
+# campaign's CHILD_TIMEOUT_S); the clock is read every DEADLINE_EVERY records.
+DRAIN_SLICE_S = 0.05
+TAKE_BUDGET_S = 5.0
+DEADLINE_EVERY = 64
 
 
 class Window:
@@ -62,20 +71,36 @@ class KmsgChild:
         self.window = Window()
         self.last_seq: int | None = None
 
-    def drain(self) -> None:
-        """Read and classify every record the kernel has now."""
+    def _read(self) -> bytes:
+        """One record (one read(2) of /dev/kmsg); BlockingIOError when there is none."""
+        return os.read(self.fd, 8192)
+
+    def drain(self, budget_s: float | None = None) -> bool:
+        """Read and classify the records the kernel has now, for at most ``budget_s``
+        seconds (None: until none is left). Returns whether it caught up: a flood faster
+        than the reading must not starve the requests (the rest is read on the next call,
+        into the window then open; nothing is lost)."""
         window = self.window
+        deadline = None if budget_s is None else time.monotonic() + budget_s
+        count = 0
         while True:
+            count += 1
+            if (
+                deadline is not None
+                and count % DEADLINE_EVERY == 0
+                and time.monotonic() >= deadline
+            ):
+                return False
             try:
-                chunk = os.read(self.fd, 8192)
+                chunk = self._read()
             except BlockingIOError:
-                return
+                return True
             except OSError as exc:
                 if exc.errno == errno.EPIPE:  # overwritten: the next seq shows how many
                     continue
                 raise
             if not chunk:
-                return
+                return True
             record = parse_record(chunk.decode("utf-8", errors="replace"))
             if record is None:
                 continue
@@ -87,16 +112,18 @@ class KmsgChild:
             window.records += 1
 
     def take(self, path: str | None) -> dict[str, Any]:
-        """End the window: write its lines to ``path`` (None: drop them); its reply."""
-        self.drain()
+        """End the window: write its lines to ``path`` (None: drop them); its reply. Catches
+        up for at most TAKE_BUDGET_S first (``caught_up`` in the reply says whether)."""
+        caught_up = self.drain(TAKE_BUDGET_S)
         window, self.window = self.window, Window()
         if path is None:
-            return {"records": window.records}
+            return {"records": window.records, "caught_up": caught_up}
         Path(path).write_text("\n".join(window.lines) + "\n")
         return {
             "summary": dataclasses.asdict(window.summary),
             "records": window.records,
             "cpu_s": round(time.process_time(), 3),
+            "caught_up": caught_up,
         }
 
     def serve(self, requests: IO[str], replies: IO[str]) -> None:
@@ -109,7 +136,7 @@ class KmsgChild:
         while True:
             for key, _events in selector.select():
                 if key.data == "kmsg":
-                    self.drain()
+                    self.drain(DRAIN_SLICE_S)  # then look at the requests again
                     continue
                 line = requests.readline()
                 if not line:
