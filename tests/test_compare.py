@@ -514,3 +514,27 @@ def test_compare_cli_says_when_the_vm_ended_before_any_campaign(
     assert len(lines) == 1 and "failed to set MSR 0x10a" in lines[0], said.out
     assert "console.log" in lines[0]
     assert "Traceback" not in said.err
+
+
+def test_a_witness_that_dropped_events_or_fell_behind_cannot_say_fixed(tmp_path: Path) -> None:
+    """On a kernel that fails the race's bios silently, 0 race iterations on the patched side
+    is a claim only where the witness watched every iteration whole: an iteration in which
+    bpftrace dropped events (or was behind when its window was taken) makes it
+    INCONCLUSIVE."""
+    silent = {"eod_race_lines": 0, "witness_events": 3}
+    stock_records = [
+        {**r, **silent} if r["app_eio"] else r for r in variant_records("unfixed", 10, 9)
+    ]
+    stock = outcome_of(tmp_path / "s", "unfixed", stock_records)
+    whole = outcome_of(tmp_path / "p", "fixed", variant_records("fixed", 10, 0))
+    verdict = compare_mod.compare(stock, whole, eod_shape="fail-silently").verdict
+    assert verdict == compare_mod.ComparisonVerdict.REPRODUCED_AND_FIXED
+    dropped = variant_records("fixed", 10, 0)
+    dropped[3]["witness_lost"] = 7
+    dropped[5]["witness_caught_up"] = False
+    blind = outcome_of(tmp_path / "q", "fixed", dropped)
+    assert blind.witness_iterations == 8 and not blind.witness_ran
+    verdict = compare_mod.compare(stock, blind, eod_shape="fail-silently").verdict
+    assert verdict == compare_mod.ComparisonVerdict.INCONCLUSIVE
+    assert compare_mod.witness_complete({"witness_events": 0})
+    assert not compare_mod.witness_complete({"witness_events": None})

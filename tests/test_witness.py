@@ -80,8 +80,16 @@ if os.environ.get("FAIL"):
     sys.exit(1)
 print(f"WITNESS READY {{start}}", flush=True)
 events = [e.split() for e in os.environ.get("EVENTS", "").split(",") if e]
+lost_at = float(os.environ.get("LOST_AT", "-1"))
+stall_after = float(os.environ.get("STALL_AFTER", "-1"))
 while True:
     now = time.monotonic_ns()
+    if 0 <= stall_after <= (now - start) / 1e9:
+        time.sleep(0.02)  # a bpftrace that gets no CPU: no heartbeat
+        continue
+    if 0 <= lost_at <= (now - start) / 1e9:
+        print("Lost 7 events", flush=True)
+        lost_at = -1
     for offset, disk, status in list(events):
         at = start + int(float(offset) * 1e9)
         if at <= now:
@@ -113,6 +121,26 @@ def test_windows_take_the_events_of_their_time(
     assert (second.events, second.disks, second.other_events) == (1, ["nvme0c0n1"], 1)
     assert third.events == 0
     assert seen.total.events == 3 and not seen.running
+
+
+def test_dropped_events_and_a_stall_make_a_window_incomplete(
+    fake_bpftrace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bpftrace's "Lost N events" (its ring buffer was full) is counted in the window it is
+    read in; a window taken before bpftrace caught up says so. Neither says "no race bio"
+    (compare.witness_complete)."""
+    monkeypatch.setenv("LOST_AT", "0.3")
+    monkeypatch.setenv("STALL_AFTER", "2.0")
+    monkeypatch.setattr(witness, "CATCH_UP_TIMEOUT_S", 1.5)
+    with Witness(tmp_path / "witness.out", bpftrace=str(fake_bpftrace)) as seen:
+        start = time.monotonic()
+        first = seen.take(start + 0.6)
+        second = seen.take(start + 3.0)
+    assert (first.lost, first.caught_up, first.complete) == (7, True, False)
+    assert (second.lost, second.caught_up, second.complete) == (0, False, False)
+    assert seen.total.lost == 7
+    assert witness.parse_lost("Lost 1060 events") == 1060 and witness.parse_lost("x") == 0
+    assert witness.bpftrace_environment()["BPFTRACE_PERF_RB_PAGES"] == "1024"
 
 
 def test_a_bpftrace_that_refuses_is_one_line(

@@ -92,7 +92,7 @@ class VariantOutcome:
     failure_rate_upper95: float  # of race iterations per trial, one-sided 95% bound
     # The two witnesses of the race's bios (harness.core.results race_seen): race iterations
     # the EOD-race kernel line saw, those the block-layer (BPF) witness saw, its bios in all,
-    # and the iterations it ran in (None in records from before it existed).
+    # and the iterations it watched whole (no event dropped, caught up: witness_complete).
     line_race_iterations: int = 0
     witness_race_iterations: int = 0
     witness_events: int = 0
@@ -178,7 +178,17 @@ def outcome(variant: str, *results_dirs: Path) -> VariantOutcome:
         line_race_iterations=sum(1 for r in race if r.get("eod_race_lines", 0)),
         witness_race_iterations=sum(1 for r in race if r.get("witness_events")),
         witness_events=sum(int(r.get("witness_events") or 0) for r in iterations),
-        witness_iterations=sum(1 for r in iterations if r.get("witness_events") is not None),
+        witness_iterations=sum(1 for r in iterations if witness_complete(r)),
+    )
+
+
+def witness_complete(record: dict[str, Any]) -> bool:
+    """Whether the block-layer witness watched the whole of this iteration: it ran, dropped
+    no event and had caught up when its window was taken (harness.campaign.witness)."""
+    return (
+        record.get("witness_events") is not None
+        and not record.get("witness_lost", 0)
+        and record.get("witness_caught_up", True) is not False
     )
 
 

@@ -134,6 +134,8 @@ def build_record(
         witness_events=witness.events if witness else None,
         witness_disks=list(witness.disks) if witness else [],
         witness_other_events=witness.other_events if witness else 0,
+        witness_lost=witness.lost if witness else 0,
+        witness_caught_up=witness.caught_up if witness else True,
         race_seen_by=race_seen_by(state),
     )
     record.verdict = verdict(record)

@@ -160,6 +160,9 @@ def _progress_printer(args: argparse.Namespace) -> Callable[[IterationRecord, in
             print(record.to_json(), flush=True)
         elif not args.quiet:
             bpf = "" if record.witness_events is None else f", BPF bios {record.witness_events}"
+            if record.witness_lost or not record.witness_caught_up:
+                bpf += f" (incomplete: {record.witness_lost} events dropped"
+                bpf += ")" if record.witness_caught_up else ", behind)"
             say(
                 f"[{record.iteration}/{total}] {record.fault} path {record.path}: "
                 f"{record.verdict} (app EIO {record.app_eio}, EOD-race lines "

@@ -146,6 +146,11 @@ class IterationRecord:
     witness_events: int | None = None
     witness_disks: list[str] = field(default_factory=list)
     witness_other_events: int = 0
+    # The witness's window was not complete: bpftrace dropped this many events (its perf
+    # ring buffer was full), or it had not caught up with the window's end when it was taken
+    # (witness_caught_up false). Such a window does not say "no race bio".
+    witness_lost: int = 0
+    witness_caught_up: bool = True
     # Which witnesses saw the race's bios: "kernel_line" (the EOD-race line, kmsg),
     # "block_layer" (the BPF witness); since v6.17 the kernel prints no line for them.
     race_seen_by: list[str] = field(default_factory=list)
