@@ -40,6 +40,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--iterations", type=int, default=0, help="fault iterations per case")
     group.addoption(
+        "--blktests", default="", help="a blktests checkout for test_040 (or NVMF_HARNESS_BLKTESTS)"
+    )
+    group.addoption(
         "--chaos-points", type=int, default=3, help="kill -9 points of the cleanup chaos test"
     )
 

@@ -478,8 +478,16 @@ def load_modules(
                 f"cannot load {module}: {result.one_line_error()}",
                 hint=f"the kernel needs CONFIG_{option} (m or y)",
             )
+    mount_configfs()
+
+
+def mount_configfs(timeout_s: float = 30.0) -> None:
+    """Mount configfs on /sys/kernel/config unless it is (loading the configfs module
+    first where it is one and not loaded); HarnessError when it cannot be."""
     if not _configfs_mounted():
-        mount = run(["mount", "-t", "configfs", "none", "/sys/kernel/config"], timeout_s=30)
+        if not os.path.isdir("/sys/kernel/config"):
+            run(["modprobe", "configfs"], timeout_s=timeout_s)
+        mount = run(["mount", "-t", "configfs", "none", "/sys/kernel/config"], timeout_s=timeout_s)
         if not mount.ok and not _configfs_mounted():
             raise HarnessError(f"cannot mount configfs: {mount.one_line_error()}")
 

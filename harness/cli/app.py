@@ -12,6 +12,9 @@ Booting the kernel under test from the host (campaigns.py):
                           [--source SRC] [--image debian:REL]  kernels built here, Debian's images
     nvmf-harness prove-fixed --out DIR             a variant until N clean iterations (resumes)
     nvmf-harness vm-pytest --out DIR [--workers N] [-- ARGS]  pytest testcases/ in N VMs
+blktests (blktests.py):
+    nvmf-harness blktests --blktests DIR --out DIR [CASE...]  blktests cases in the VM on a
+                                                   variant, beside the harness's witnesses
 Kernels and faults (kernels.py):
     nvmf-harness history  [--release R]            which Debian kernels were ever affected
     nvmf-harness faults   [--release R]            every fault, whether a kernel has its needs
@@ -49,13 +52,14 @@ import signal
 import sys
 from types import FrameType
 
-from harness.cli import bench, campaigns, guest, kernels, new, nightly, ops, results
+from harness.cli import bench, blktests, campaigns, guest, kernels, new, nightly, ops, results
 from harness.cli.errors import run_command
 from harness.core.console import PROG
 
 COMMAND_GROUPS = (
     guest,
     campaigns,
+    blktests,
     kernels,
     results,
     nightly,
