@@ -581,3 +581,12 @@ def test_matrix_runs_an_image_as_shipped_against_the_unfixed_build_of_its_source
     assert "distro (Debian's image)" in printed
     data = json.loads((out / matrix.MATRIX_JSON).read_text())
     assert [r["verdict"] for r in data["releases"]] == ["fixed", "fixed"]
+    # the table again from the results: nothing boots, the tree's directory is no release
+    boots.clear()
+    (out / tree.label / "boot-unfixed").mkdir(exist_ok=True)
+    assert cli.main([*argv, "--out", str(out), "--report-only"]) == ExitCode.OK
+    assert boots == []
+    data = json.loads((out / matrix.MATRIX_JSON).read_text())
+    assert [r["verdict"] for r in data["releases"]] == ["fixed", "fixed"]
+    with pytest.raises(UsageError):  # no release there: the tree's and the image's are not
+        experiments._matrix_releases(out, experiments.MatrixOptions(report_only=True))

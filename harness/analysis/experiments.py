@@ -244,11 +244,14 @@ def _matrix_releases(outdir: Path, options: MatrixOptions) -> list[str]:
     names = list(dict.fromkeys(options.releases))
     if options.all_installed:
         names += [name for name in releases.installed_releases() if name not in names]
-    if options.report_only and not names:  # every release already in outdir: none is dropped
+    if options.report_only and not (names or options.sources or options.images):
+        # every release already in outdir: none is dropped (trees' and images' directories
+        # hold results too: with --source or --image only those are read)
         names = sorted(
             d.name
             for d in outdir.glob("*")
             if all((d / v / RESULTS_FILE).is_file() for v in matrix.MATRIX_VARIANTS)
+            and not (d / f"boot-{matrix.UNFIXED}").is_dir()  # a tree's, not a release's
         )
     if not names and not options.sources and not options.images:
         raise UsageError(
