@@ -3,6 +3,7 @@ a whole run against a fake bpftrace (a script printing the lines the real one pr
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
@@ -134,6 +135,10 @@ def test_dropped_events_and_a_stall_make_a_window_incomplete(
     monkeypatch.setattr(witness, "CATCH_UP_TIMEOUT_S", 1.5)
     with Witness(tmp_path / "witness.out", bpftrace=str(fake_bpftrace)) as seen:
         start = time.monotonic()
+        assert seen._proc is not None
+        seen_pid = seen._proc.pid
+        if os.geteuid() == 0:
+            assert os.getpriority(os.PRIO_PROCESS, seen_pid) == witness.NICE
         first = seen.take(start + 0.6)
         second = seen.take(start + 3.0)
     assert (first.lost, first.caught_up, first.complete) == (7, True, False)
