@@ -104,3 +104,19 @@ def test_a_flood_faster_than_the_reader_does_not_starve_the_requests(
     assert first["records"] > 0 and second["records"] > 0
     assert first["summary"]["lost"] == second["summary"]["lost"] == 0
     assert first["records"] + second["records"] == child.seq - len(child.window.lines)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.access("/dev/kmsg", os.R_OK), reason="needs root and /dev/kmsg"
+)
+def test_the_child_reads_the_real_kernel_log_ahead_of_the_workload() -> None:
+    from harness.campaign.kmsg import CHILD_NICE, KmsgWindows
+
+    with KmsgWindows() as windows:
+        pid = windows._proc.pid
+        assert os.getpriority(os.PRIO_PROCESS, pid) == CHILD_NICE
+        assert windows.skip() >= 0
+    assert (
+        not Path(f"/proc/{pid}").exists()
+        or Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0
+    )
