@@ -519,6 +519,7 @@ def test_an_image_that_shows_the_race_is_affected_even_with_the_fix_in_source(
     )
     assert result.verdict == matrix.ReleaseVerdict.AFFECTED
     assert "counterexample" in result.reason and "1/10" in result.reason
+    assert matrix.table_rows([result])[0][-2] == "-"  # no comparison: no p
 
 
 def test_an_image_whose_source_skips_zero_size_is_not_affected(tmp_path: Path) -> None:

@@ -480,7 +480,7 @@ def table_rows(results: Sequence[ReleaseResult]) -> list[list[str]]:
                         if row.witness_iterations
                         else f"{row.line_race_iterations} / -"
                     ),
-                    format_cell(result.fisher_p),
+                    format_cell(result.fisher_p) if result.comparison else "-",  # no test
                     str(result.verdict),
                 ]
             )
