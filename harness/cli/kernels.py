@@ -153,6 +153,13 @@ def add_build_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     nvmet.set_defaults(func=cmd_build_nvmet)
 
+    nvmetcli = sub.add_parser(
+        "fetch-nvmetcli",
+        help="Debian's nvmetcli from sid, unpacked into build/tools/ (not installed; for "
+        'target.backend = "nvmetcli" where the host has no nvmetcli package)',
+    )
+    nvmetcli.set_defaults(func=cmd_fetch_nvmetcli)
+
     rel = sub.add_parser(
         "releases", help="Debian kernel releases: packages, exact source, what the source says"
     )
@@ -289,6 +296,17 @@ def cmd_build_nvmet(args: argparse.Namespace) -> int:
     how = "cached" if built.cached else f"built in {built.build_seconds:g} s"
     print(f"{nvmet_variant.VARIANT} {built.release} nvmet srcversion {built.srcversion} ({how})")
     print(built.module_dir)
+    return ExitCode.OK
+
+
+def cmd_fetch_nvmetcli(args: argparse.Namespace) -> int:
+    """``fetch-nvmetcli``: one line with the version and the wrapper; exit 0, 2 when the
+    mirror does not offer it, 3 when the download, unpack or check fails."""
+    from harness.kernels import nvmetcli_tool  # lazy: import cost
+
+    fetched = nvmetcli_tool.fetch_nvmetcli()
+    how = "downloaded" if fetched.downloaded else "cached"
+    print(f"nvmetcli {fetched.version} (Debian sid, {how}, not installed): {fetched.wrapper}")
     return ExitCode.OK
 
 
