@@ -178,7 +178,15 @@ def status(final=False):
 def usr1(signum, frame):
     if mode == "mute":
         return
-    status()
+    # The harness sends the next SIGUSR1 as soon as it has read a whole document, which can
+    # be before print() has returned: unmasked, the handler ran again inside its own print
+    # ("RuntimeError: reentrant call inside <_io.BufferedWriter name='<stdout>'>", seen with
+    # Python 3.13 on Debian 13 under load). Real fio does not mind; the fake holds it off.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGUSR1}})
+    try:
+        status()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGUSR1}})
     if mode == "die":
         sys.exit(3)
 
