@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.bed.module_records import sha256_of
 from harness.core import procs
 from harness.core.errors import ToolError, UsageError
 from harness.kernels import nvmetcli_tool
@@ -42,12 +43,24 @@ def build_deb(tmp_path: Path, version: str = "0.9-1") -> Path:
 
 
 class FakeApt:
-    """The private apt: offers ``versions`` of nvmetcli and 'downloads' a built .deb."""
+    """The private apt: offers ``versions`` of nvmetcli and 'downloads' a built .deb; the
+    pool has ``pool_deb`` (None: not found)."""
 
-    def __init__(self, deb: Path | None, versions: list[str]) -> None:
+    def __init__(self, deb: Path | None, versions: list[str], pool_deb: Path | None = None) -> None:
         self.deb = deb
         self.offered = versions
+        self.pool_deb = pool_deb
         self.downloads = 0
+
+    def download_from_pool(
+        self, package: str, version: str, directory: Path, pool: str, arch: str
+    ) -> Path:
+        assert (package, version, pool, arch) == ("nvmetcli", "0.9-1", "nvmetcli", "all")
+        if self.pool_deb is None:
+            raise ToolError("nvmetcli=0.9-1 is in no suite's index and not in the pool")
+        self.downloads += 1
+        directory.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(self.pool_deb, directory / self.pool_deb.name))
 
     def versions(self, package: str) -> list[str]:
         assert package == "nvmetcli"
@@ -72,10 +85,11 @@ def test_fetch_unpacks_once_and_writes_the_wrapper(
 ) -> None:
     checked: list[Path] = []
     monkeypatch.setattr(nvmetcli_tool, "check_runs", checked.append)
-    apt = FakeApt(build_deb(tmp_path), ["0.9-1"])
+    apt = FakeApt(build_deb(tmp_path), ["0.9-1"])  # pool: none; the signed index has it
     tools_bin = tmp_path / "build" / "tools" / "bin"
     first = nvmetcli_tool.fetch_nvmetcli(apt, tools_bin)  # type: ignore[arg-type]
     assert first.downloaded and first.version == "0.9-1"
+    assert first.verified_by == "signed index"
     assert (first.root / "usr" / "bin" / "nvmetcli").is_file()
     assert first.wrapper == tools_bin / "nvmetcli" and first.wrapper.stat().st_mode & 0o111
     assert not list(first.root.parent.glob("*.deb"))  # the .deb is not kept
@@ -87,8 +101,33 @@ def test_fetch_unpacks_once_and_writes_the_wrapper(
     assert procs.find_tool("nvmetcli") == str(tools_bin / "nvmetcli")
 
 
+def test_the_pinned_pool_package_needs_no_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's .deb with the pinned SHA-256 is taken without asking the (expired) index."""
+    monkeypatch.setattr(nvmetcli_tool, "check_runs", lambda wrapper: None)
+    deb = build_deb(tmp_path)
+    monkeypatch.setattr(nvmetcli_tool, "PINNED_SHA256", sha256_of(deb))
+    apt = FakeApt(None, [], pool_deb=deb)
+    fetched = nvmetcli_tool.fetch_nvmetcli(apt, tmp_path / "tools" / "bin")  # type: ignore[arg-type]
+    assert (fetched.version, fetched.verified_by) == ("0.9-1", "pinned sha256")
+
+
+def test_a_pool_package_of_another_hash_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apt = FakeApt(None, [], pool_deb=build_deb(tmp_path))  # its hash is not the pinned one
+    with pytest.raises(UsageError) as info:
+        nvmetcli_tool.fetch_nvmetcli(apt, tmp_path / "tools" / "bin")  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "no Debian suite here offers nvmetcli" in message
+    assert f"not the pinned {nvmetcli_tool.PINNED_SHA256}" in message
+    assert "\n" not in message
+    assert not list((tmp_path / "tools").glob("*/*.deb"))  # the wrong .deb is not kept
+
+
 def test_no_suite_offers_it(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="no Debian suite here offers nvmetcli"):
+    with pytest.raises(UsageError, match=r"no Debian suite here offers nvmetcli.*not in the pool"):
         nvmetcli_tool.fetch_nvmetcli(FakeApt(None, []), tmp_path / "bin")  # type: ignore[arg-type]
 
 

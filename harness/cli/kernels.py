@@ -306,7 +306,10 @@ def cmd_fetch_nvmetcli(args: argparse.Namespace) -> int:
 
     fetched = nvmetcli_tool.fetch_nvmetcli()
     how = "downloaded" if fetched.downloaded else "cached"
-    print(f"nvmetcli {fetched.version} (Debian sid, {how}, not installed): {fetched.wrapper}")
+    print(
+        f"nvmetcli {fetched.version} (Debian sid, {how}, {fetched.verified_by}, not "
+        f"installed): {fetched.wrapper}"
+    )
     return ExitCode.OK
 
 
