@@ -97,13 +97,15 @@ def test_doctor_takes_test_kvm() -> None:
     assert cli.build_parser().parse_args(["doctor"]).test_kvm is False
 
 
-def test_vm_commands_take_boot_timeout() -> None:
+def test_vm_commands_take_boot_timeout(tmp_path: Path) -> None:
+    image = tmp_path / Path(IMAGE).name  # any host: Debian 13 has no 6.1 image in /boot
+    image.write_bytes(b"")
     args = cli.build_parser().parse_args(
-        ["vm", "--out", "x", "--kernel", IMAGE, "--boot-timeout", "90", "--accel", "auto"]
+        ["vm", "--out", "x", "--kernel", str(image), "--boot-timeout", "90", "--accel", "auto"]
     )
     spec = vm_spec(vm_options(args), 600)
-    assert (spec.boot_timeout_s, spec.kernel, spec.timeout_s) == (90.0, IMAGE, 600)
-    args = cli.build_parser().parse_args(["vm", "--out", "x", "--kernel", IMAGE])
+    assert (spec.boot_timeout_s, spec.kernel, spec.timeout_s) == (90.0, str(image), 600)
+    args = cli.build_parser().parse_args(["vm", "--out", "x", "--kernel", str(image)])
     assert vm_spec(vm_options(args), 600).boot_timeout_s is None  # 60 s KVM / 180 s TCG
     args = cli.build_parser().parse_args(["vm", "--out", "x", "--boot-timeout", "0"])
     with pytest.raises(HarnessError, match="--boot-timeout"):

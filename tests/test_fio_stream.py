@@ -178,13 +178,25 @@ def status(final=False):
 def usr1(signum, frame):
     if mode == "mute":
         return
-    status()
+    # The harness sends the next SIGUSR1 as soon as it has read a whole document, which can
+    # be before print() has returned: unmasked, the handler ran again inside its own print
+    # ("RuntimeError: reentrant call inside <_io.BufferedWriter name='<stdout>'>", seen with
+    # Python 3.13 on Debian 13 under load); SIGINT likewise. Real fio does not mind; the
+    # fake holds both off while it prints.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+    try:
+        status()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
     if mode == "die":
         sys.exit(3)
 
 def stop(signum, frame):
+    signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
     status(final=True)
     sys.exit(0)
+
+HELD = {{signal.SIGUSR1, signal.SIGINT}}
 
 signal.signal(signal.SIGUSR1, usr1)
 signal.signal(signal.SIGINT, stop)

@@ -15,7 +15,7 @@ import pytest
 from harness.bed import module_records
 from harness.cli import main
 from harness.core.errors import HarnessError, ToolError
-from harness.kernels import kbuild, module_build
+from harness.kernels import hosts, kbuild, module_build
 
 RELEASE = "6.1.0-99-amd64"
 VERMAGIC = f"{RELEASE} SMP preempt mod_unload modversions"
@@ -296,8 +296,25 @@ def test_default_release_prefers_the_newest_amd64_with_headers(tmp_path: Path) -
 
 
 def test_missing_tarball_says_what_to_install(tmp_path: Path) -> None:
-    with pytest.raises(ToolError, match=r"apt-get install linux-source-6\.1"):
-        module_build.find_source_tarball(tmp_path / "nope.tar.xz")
+    with pytest.raises(ToolError, match=r"apt-get install linux-source-6\.1 "):
+        module_build.find_source_tarball(tmp_path / "nope.tar.xz", "6.1.0-57-amd64")
+
+
+def test_default_tarball_is_the_release_lines_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian 13's 6.12 release builds from linux-source-6.12's tarball, not 6.1's."""
+    monkeypatch.setattr(hosts, "USR_SRC", tmp_path)
+    with pytest.raises(ToolError, match=r"apt-get install linux-source-6\.12 "):
+        module_build.find_source_tarball(None, "6.12.117+deb13-amd64")
+    (tmp_path / "linux-source-6.12.tar.xz").write_bytes(b"")
+    found = module_build.find_source_tarball(None, "6.12.117+deb13-amd64")
+    assert found == tmp_path / "linux-source-6.12.tar.xz"
+
+
+def test_no_default_tarball_for_a_release_without_a_kernel_line() -> None:
+    with pytest.raises(ToolError, match="--source-tarball"):
+        module_build.find_source_tarball(None, "")
 
 
 def test_missing_headers_say_what_to_install(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from harness.bed import nvmetcli_backend, nvmetcli_json
 from harness.bed.target import NVMET, NvmetTarget, TargetSpec
+from harness.core import procs
 from harness.core.errors import HarnessError, SafetyError, ToolError
 from harness.core.procs import ProcResult
 from tests.fakes import FakeNvmetFs
@@ -134,9 +135,11 @@ def test_incomplete_restore_is_an_error_and_is_removed(
 def test_missing_nvmetcli_says_what_to_install(
     kfs: FakeNvmetFs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # never the real one (it would restore into the real configfs): no PATH, no venv
+    # never the real one (it would restore into the real configfs): no PATH, no venv, no
+    # build/tools/bin (where scripts/setup puts sid's nvmetcli on Debian 12 and 13)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(sys, "executable", str(tmp_path / "empty/python"))
+    monkeypatch.setattr(procs, "TOOLS_BIN_DIR", tmp_path / "empty")
     with pytest.raises(ToolError, match="'nvmetcli' not found") as info:
         nvmetcli_backend.apply(NvmetTarget(kfs), make_spec(), tmp_path / "t.json")
     assert "install" in str(info.value)

@@ -12,7 +12,7 @@ import pytest
 
 from harness.cli import main
 from harness.core.errors import HarnessError
-from harness.kernels import prepared
+from harness.kernels import hosts, prepared
 
 SECURITY = "http://deb.debian.org/debian-security bookworm-security/main amd64 Packages"
 SOURCE_MADISON = f"""\
@@ -49,28 +49,34 @@ TODAY = {
 
 
 class FakeAptCache:
-    """Answers ``apt-cache ARGS`` from canned text and remembers what was asked."""
+    """Answers ``apt-cache ARGS`` from canned text and remembers what was asked. ``search``
+    answers every image it has (the real one filters by the regex; choose() must not rely
+    on it)."""
 
     def __init__(
         self,
         images: Mapping[str, tuple[str, str]] = TODAY,
         source_policy: str = SOURCE_POLICY,
         source_madison: str = SOURCE_MADISON,
+        source_package: str = "linux-source-6.1",
     ) -> None:
         self.images = dict(images)
         self.source_policy = source_policy
         self.source_madison = source_madison
+        self.source_package = source_package
         self.asked: list[list[str]] = []
 
     def __call__(self, argv: list[str]) -> str:
         self.asked.append(argv)
-        if argv == ["madison", prepared.SOURCE_PACKAGE]:
+        if argv == ["madison", self.source_package]:
             return self.source_madison
-        if argv == ["policy", prepared.SOURCE_PACKAGE]:
+        if argv == ["policy", self.source_package]:
             return self.source_policy
+        if argv[0] in ("madison", "policy") and argv[1].startswith("linux-source-"):
+            return ""  # another kernel line's source: not in these apt sources
         if argv[0] == "search":
             return "".join(
-                f"linux-image-{release} - Linux 6.1 for 64-bit PCs (signed)\n"
+                f"linux-image-{release} - Linux for 64-bit PCs (signed)\n"
                 for release in self.images
             )
         if argv[0] == "policy":
@@ -107,7 +113,7 @@ def test_match_release_takes_the_image_of_the_source_version() -> None:
 
 def test_choose_the_release_matching_the_source_candidate() -> None:
     apt = FakeAptCache()
-    choice = prepared.choose("", apt)
+    choice = prepared.choose("", apt, hosts.BOOKWORM)
     assert (choice.release, choice.version) == ("6.1.0-57-amd64", "6.1.192-3")
     assert "linux-source-6.1 6.1.192-3" in choice.chosen_by
 
@@ -118,18 +124,18 @@ def test_choose_ignores_images_of_other_series_and_unsigned_ones() -> None:
         "6.1.0-57-amd64-unsigned": ("", "6.1.192-3"),
         "6.12.107+deb12-amd64": ("", "6.1.192-3"),  # absurd version: must still not match
     }
-    assert prepared.choose("", FakeAptCache(images)).release == "6.1.0-57-amd64"
+    assert prepared.choose("", FakeAptCache(images), hosts.BOOKWORM).release == "6.1.0-57-amd64"
 
 
 def test_choose_a_requested_release_at_its_installed_version() -> None:
-    choice = prepared.choose("6.1.0-56-amd64", FakeAptCache())
+    choice = prepared.choose("6.1.0-56-amd64", FakeAptCache(), hosts.BOOKWORM)
     assert (choice.release, choice.version) == ("6.1.0-56-amd64", "6.1.192-2")
     assert "requested" in choice.chosen_by
 
 
 def test_choose_a_requested_release_whose_source_is_gone() -> None:
     with pytest.raises(HarnessError) as info:
-        prepared.choose("6.1.0-53-amd64", FakeAptCache())  # 6.1.190-1: not offered
+        prepared.choose("6.1.0-53-amd64", FakeAptCache(), hosts.BOOKWORM)  # 6.1.190-1: not offered
     message = str(info.value)
     assert "linux-source-6.1 6.1.190-1" in message
     assert "6.1.192-3, 6.1.192-2, 6.1.170-3" in message
@@ -137,18 +143,18 @@ def test_choose_a_requested_release_whose_source_is_gone() -> None:
 
 def test_choose_an_unknown_release() -> None:
     with pytest.raises(HarnessError, match=re.escape("no package linux-image-6.1.0-99-amd64")):
-        prepared.choose("6.1.0-99-amd64", FakeAptCache())
+        prepared.choose("6.1.0-99-amd64", FakeAptCache(), hosts.BOOKWORM)
 
 
 def test_choose_refuses_a_release_that_is_not_a_name() -> None:
     with pytest.raises(HarnessError, match="not a kernel release"):
-        prepared.choose("6.1; reboot", FakeAptCache())
+        prepared.choose("6.1; reboot", FakeAptCache(), hosts.BOOKWORM)
 
 
 def test_choose_with_no_matching_image_names_the_way_out() -> None:
     apt = FakeAptCache(images={"6.1.0-56-amd64": ("6.1.192-2", "6.1.192-2")})
     with pytest.raises(HarnessError) as info:
-        prepared.choose("", apt)
+        prepared.choose("", apt, hosts.BOOKWORM)
     assert "6.1.192-3" in str(info.value)
     assert "NVMF_HARNESS_RELEASE=" in str(info.value)
 
@@ -156,7 +162,126 @@ def test_choose_with_no_matching_image_names_the_way_out() -> None:
 def test_choose_without_package_lists() -> None:
     apt = FakeAptCache(source_policy="", source_madison="")
     with pytest.raises(HarnessError, match="apt-get update"):
-        prepared.choose("", apt)
+        prepared.choose("", apt, hosts.BOOKWORM)
+
+
+# --- Debian 13 (trixie): linux-image-6.12.NN+deb13-amd64 and linux-source-6.12 ------------------
+
+TRIXIE_SECURITY = "http://deb.debian.org/debian-security trixie-security/main amd64 Packages"
+TRIXIE_SOURCE_MADISON = f"""\
+linux-source-6.12 | 6.12.117-1 | {TRIXIE_SECURITY}
+linux-source-6.12 | 6.12.115-1 | http://deb.debian.org/debian trixie/main amd64 Packages
+"""
+TRIXIE_SOURCE_POLICY = """\
+linux-source-6.12:
+  Installed: (none)
+  Candidate: 6.12.117-1
+  Version table:
+     6.12.117-1 500
+        500 http://deb.debian.org/debian-security trixie-security/main amd64 Packages
+     6.12.115-1 500
+        500 http://deb.debian.org/debian trixie/main amd64 Packages
+"""
+TRIXIE_IMAGES = {
+    "6.12.115+deb13-amd64": ("", "6.12.115-1"),
+    "6.12.117+deb13-amd64": ("", "6.12.117-1"),
+    # Not the generic kernel, or not trixie's own: must never be chosen.
+    "6.12.117+deb13-amd64-unsigned": ("", "6.12.117-1"),
+    "6.12.117+deb13-cloud-amd64": ("", "6.12.117-1"),
+    "6.12.117+deb13-rt-amd64": ("", "6.12.117-1"),
+    "6.12.117+deb13-amd64-dbg": ("", "6.12.117-1"),
+    "7.3.4+bpo-amd64": ("", "6.12.117-1"),  # absurd version: must still not match
+    "6.1.0-57-amd64": ("", "6.12.117-1"),
+}
+
+
+def trixie_apt(images: Mapping[str, tuple[str, str]] = TRIXIE_IMAGES) -> FakeAptCache:
+    return FakeAptCache(
+        images,
+        source_policy=TRIXIE_SOURCE_POLICY,
+        source_madison=TRIXIE_SOURCE_MADISON,
+        source_package="linux-source-6.12",
+    )
+
+
+def test_choose_on_trixie_the_image_of_linux_source_6_12s_candidate() -> None:
+    apt = trixie_apt()
+    choice = prepared.choose("", apt, hosts.TRIXIE)
+    assert (choice.release, choice.version) == ("6.12.117+deb13-amd64", "6.12.117-1")
+    assert choice.chosen_by == "matches linux-source-6.12 6.12.117-1"
+    assert ["search", "--names-only", hosts.TRIXIE.search_regex] in apt.asked
+    assert ["policy", "linux-source-6.1"] not in apt.asked
+
+
+def test_choose_on_trixie_a_requested_older_release() -> None:
+    choice = prepared.choose("6.12.115+deb13-amd64", trixie_apt(), hosts.TRIXIE)
+    assert (choice.release, choice.version) == ("6.12.115+deb13-amd64", "6.12.115-1")
+
+
+def test_choose_on_trixie_a_requested_6_1_release_has_no_source() -> None:
+    """Debian 13 has no linux-source-6.1: a bookworm release is refused in one line."""
+    with pytest.raises(HarnessError) as info:
+        prepared.choose("6.1.0-57-amd64", trixie_apt(), hosts.TRIXIE)
+    assert "linux-source-6.1 6.12.117-1 (the source of 6.1.0-57-amd64)" in str(info.value)
+    assert "offered: none" in str(info.value)
+
+
+def test_choose_on_trixie_without_a_matching_image() -> None:
+    images = {"6.12.115+deb13-amd64": ("", "6.12.115-1")}
+    with pytest.raises(HarnessError) as info:
+        prepared.choose("", trixie_apt(images), hosts.TRIXIE)
+    message = str(info.value)
+    assert "no linux-image-6.12.NN+deb13-amd64 in the apt sources" in message
+    assert "linux-source-6.12's version 6.12.117-1" in message
+    assert "NVMF_HARNESS_RELEASE=6.12.NN+deb13-amd64" in message
+
+
+def test_choose_on_trixie_without_package_lists() -> None:
+    apt = FakeAptCache({}, source_policy="", source_madison="", source_package="linux-source-6.12")
+    with pytest.raises(HarnessError, match=r"linux-source-6\.12 is not in .*apt-get update"):
+        prepared.choose("", apt, hosts.TRIXIE)
+
+
+def test_choose_on_bookworm_ignores_trixie_images() -> None:
+    images = {**TODAY, "6.12.117+deb13-amd64": ("", "6.1.192-3")}
+    assert prepared.choose("", FakeAptCache(images), hosts.BOOKWORM).release == "6.1.0-57-amd64"
+
+
+def test_packages_and_tarball_of_a_trixie_release(tmp_path: Path) -> None:
+    release = "6.12.117+deb13-amd64"
+    assert prepared.packages_of(release) == [
+        "linux-image-6.12.117+deb13-amd64",
+        "linux-headers-6.12.117+deb13-amd64",
+        "linux-source-6.12",
+    ]
+    boot = boot_with(tmp_path, release)
+    prepared.check_installed(release, installed(release, "6.12.117-1"), boot)
+    versions = installed(release, "6.12.117-1") | {"linux-source-6.12": "6.12.115-1"}
+    with pytest.raises(HarnessError, match=re.escape("linux-source-6.12=6.12.117-1")):
+        prepared.check_installed(release, versions, boot)
+
+
+def test_record_installed_on_trixie(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = "6.12.117+deb13-amd64"
+    boot = boot_with(tmp_path, release)
+    monkeypatch.setattr(
+        prepared, "installed_versions", lambda packages: installed(release, "6.12.117-1")
+    )
+    record = prepared.record_installed(release, "matches", tmp_path / "rec.json", boot)
+    assert record.source_tarball == "/usr/src/linux-source-6.12.tar.xz"
+    assert record.source_version == "6.12.117-1"
+    assert record.packages["linux-source-6.12"] == "6.12.117-1"
+    assert "6.12.117-1/6.12.117-1/6.12.117-1" in prepared.describe(record)
+
+
+def test_kernel_packages_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    """scripts/setup installs what this prints (one package a line)."""
+    assert main(["kernel", "packages", "6.12.117+deb13-amd64"]) == 0
+    assert capsys.readouterr().out.split() == [
+        "linux-image-6.12.117+deb13-amd64",
+        "linux-headers-6.12.117+deb13-amd64",
+        "linux-source-6.12",
+    ]
 
 
 # --- checking what is installed ------------------------------------------------------------------

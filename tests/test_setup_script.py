@@ -63,10 +63,13 @@ def fake_machine(tmp_path: Path, *, installed: bool, apt_install_rc: int) -> dic
     (venv / "bin").mkdir(parents=True)
     fake(venv / "bin", "python", "exit 1")
     fake(venv / "bin", "pip", 'echo "ERROR: Could not find a version that satisfies" >&2; exit 1')
+    os_release = tmp_path / "os-release"
+    os_release.write_text("ID=debian\nVERSION_ID=12\nVERSION_CODENAME=bookworm\n")
     return {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "HOME": str(tmp_path),
         "NVMF_HARNESS_VENV": str(venv),
+        "NVMF_HARNESS_OS_RELEASE": str(os_release),  # whatever this machine runs
     }
 
 

@@ -51,7 +51,7 @@ from harness.kernels.tree_build import TreeBuild
 DEFAULT_CONFIG = CONFIGS_DIR / "race-ns-remove-path.toml"
 FALLBACK_CONFIG = CONFIGS_DIR / "race-ctrl-delete-widened.toml"
 # Its own module cache: a release's own source can differ from the one compare builds from
-# (/usr/src/linux-source-6.1.tar.xz), and one cache would rebuild under a running compare.
+# (/usr/src/linux-source-X.Y.tar.xz), and one cache would rebuild under a running compare.
 MODULES_CACHE = BUILD_DIR / "matrix-modules"
 MATRIX_JSON = "matrix.json"
 MATRIX_TEXT = "matrix.txt"

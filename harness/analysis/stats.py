@@ -106,8 +106,9 @@ def clopper_pearson_interval(hits: int, n: int, confidence: float = 0.95) -> tup
 def _log_comb(n: int) -> NDArray[np.float64]:
     """log C(n, k) for k = 0..n."""
     k = np.arange(n + 1, dtype=np.float64)
-    result: NDArray[np.float64] = gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
-    return result
+    # np.asarray: scipy-stubs 1.18 types the scalar-minus-array expression as np.float64
+    # (mypy failed on a fresh install, 2026-12-07); at run time it is an array either way.
+    return np.asarray(gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0), dtype=np.float64)
 
 
 def _smallest_rejecting_failures(n: int, alpha: float) -> int | None:

@@ -99,6 +99,13 @@ def add_build_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "current", help="print the recorded release; exit 1 when its packages are gone"
     )
     kernel_sub.add_parser("show", help="the record in one line")
+    packages = kernel_sub.add_parser(
+        "packages", help="the image, headers and source packages of a release, one a line"
+    )
+    packages.add_argument("release")
+    kernel_sub.add_parser(
+        "host", help="the host's Debian release and its kernel packages (exit 2: unsupported)"
+    )
     kernel.set_defaults(func=cmd_kernel)
 
     variants = sub.add_parser(
@@ -109,7 +116,9 @@ def add_build_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     variants.add_argument("--cache-dir", type=Path, help="default: build/modules")
     source = variants.add_mutually_exclusive_group()
     source.add_argument(
-        "--source-tarball", type=Path, help="default: /usr/src/linux-source-6.1.tar.xz"
+        "--source-tarball",
+        type=Path,
+        help="default: /usr/src/linux-source-X.Y.tar.xz of the release's line",
     )
     source.add_argument(
         "--own-source",
@@ -130,7 +139,9 @@ def add_build_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     nvmet.add_argument("--release", help="kernel release (default: the prepared one)")
     nvmet.add_argument("--cache-dir", type=Path, help="default: build/modules")
     nvmet.add_argument(
-        "--source-tarball", type=Path, help="default: /usr/src/linux-source-6.1.tar.xz"
+        "--source-tarball",
+        type=Path,
+        help="default: /usr/src/linux-source-X.Y.tar.xz of the release's line",
     )
     nvmet.add_argument(
         "--patch", type=Path, help="default: patches/nvmet-ns-visibility/ (or its <line>/)"
@@ -141,6 +152,13 @@ def add_build_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--status", action="store_true", help="only say which nvmet is loaded (in the VM)"
     )
     nvmet.set_defaults(func=cmd_build_nvmet)
+
+    nvmetcli = sub.add_parser(
+        "fetch-nvmetcli",
+        help="Debian's nvmetcli from sid, unpacked into build/tools/ (not installed; for "
+        'target.backend = "nvmetcli" where the host has no nvmetcli package)',
+    )
+    nvmetcli.set_defaults(func=cmd_fetch_nvmetcli)
 
     rel = sub.add_parser(
         "releases", help="Debian kernel releases: packages, exact source, what the source says"
@@ -197,11 +215,20 @@ def add_build_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
-    """``kernel choose|record|current|show``: the plumbing scripts/setup uses. Exit 0, 1 when
-    ``current`` finds the record's packages gone, 2 when nothing can be chosen or recorded."""
-    from harness.kernels import prepared  # lazy: import cost (module docstring)
+    """``kernel choose|record|current|show|packages|host``: the plumbing scripts/setup uses.
+    Exit 0, 1 when ``current`` finds the record's packages gone, 2 when nothing can be chosen
+    or recorded, or the host is not a supported Debian."""
+    from harness.kernels import hosts, prepared  # lazy: import cost (module docstring)
 
-    if args.kernel_command == "choose":
+    if args.kernel_command == "host":
+        debian = hosts.detect()
+        print(
+            f"{debian.name}: kernel under test linux-image-{debian.release_shape} with "
+            f"linux-headers of the same release and {debian.source_package} of the same version"
+        )
+    elif args.kernel_command == "packages":
+        print("\n".join(prepared.packages_of(args.release)))
+    elif args.kernel_command == "choose":
         choice = prepared.choose(args.release)
         print(f"{choice.release}\t{choice.version}\t{choice.chosen_by}")
     elif args.kernel_command == "record":
@@ -269,6 +296,20 @@ def cmd_build_nvmet(args: argparse.Namespace) -> int:
     how = "cached" if built.cached else f"built in {built.build_seconds:g} s"
     print(f"{nvmet_variant.VARIANT} {built.release} nvmet srcversion {built.srcversion} ({how})")
     print(built.module_dir)
+    return ExitCode.OK
+
+
+def cmd_fetch_nvmetcli(args: argparse.Namespace) -> int:
+    """``fetch-nvmetcli``: one line with the version and the wrapper; exit 0, 2 when the
+    mirror does not offer it, 3 when the download, unpack or check fails."""
+    from harness.kernels import nvmetcli_tool  # lazy: import cost
+
+    fetched = nvmetcli_tool.fetch_nvmetcli()
+    how = "downloaded" if fetched.downloaded else "cached"
+    print(
+        f"nvmetcli {fetched.version} (Debian sid, {how}, {fetched.verified_by}, not "
+        f"installed): {fetched.wrapper}"
+    )
     return ExitCode.OK
 
 

@@ -13,3 +13,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS_DIR = REPO_ROOT / "configs"
 PATCHES_DIR = REPO_ROOT / "patches"
 BUILD_DIR = REPO_ROOT / "build"
+# Tools the harness fetched itself, never installed: Debian's nvmetcli from sid, unpacked
+# (harness.kernels.nvmetcli_tool); procs.find_tool looks here after PATH.
+TOOLS_BIN_DIR = BUILD_DIR / "tools" / "bin"

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.core.errors import MissingToolError, ToolError
+from harness.core.paths import TOOLS_BIN_DIR
 
 # How long to wait for a killed child to exit before giving up on it.
 KILL_WAIT_S = 1.0
@@ -30,7 +31,9 @@ PACKAGE_OF_TOOL: dict[str, str] = {
     "tc": "iproute2",
     "vng": "virtme-ng (pip)",
     "tee": "coreutils",
-    "nvmetcli": "nvmetcli (Fedora, Arch; not packaged for Debian 12)",
+    # Debian has it in sid only; on Debian 12 and 13 scripts/setup fetches sid's package
+    # into build/tools/ (nvmf-harness fetch-nvmetcli) instead of installing it.
+    "nvmetcli": "python3-configshell-fb, then nvmf-harness fetch-nvmetcli",
 }
 
 
@@ -53,10 +56,21 @@ class ProcResult:
         return f"{' '.join(self.argv[:3])}: {last}"
 
 
+def find_tool(name: str) -> str | None:
+    """The path of ``name``: on PATH, beside the interpreter (tools installed by pip, such as
+    vng, when the venv is not activated), or in build/tools/bin (tools the harness fetched
+    itself: nvmetcli on Debian 12 and 13, harness.kernels.nvmetcli_tool). None when absent."""
+    return (
+        shutil.which(name)
+        or shutil.which(name, path=os.path.dirname(sys.executable))
+        or shutil.which(name, path=str(TOOLS_BIN_DIR))
+    )
+
+
 def require_tool(name: str) -> str:
-    """Return the path of ``name`` or raise a ToolError that says which package to install."""
-    # Tools installed by pip (vng) live beside the interpreter when the venv is not activated.
-    path = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+    """Return the path of ``name`` (find_tool) or raise a ToolError that says which package
+    to install."""
+    path = find_tool(name)
     if path is None:
         package = PACKAGE_OF_TOOL.get(name, name)
         raise MissingToolError(f"'{name}' not found", hint=f"install it: apt-get install {package}")

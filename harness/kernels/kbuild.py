@@ -222,7 +222,7 @@ def build_variant(
     patch_path = patch or default_patch()
     if not patch_path.is_file():
         raise ToolError(f"patch {patch_path} not found")
-    tarball = module_build.find_source_tarball(source_tarball)
+    tarball = module_build.find_source_tarball(source_tarball, rel)
     inputs = module_build.build_inputs(rel, variant, patch_path, tarball)
     module_dir = variant_dir(cache, rel, variant)
     if not force:

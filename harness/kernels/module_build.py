@@ -30,11 +30,11 @@ from pathlib import Path
 from harness.bed.module_records import BuildInputs, modinfo_field, sha256_of
 from harness.core.errors import ToolError
 from harness.core.procs import run
+from harness.kernels import hosts
 from harness.kernels.prepared import prepared_release
 
 HOST_SUBDIR = "drivers/nvme/host"
 TARGET_SUBDIR = "drivers/nvme/target"
-DEFAULT_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 MODULES_ROOT = Path("/lib/modules")
 EXTRACT_TIMEOUT_S = 300.0
 MAKE_TIMEOUT_S = 1200.0
@@ -75,17 +75,26 @@ def headers_dir(release: str, modules_root: Path | None = None) -> Path:
     return build
 
 
-def find_source_tarball(path: Path | None = None) -> Path:
-    """The kernel source tarball to take ``drivers/nvme`` from (default DEFAULT_TARBALL);
-    ToolError saying how to get it when it is missing."""
-    tarball = path if path is not None else DEFAULT_TARBALL
+def find_source_tarball(path: Path | None = None, release: str = "") -> Path:
+    """The kernel source tarball to take ``drivers/nvme`` from: ``path``, else the one the
+    source package of ``release``'s kernel line installs (``/usr/src/linux-source-6.12.tar.xz``
+    for ``6.12.117+deb13-amd64``; harness.kernels.hosts). ToolError saying how to get it when
+    it is missing."""
+    line = hosts.kernel_line(release)
+    if path is None and not line:
+        raise ToolError(
+            f"no default kernel source tarball for release {release!r}",
+            hint="pass --source-tarball (a linux-source-X.Y tarball of that kernel)",
+        )
+    tarball = path if path is not None else hosts.source_tarball_of(line)
     if not tarball.is_file():
+        package = f"linux-source-{line}" if line else "linux-source-X.Y"
         raise ToolError(
             f"kernel source tarball {tarball} not found",
             hint=(
-                "apt-get install linux-source-6.1 (or: apt-get download linux-source-6.1 && "
-                "dpkg -x linux-source-6.1_*.deb DIR, then pass --source-tarball "
-                "DIR/usr/src/linux-source-6.1.tar.xz)"
+                f"apt-get install {package} (or: apt-get download {package} && "
+                f"dpkg -x {package}_*.deb DIR, then pass --source-tarball "
+                f"DIR/usr/src/{package}.tar.xz)"
             ),
         )
     return tarball

@@ -189,7 +189,7 @@ def build_nvmet(
     patch_path = patch or default_patch(rel)
     if not patch_path.is_file():
         raise ToolError(f"patch {patch_path} not found")
-    tarball = module_build.find_source_tarball(source_tarball)
+    tarball = module_build.find_source_tarball(source_tarball, rel)
     inputs = module_build.build_inputs(rel, VARIANT, patch_path, tarball)
     module_dir = nvmet_module_dir(cache, rel)
     if not force:

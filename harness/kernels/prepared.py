@@ -1,11 +1,13 @@
 """The kernel under test that scripts/setup prepared, and how setup chooses it.
 
-Module variants are built from Debian's ``linux-source-6.1`` against
+Module variants are built from Debian's ``linux-source-X.Y`` against
 ``linux-headers-<release>`` and loaded into ``linux-image-<release>``: the three packages
-must come from the same Debian version (6.1.0-57-amd64 and linux-source-6.1 6.1.192-3, say),
-or the unfixed/fixed modules would not be the kernel's own source. So the kernel under test
-is not "the newest image in /boot" but the release scripts/setup chose and installed, which
-it records in ``build/prepared-kernel.json``::
+must come from the same Debian version (6.1.0-57-amd64 and linux-source-6.1 6.1.192-3 on
+Debian 12, 6.12.117+deb13-amd64 and linux-source-6.12 6.12.117-1 on Debian 13), or the
+unfixed/fixed modules would not be the kernel's own source. Which packages those are depends
+on the host's Debian release (harness.kernels.hosts, from /etc/os-release). So the kernel
+under test is not "the newest image in /boot" but the release scripts/setup chose and
+installed, which it records in ``build/prepared-kernel.json``::
 
     {"release": "6.1.0-57-amd64", "image": "/boot/vmlinuz-6.1.0-57-amd64",
      "packages": {"linux-image-6.1.0-57-amd64": "6.1.192-3",
@@ -18,6 +20,8 @@ scripts/setup runs it through ``nvmf-harness kernel`` (harness/cli/kernels.py):
     nvmf-harness kernel record RELEASE HOW  check the packages, write the record
     nvmf-harness kernel current             the recorded release while its packages are there
     nvmf-harness kernel show                the record, or what is missing
+    nvmf-harness kernel packages RELEASE    its image, headers and source packages
+    nvmf-harness kernel host                the host's Debian release (or why unsupported)
 """
 
 from __future__ import annotations
@@ -32,13 +36,11 @@ from pathlib import Path
 from harness.core.errors import HarnessError, UsageError
 from harness.core.paths import BUILD_DIR
 from harness.core.procs import run
+from harness.kernels import hosts
+from harness.kernels.hosts import DebianRelease
 
 RECORD_FILE = BUILD_DIR / "prepared-kernel.json"
-SOURCE_PACKAGE = "linux-source-6.1"
-SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 BOOT_DIR = Path("/boot")
-# Debian 12's generic 6.1 kernels: linux-image-6.1.0-<abi>-amd64 (signed; "-unsigned" apart).
-IMAGE_NAME_RE = re.compile(r"^linux-image-(6\.1\.0-\d+-amd64)$")
 RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+~-]*$")
 APT_TIMEOUT_S = 60.0
 ORIGIN_PREPARED = "prepared by scripts/setup"
@@ -51,7 +53,7 @@ class PreparedKernel:
     """What scripts/setup installed for the kernel under test (``build/prepared-kernel.json``).
 
     ``packages`` maps Debian package name to its installed version; ``chosen_by`` says how
-    the release was picked (matching linux-source-6.1, NVMF_HARNESS_RELEASE, argument).
+    the release was picked (matching linux-source-X.Y, NVMF_HARNESS_RELEASE, argument).
     """
 
     release: str
@@ -63,12 +65,21 @@ class PreparedKernel:
 
     @property
     def source_version(self) -> str:
-        return self.packages.get(SOURCE_PACKAGE, "")
+        """The version of the record's ``linux-source-X.Y`` package ("" when it has none)."""
+        for package, version in self.packages.items():
+            if package.startswith("linux-source-"):
+                return version
+        return ""
 
 
 def packages_of(release: str) -> list[str]:
-    """The Debian packages a release under test needs: image, headers, the 6.1 source."""
-    return [f"linux-image-{release}", f"linux-headers-{release}", SOURCE_PACKAGE]
+    """The Debian packages a release under test needs: image, headers, and the source of its
+    kernel line (``linux-source-6.12`` for ``6.12.117+deb13-amd64``)."""
+    return [
+        f"linux-image-{release}",
+        f"linux-headers-{release}",
+        hosts.source_package_of(release),
+    ]
 
 
 def load(path: Path = RECORD_FILE) -> PreparedKernel:
@@ -174,14 +185,10 @@ def parse_madison(text: str) -> list[str]:
 
 
 def match_release(source_version: str, image_versions: Mapping[str, str]) -> str | None:
-    """The release whose image package has ``source_version`` ({release: version} given)."""
+    """The release whose image package has ``source_version`` ({release: version} given);
+    of several, the newest (hosts.release_key)."""
     matching = [rel for rel, version in image_versions.items() if version == source_version]
-    return max(matching, key=_abi) if matching else None
-
-
-def _abi(release: str) -> int:
-    match = re.search(r"-(\d+)-", release)
-    return int(match.group(1)) if match else -1
+    return max(matching, key=hosts.release_key) if matching else None
 
 
 @dataclass(frozen=True)
@@ -201,19 +208,27 @@ def _apt_cache(argv: list[str]) -> str:
     return result.stdout
 
 
-def choose(requested: str = "", apt_cache: Runner = _apt_cache) -> Choice:
-    """Pick the release under test.
+def choose(
+    requested: str = "", apt_cache: Runner = _apt_cache, host: DebianRelease | None = None
+) -> Choice:
+    """Pick the release under test for ``host`` (default: hosts.detect(), /etc/os-release).
 
-    With ``requested`` (a release such as ``6.1.0-56-amd64``): that one, at its installed
-    version or else the apt candidate; linux-source-6.1 must be offered at that version.
-    Without: the ``linux-image-6.1.0-NN-amd64`` whose candidate version equals
-    linux-source-6.1's candidate (the newest such ABI). ``apt_cache(argv)`` returns the
-    output of ``apt-cache ARGV``. Raises HarnessError with the fix when no release fits.
+    With ``requested`` (a release such as ``6.1.0-56-amd64`` or ``6.12.117+deb13-amd64``):
+    that one, at its installed version or else the apt candidate; the source package of its
+    kernel line must be offered at that version. Without: the host's generic image
+    (``linux-image-6.1.0-NN-amd64`` on Debian 12, ``linux-image-6.12.NN+deb13-amd64`` on
+    Debian 13) whose candidate version equals the host's source package's candidate (the
+    newest such release). ``apt_cache(argv)`` returns the output of ``apt-cache ARGV``.
+    Raises HarnessError with the fix when no release fits, UnsupportedHost (one line naming
+    the supported Debian releases) on another host.
     """
     if requested and not RELEASE_RE.match(requested):
-        raise UsageError(f"{requested!r} is not a kernel release (e.g. 6.1.0-57-amd64)")
-    source_offered = parse_madison(apt_cache(["madison", SOURCE_PACKAGE]))
+        examples = " or ".join(release.example_release for release in hosts.SUPPORTED)
+        raise UsageError(f"{requested!r} is not a kernel release (e.g. {examples})")
+    debian = host or hosts.detect()
     if requested:
+        source_package = hosts.source_package_of(requested)
+        source_offered = parse_madison(apt_cache(["madison", source_package]))
         image = f"linux-image-{requested}"
         installed, candidate = parse_policy(apt_cache(["policy", image])).get(image, ("", ""))
         version = installed or candidate
@@ -221,44 +236,49 @@ def choose(requested: str = "", apt_cache: Runner = _apt_cache) -> Choice:
             raise HarnessError(
                 f"no package {image} in the apt sources",
                 hint="apt-get update, or choose a release listed by: "
-                "apt-cache search --names-only '^linux-image-6.1.0-[0-9]+-amd64$'",
+                f"apt-cache search --names-only '{debian.search_regex}'",
             )
         if version not in source_offered:
             raise HarnessError(
-                f"{SOURCE_PACKAGE} {version} (the source of {requested}) is not in the apt "
+                f"{source_package} {version} (the source of {requested}) is not in the apt "
                 f"sources (offered: {', '.join(source_offered) or 'none'})",
                 hint="choose the release of one of those versions, or unset "
                 "NVMF_HARNESS_RELEASE to take the one matching the newest source",
             )
         return Choice(requested, version, "requested (NVMF_HARNESS_RELEASE or argument)")
-    policy = parse_policy(apt_cache(["policy", SOURCE_PACKAGE]))
-    source_candidate = policy.get(SOURCE_PACKAGE, ("", ""))[1]
+    source_package = debian.source_package
+    policy = parse_policy(apt_cache(["policy", source_package]))
+    source_candidate = policy.get(source_package, ("", ""))[1]
     if not source_candidate:
         raise HarnessError(
-            f"{SOURCE_PACKAGE} is not in the apt sources", hint="apt-get update (Debian 12)"
+            f"{source_package} is not in the apt sources",
+            hint=f"apt-get update ({debian.name}'s main suite has it)",
         )
-    names = apt_cache(["search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"])
+    names = apt_cache(["search", "--names-only", debian.search_regex])
     images = sorted(
-        {m.group(0) for line in names.splitlines() if (m := IMAGE_NAME_RE.match(line.split()[0]))}
-        if names.strip()
-        else set()
+        {
+            line.split()[0]
+            for line in names.splitlines()
+            if line.split() and debian.image_release(line.split()[0])
+        }
     )
     versions: dict[str, str] = {}
     if images:
         for package, (_installed, candidate) in parse_policy(
             apt_cache(["policy", *images])
         ).items():
-            match = IMAGE_NAME_RE.match(package)
-            if match and candidate:
-                versions[match.group(1)] = candidate
-    release = match_release(source_candidate, versions)
-    if release is None:
+            release = debian.image_release(package)
+            if release and candidate:
+                versions[release] = candidate
+    chosen = match_release(source_candidate, versions)
+    if chosen is None:
         raise HarnessError(
-            f"no linux-image-6.1.0-NN-amd64 in the apt sources has {SOURCE_PACKAGE}'s "
+            f"no linux-image-{debian.release_shape} in the apt sources has {source_package}'s "
             f"version {source_candidate}",
-            hint="apt-get update, or name one: NVMF_HARNESS_RELEASE=6.1.0-NN-amd64 scripts/setup",
+            hint="apt-get update, or name one: "
+            f"NVMF_HARNESS_RELEASE={debian.release_shape} scripts/setup",
         )
-    return Choice(release, source_candidate, f"matches {SOURCE_PACKAGE} {source_candidate}")
+    return Choice(chosen, source_candidate, f"matches {source_package} {source_candidate}")
 
 
 def installed_versions(packages: list[str]) -> dict[str, str]:
@@ -310,7 +330,7 @@ def record_installed(
         release=release,
         image=str(boot / f"vmlinuz-{release}"),
         packages={package: versions[package] for package in packages_of(release)},
-        source_tarball=str(SOURCE_TARBALL),
+        source_tarball=str(hosts.source_tarball_of(release)),
         chosen_by=chosen_by,
         prepared_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
