@@ -394,8 +394,9 @@ def render(report: Report) -> str:
         parts += [f"<h3>{esc(run.name)}</h3>", fault_table(run)]
     parts += [
         "<h2>Race hit rate</h2>",
-        '<p class="sub">Race iterations (application EIO with the EOD-race kernel line while '
-        "another path was live) out of all iterations; the whisker is the exact (Clopper-Pearson) "
+        '<p class="sub">Race iterations (application EIO with the race\'s failed bios seen by '
+        "the EOD-race kernel line or the block-layer witness while another path was live) out "
+        "of all iterations; the whisker is the exact (Clopper-Pearson) "
         "95 % interval of the rate.</p>",
         plots.hit_rate_chart(hit_rates(runs)),
         "<h2>Application EIO per iteration</h2>",

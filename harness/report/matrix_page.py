@@ -14,6 +14,7 @@ from pathlib import Path
 from harness.analysis.matrix import (
     COLUMNS,
     FIXED,
+    IMAGE_METHOD,
     MATRIX_HTML,
     UNFIXED,
     ReleaseResult,
@@ -52,7 +53,7 @@ def matrix_chart(results: Sequence[ReleaseResult]) -> str:
                     note=(
                         f"{result.verdict}, p={format_cell(result.fisher_p)}"
                         if row.variant == UNFIXED
-                        else ""
+                        else (f"{result.verdict}" if row.patch_method == IMAGE_METHOD else "")
                     ),
                 )
             )
@@ -93,10 +94,12 @@ def render_html(results: Sequence[ReleaseResult], title: str = "Kernel release m
         f"<body><h1>{html.escape(title)}</h1>{matrix_chart(results)}"
         f"<table><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table><ul>{reasons}</ul>"
-        "<p>race iterations: application EIO with the EOD-race kernel line while another "
-        "path was live; bars are their share of the iterations, whiskers the exact "
+        "<p>race iterations: application EIO with the race's failed bios seen (the EOD-race "
+        "kernel line or the block-layer witness; since v6.17 the kernel prints no line) while "
+        "another path was live; bars are their share of the iterations, whiskers the exact "
         "(Clopper-Pearson) 95 % interval. p: one-sided Fisher exact test, unfixed race rate "
-        "above fixed (harness.analysis.compare).</p></body></html>\n"
+        "above fixed (harness.analysis.compare); a Debian image's row is compared with the "
+        "unfixed build of its own source when the matrix has one.</p></body></html>\n"
     )
 
 
