@@ -243,6 +243,35 @@ def release_verdict(
     )
 
 
+def _line(
+    release: str,
+    debian_version: str,
+    source: str,
+    facts: releases.SourceFacts,
+    rows: tuple[VariantRow, ...],
+    verdict: ReleaseVerdict,
+    reason: str,
+    comparison: compare.Comparison | None,
+) -> ReleaseResult:
+    """One matrix line from its source facts, rows, verdict and comparison (None: a row
+    without a test, p shown as "-")."""
+    return ReleaseResult(
+        release=release,
+        debian_version=debian_version,
+        source=source,
+        source_kernel_version=facts.version,
+        fix_in_source=facts.has_fix,
+        eod_shape=facts.eod_shape,
+        predicted=facts.prediction,
+        rows=rows,
+        fisher_p=comparison.fisher_p_one_sided if comparison is not None else 1.0,
+        needed_iterations=comparison.needed_iterations if comparison is not None else None,
+        verdict=verdict,
+        reason=reason,
+        comparison=comparison.to_dict() if comparison is not None else {},
+    )
+
+
 def campaign_label(rundir: Path) -> str:
     """What ran in ``rundir``, from its run.json: the campaign's name and, for
     ns_remove_path, the mechanism, e.g. ``race-ns-remove-path (identity_flip)``; "" when the
@@ -300,23 +329,20 @@ def release_result(
         outcomes[UNFIXED], outcomes[FIXED], alpha=alpha, eod_shape=prepared.facts.eod_shape
     )
     verdict, reason = release_verdict(prepared.facts, comparison)
-    return ReleaseResult(
-        release=prepared.release.name,
-        debian_version=prepared.release.debian_version,
-        source=prepared.release.source_spec,
-        source_kernel_version=prepared.facts.version,
-        fix_in_source=prepared.facts.has_fix,
-        eod_shape=prepared.facts.eod_shape,
-        predicted=prepared.facts.prediction,
-        rows=tuple(
-            _row(v, outcomes[v], prepared.builds.get(v), campaign_label(results_dir / v))
-            for v in MATRIX_VARIANTS
-        ),
-        fisher_p=comparison.fisher_p_one_sided,
-        needed_iterations=comparison.needed_iterations,
-        verdict=verdict,
-        reason=reason,
-        comparison=comparison.to_dict(),
+    rows = tuple(
+        _row(v, outcomes[v], prepared.builds.get(v), campaign_label(results_dir / v))
+        for v in MATRIX_VARIANTS
+    )
+    release = prepared.release
+    return _line(
+        release.name,
+        release.debian_version,
+        release.source_spec,
+        prepared.facts,
+        rows,
+        verdict,
+        reason,
+        comparison,
     )
 
 
@@ -404,20 +430,8 @@ def image_release_result(
         patch_method=IMAGE_METHOD,
         built_srcversion=shipped,
     )
-    return ReleaseResult(
-        release=image.release,
-        debian_version=image.version,
-        source=source_spec,
-        source_kernel_version=facts.version,
-        fix_in_source=facts.has_fix,
-        eod_shape=facts.eod_shape,
-        predicted=facts.prediction,
-        rows=(row,),
-        fisher_p=comparison.fisher_p_one_sided if comparison is not None else 1.0,
-        needed_iterations=comparison.needed_iterations if comparison is not None else None,
-        verdict=verdict,
-        reason=reason,
-        comparison=comparison.to_dict() if comparison is not None else {},
+    return _line(
+        image.release, image.version, source_spec, facts, (row,), verdict, reason, comparison
     )
 
 
@@ -587,21 +601,8 @@ def tree_release_result(
         outcomes[UNFIXED], outcomes[FIXED], alpha=alpha, eod_shape=facts.eod_shape
     )
     verdict, reason = release_verdict(facts, comparison)
-    return ReleaseResult(
-        release=shipped.release,
-        debian_version=package_version,
-        source=source,
-        source_kernel_version=facts.version,
-        fix_in_source=facts.has_fix,
-        eod_shape=facts.eod_shape,
-        predicted=facts.prediction,
-        rows=tuple(
-            _tree_row(v, outcomes[v], builds[v], facts.has_fix, campaign_label(results_dir / v))
-            for v in MATRIX_VARIANTS
-        ),
-        fisher_p=comparison.fisher_p_one_sided,
-        needed_iterations=comparison.needed_iterations,
-        verdict=verdict,
-        reason=reason,
-        comparison=comparison.to_dict(),
+    rows = tuple(
+        _tree_row(v, outcomes[v], builds[v], facts.has_fix, campaign_label(results_dir / v))
+        for v in MATRIX_VARIANTS
     )
+    return _line(shipped.release, package_version, source, facts, rows, verdict, reason, comparison)
