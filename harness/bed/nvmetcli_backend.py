@@ -15,6 +15,7 @@ After the restore every namespace must be enabled and every port linked, or the 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from harness.bed import nvmetcli_json
@@ -55,7 +56,7 @@ def apply(target: NvmetTarget, spec: TargetSpec, savefile: Path) -> None:
             hint='use target.backend = "configfs" (the default), which touches only its own',
         )
     nvmetcli = require_tool("nvmetcli")
-    nvmetcli_json.save(spec, savefile)
+    nvmetcli_json.save(restore_spec(spec), savefile)
     target.spec = spec  # from here on, teardown removes whatever of the spec exists
     try:
         result = run(restore_argv(nvmetcli, savefile, target.netns), RESTORE_TIMEOUT_S)
@@ -68,17 +69,39 @@ def apply(target: NvmetTarget, spec: TargetSpec, savefile: Path) -> None:
         raise
 
 
+def restore_spec(spec: TargetSpec) -> TargetSpec:
+    """``spec`` as ``nvmetcli restore`` gets it: the namespaces that need ``buffered_io``
+    disabled. nvmetcli does not know that attribute, so it would enable them with O_DIRECT,
+    which a file on tmpfs refuses before Linux 6.6 ("Cannot enable ... namespaces/1" on
+    Debian 12's 6.1); :func:`_buffered_io_fixup` sets it and then enables them."""
+    return replace(
+        spec,
+        subsystems=tuple(
+            replace(
+                subsystem,
+                namespaces=tuple(
+                    replace(ns, enable=False) if ns.buffered_io else ns
+                    for ns in subsystem.namespaces
+                ),
+            )
+            for subsystem in spec.subsystems
+        ),
+    )
+
+
 def _buffered_io_fixup(target: NvmetTarget, spec: TargetSpec) -> None:
+    """Set ``buffered_io`` on the namespaces that need it (restored disabled by
+    :func:`restore_spec`), then enable them as ``spec`` says."""
     for subsystem in spec.subsystems:
         for namespace in subsystem.namespaces:
             if not namespace.buffered_io:
                 continue
             base = f"{NVMET}/subsystems/{subsystem.nqn}/namespaces/{namespace.nsid}"
-            if target.kfs.read(f"{base}/buffered_io", default="") == "1":
-                continue
-            target.set_namespace_enabled(subsystem.nqn, namespace.nsid, False)
+            if target.namespace_enabled(subsystem.nqn, namespace.nsid):
+                target.set_namespace_enabled(subsystem.nqn, namespace.nsid, False)
             target.kfs.write(f"{base}/buffered_io", "1")
-            target.set_namespace_enabled(subsystem.nqn, namespace.nsid, True)
+            if namespace.enable:
+                target.set_namespace_enabled(subsystem.nqn, namespace.nsid, True)
 
 
 def _require_complete(target: NvmetTarget, spec: TargetSpec, savefile: Path) -> None:
