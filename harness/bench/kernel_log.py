@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -235,7 +235,7 @@ def run_one(
     start_load = os.getloadavg()[0]
     started = time.monotonic()
     console = rundir / "bench-console.txt"
-    with busy_host() if condition == "busy" else _nothing():
+    with busy_host() if condition == "busy" else nullcontext():
         returncode = _run_streamed(argv, directory, env, console, options.timeout_s, say)
     wall = time.monotonic() - started
     figures = run_figures(rundir, sha, condition, (start_load, os.getloadavg()[0]), wall)
@@ -282,11 +282,6 @@ def _run_streamed(
             raise
         finally:
             timer.cancel()
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def run_bench(options: KernelLogOptions, say: Say = print) -> list[KernelLogRun]:
