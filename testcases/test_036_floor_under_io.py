@@ -28,7 +28,7 @@ def _floor_under_io(
     floor.write_floor(result, results_dir)
     print(floor.render(result))
     assert result.under_io and result.path == "current" and result.iopolicy == "numa"
-    assert result.restore_errors == []
+    assert not result.restore_errors, "\n".join(result.restore_errors)  # whole, not cut
     for op in result.ops:
         assert op.errors == [] and len(op.total_s) == 2, op
         assert len(op.paths) == 2 and set(op.paths) <= {0, 1}, op

@@ -454,9 +454,21 @@ def test_disconnect_all_names_a_delete_that_never_finished(
     stuck = fake_sysfs.path(f"{CTRL_DEVICES}/nvme0")
     (stuck / "state").write_text("deleting\n")
     (stuck / "delete_controller").unlink()  # the kernel removed it with the first delete
+    # the task that wrote delete_controller, blocked where 6.1 waits for the head's readers
+    task = fake_sysfs.path("proc/412")
+    task.mkdir(parents=True)
+    (task / "stat").write_text("412 (python3) D 1 412 412 0 -1 4194560 0 0 0 0\n")
+    (task / "stack").write_text(
+        "[<0>] __synchronize_srcu.part.0+0x7c/0xa0\n"
+        "[<0>] nvme_ns_remove+0x140/0x1e0 [nvme_core]\n"
+        "[<0>] nvme_remove_namespaces+0xb4/0x110 [nvme_core]\n"
+    )
+    (fake_sysfs.path("proc/413")).mkdir()
+    (fake_sysfs.path("proc/413/stat")).write_text("413 (fio) S 1 413 413 0 -1 0 0 0\n")
     errors = host.disconnect_all(NQN)
     assert errors == [
         "nvme0: still 'deleting': an earlier delete_controller has not finished (a kernel "
-        "hang? see the hung-task lines in the kernel log)"
+        "hang? tasks blocked in the kernel (state D): python3[412]: __synchronize_srcu.part.0 "
+        "< nvme_ns_remove < nvme_remove_namespaces)"
     ]
     assert fake_sysfs.read(f"{CTRL_DEVICES}/nvme1/delete_controller") == "1"

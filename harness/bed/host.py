@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from harness.bed.blocked import describe_blocked
 from harness.core.errors import HarnessError, KernelFsError, ToolError
 from harness.core.kernelfs import FABRICS_DEVICE, KernelFs
 from harness.core.procs import run
@@ -368,13 +369,14 @@ class NvmeHost:
         """Delete every controller of ``nqn``; returns errors as one-line strings. A
         controller already "deleting" is not written to again: its delete_controller
         attribute is gone (core.c:nvme_sysfs_delete removes it with device_remove_file_self
-        before nvme_delete_ctrl_sync), so an earlier delete that never returned is named."""
+        before nvme_delete_ctrl_sync), so an earlier delete that never returned is named,
+        with the tasks blocked in the kernel and their stacks (bed/blocked.py)."""
         errors = []
         for ctrl in self.controllers(nqn):
             if ctrl.state.startswith("deleting"):
                 errors.append(
                     f"{ctrl.name}: still {ctrl.state!r}: an earlier delete_controller has not "
-                    "finished (a kernel hang? see the hung-task lines in the kernel log)"
+                    f"finished (a kernel hang? {describe_blocked(self.kfs)})"
                 )
                 continue
             try:
