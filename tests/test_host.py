@@ -286,6 +286,22 @@ def test_connect_falls_back_to_sysfs(
     assert host.connect(NQN, EP1, 1, 1, 5, 2, connect_with="nvme-cli") == "nvme1"
 
 
+def test_a_connect_that_exits_0_without_a_controller_says_what_nvme_cli_printed(
+    fake_sysfs: FakeSysfs, host: NvmeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nvme-cli 2.13 (Debian 13) exited 0 for the decoy of testcase 005 with no controller:
+    the error carries its words."""
+    quiet = ProcResult(("nvme", "connect"), 0, "", "already connected\n")
+    monkeypatch.setattr(host_module, "run", FakeNvmeCli(quiet))
+    monkeypatch.setattr(host, "_wait_controller", lambda nqn, endpoint, timeout_s: None)
+    with pytest.raises(ToolError) as info:
+        host.connect(NQN, EP0, 1, 1, 5, 2, connect_with="nvme-cli")
+    assert str(info.value) == (
+        "nvme connect gave no controller for PathEndpoint(traddr='127.0.0.1', trsvcid='4421') "
+        "(nvme-cli printed: already connected)"
+    )
+
+
 def test_connect_failure_is_one_line(
     fake_sysfs: FakeSysfs, host: NvmeHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -269,14 +269,18 @@ class NvmeHost:
             "keep_alive_tmo": str(keep_alive_tmo),
             "nr_io_queues": str(nr_io_queues),
         }
+        said = ""
         if connect_with == "nvme-cli":
-            name = self._connect_nvme_cli(endpoint, options)
+            name, said = self._connect_nvme_cli(endpoint, options)
         else:
             name = self._connect_fabrics(endpoint, options)
         if name is None:
             ctrl = self._wait_controller(nqn, endpoint, timeout_s=5.0)
             if ctrl is None:
-                raise ToolError(f"nvme connect gave no controller for {endpoint}")
+                raise ToolError(
+                    f"nvme connect gave no controller for {endpoint}"
+                    + (f" (nvme-cli printed: {said})" if said else "")
+                )
             name = ctrl.name
         return name
 
@@ -296,7 +300,11 @@ class NvmeHost:
             ) from exc
         return _fabrics_instance(reply)
 
-    def _connect_nvme_cli(self, endpoint: PathEndpoint, options: dict[str, str]) -> str | None:
+    def _connect_nvme_cli(
+        self, endpoint: PathEndpoint, options: dict[str, str]
+    ) -> tuple[str | None, str]:
+        """The controller nvme-cli named (None when its output names none) and what it
+        printed, stdout and stderr on one line (for the error when no controller shows)."""
         argv = ["nvme", "connect"]
         argv += [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
         argv += ["--config=none", "--output-format=json"]
@@ -306,7 +314,12 @@ class NvmeHost:
                 f"nvme connect to {endpoint.traddr}:{endpoint.trsvcid} failed: "
                 f"{result.one_line_error()}"
             )
-        return _connected_device(result.stdout)
+        said = " | ".join(
+            line.strip()
+            for line in (result.stdout + "\n" + result.stderr).splitlines()
+            if line.strip()
+        )
+        return _connected_device(result.stdout), said[:300]
 
     def _wait_controller(
         self, nqn: str, endpoint: PathEndpoint, timeout_s: float
