@@ -103,3 +103,16 @@ def test_failed_pip_install_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert last.startswith("setup: pip could not install the harness into ")
     assert "pypi.org" in last
     assert os.fspath(tmp_path / "venv") in last
+
+
+def test_an_illegal_instruction_on_import_names_the_cpu_not_pip(tmp_path: Path) -> None:
+    """A VM with qemu64's CPU: numpy's wheels die on SIGILL (exit 132 through bash). pip
+    would reinstall in vain; setup says what to change (seen under vagrant-libvirt's TCG)."""
+    env = fake_machine(tmp_path, installed=True, apt_install_rc=0)
+    fake(Path(env["NVMF_HARNESS_VENV"]) / "bin", "python", "kill -ILL $$")
+    result = run_setup(env)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("setup: Python died on an illegal instruction")
+    assert "x86-64-v2" in last and "Nehalem" in last
+    assert "pip install" not in result.stdout
