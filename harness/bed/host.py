@@ -307,7 +307,13 @@ class NvmeHost:
         printed, stdout and stderr on one line (for the error when no controller shows)."""
         argv = ["nvme", "connect"]
         argv += [f"--{key.replace('_', '-')}={value}" for key, value in options.items()]
-        argv += ["--config=none", "--output-format=json"]
+        # No --config: nvme-cli 2.3 (Debian 12) reads "none" as "no configuration file", but
+        # 2.13 (Debian 13) opens a file named "none", then connects what its configuration
+        # and the scanned topology name (the run's own paths: EALREADY) instead of this
+        # target, and exits 0 with no controller (testcase 005's decoy, nvme -vvv in the VM).
+        # Without it neither reads a config file for `connect` unless /etc/nvme/config.json
+        # exists, and the host NQN and ID are given here anyway.
+        argv += ["--output-format=json"]
         result = run(argv, timeout_s=CONNECT_TIMEOUT_S)
         if not result.ok:
             raise ToolError(
