@@ -311,8 +311,8 @@ class NvmeHost:
         # 2.13 (Debian 13) opens a file named "none", then connects what its configuration
         # and the scanned topology name (the run's own paths: EALREADY) instead of this
         # target, and exits 0 with no controller (testcase 005's decoy, nvme -vvv in the VM).
-        # Without it neither reads a config file for `connect` unless /etc/nvme/config.json
-        # exists, and the host NQN and ID are given here anyway.
+        # Without it both connect the target asked for (2.3: CI's testcase 005 on Debian 12;
+        # 2.13: the same probe); the host NQN and ID are given here either way.
         argv += ["--output-format=json"]
         result = run(argv, timeout_s=CONNECT_TIMEOUT_S)
         if not result.ok:
