@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -30,3 +31,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def fake_sysfs(tmp_path: Path) -> FakeSysfs:
     """An empty fake /sys below tmp_path/root; build controllers with its methods."""
     return FakeSysfs(tmp_path / "root")
+
+
+@pytest.fixture
+def shellcheck() -> str:
+    """shellcheck's path. Required with CI=true (scripts/setup installs it): a failure there,
+    a skip elsewhere."""
+    path = shutil.which("shellcheck")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is missing in CI: apt-get install shellcheck (scripts/setup)")
+        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+    return path

@@ -292,14 +292,9 @@ def shellcheck_tree(tmp_path: Path) -> tuple[Path, str]:
     return tmp_path, f"nvme/{CASE.name}"
 
 
-def test_our_case_passes_shellcheck(tmp_path: Path) -> None:
+def test_our_case_passes_shellcheck(tmp_path: Path, shellcheck: str) -> None:
     """blktests' `make check` on our case: shellcheck -x -e SC2119 (CI=true: shellcheck
     must be there)."""
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        if os.environ.get("CI"):
-            pytest.fail("shellcheck is missing in CI: apt-get install shellcheck (scripts/setup)")
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
     tree, name = shellcheck_tree(tmp_path)
     result = subprocess.run(
         [shellcheck, "-x", "-e", SHELLCHECK_EXCLUDE, "-f", "gcc", f"tests/{name}"],

@@ -67,16 +67,12 @@ SCRIPTS = sorted(
 )
 
 
-@pytest.mark.skipif(
-    shutil.which("shellcheck") is None and not os.environ.get("CI"),
-    reason="shellcheck not installed (scripts/setup installs it; required with CI=true)",
-)
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.name)
-def test_scripts_pass_shellcheck(script: Path) -> None:
+def test_scripts_pass_shellcheck(script: Path, shellcheck: str) -> None:
     """Every bash script of the project, at shellcheck's warning level (scripts/vagrant-box
     and scripts/vagrant-test run as root: a quoting slip there deletes the wrong thing)."""
     done = subprocess.run(
-        ["shellcheck", "--severity=warning", str(script)],
+        [shellcheck, "--severity=warning", str(script)],
         capture_output=True,
         text=True,
         timeout=120,
