@@ -403,6 +403,7 @@ def kvm_accepts_qemu(monkeypatch: pytest.MonkeyPatch) -> None:
     then never boots a kernel, or whose probe passed once in CI on 2026-12-01)."""
     monkeypatch.setattr(vm, "kvm_device_present", lambda: True)
     monkeypatch.setattr(vm, "kvm_usable", lambda: True)
+    monkeypatch.setattr(vm, "kvm_starts_kernel", lambda kernel: "")
 
 
 def test_a_guest_that_never_prints_is_ended_by_the_boot_watchdog(
@@ -501,7 +502,7 @@ def test_auto_falls_back_to_tcg_and_remembers_it(
     assert run["fallback"] == result.fallback
     console = (out / "console.log").read_text().splitlines()
     headers = [line for line in console if line.startswith("# ")]
-    probe_passed = "KVM ran the guest's firmware in the probe"
+    probe_passed = "KVM ran the guest's firmware and kernel in the probe"
     assert f"kvm (--accel auto: {probe_passed}; boot watchdog 2 s)" in headers[0]
     assert "--disable-kvm" in headers[-1] and "fallback from KVM" in headers[-1]
 
@@ -614,6 +615,71 @@ def test_kvm_probe_wants_the_firmware_to_speak(
     started = time.monotonic()
     assert vm.kvm_usable(limit_s=1.5) is usable
     assert time.monotonic() - started < at_most_s
+
+
+FAKE_KERNEL_QEMU = """\
+#!/bin/sh
+# A stand-in for qemu under the KVM kernel probe; FAKE_PROBE: banner, edd or abort.
+case "$FAKE_PROBE" in
+  banner) echo "Probing EDD (edd=off to disable)... ok"
+          echo "[    0.000000] Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org)"
+          exec sleep 30 ;;
+  edd) echo "Probing EDD (edd=off to disable)... ok"; exec sleep 30 ;;
+  abort) exit 1 ;;
+esac
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "seen", "at_most_s"),
+    [
+        ("banner", "", 2.0),
+        ("edd", "'Probing EDD (edd=off to disable)... ok'", 3.0),
+        ("abort", "no output", 1.0),
+    ],
+)
+def test_kvm_kernel_probe_wants_the_kernels_banner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, seen: str, at_most_s: float
+) -> None:
+    """Seen on 2026-12-07: KVM ran the firmware and the kernel's setup code ("Probing EDD"),
+    then nothing; only the kernel's own banner says KVM runs the kernel."""
+    qemu = tmp_path / f"qemu-system-{platform.machine()}"
+    qemu.write_text(FAKE_KERNEL_QEMU)
+    qemu.chmod(0o755)
+    image = tmp_path / "vmlinuz-6.1.0-57-amd64"
+    image.write_bytes(b"MZ")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("FAKE_PROBE", mode)
+    monkeypatch.setattr(vm, "kvm_device_present", lambda: True)
+    started = time.monotonic()
+    failure = vm.kvm_starts_kernel(str(image), limit_s=1.5)
+    assert time.monotonic() - started < at_most_s
+    if not seen:
+        assert failure == ""
+    else:
+        assert failure.startswith("KVM did not start the kernel in the probe (no banner in 1.5 s")
+        assert seen in failure
+    # No image file: nothing to probe, the boot watchdog decides.
+    assert vm.kvm_starts_kernel(str(tmp_path / "missing"), limit_s=1.5) == ""
+
+
+def test_a_kernel_probe_failure_goes_to_tcg_and_is_remembered_once_tcg_boots(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(vm, "kvm_device_present", lambda: True)
+    monkeypatch.setattr(vm, "kvm_usable", lambda: True)
+    detail = "KVM did not start the kernel in the probe (no banner in 10 s, no output)"
+    monkeypatch.setattr(vm, "kvm_starts_kernel", lambda kernel: detail)
+    cache = tmp_path / "accel.json"
+    spec = VmSpec(kernel=KERNEL, accel="auto", timeout_s=60, boot_timeout_s=5, accel_cache=cache)
+    said: list[str] = []
+    out = tmp_path / "o"
+    result = run_in_vm(spec, out, GUEST_OK, say=said.append)
+    assert boots_of(out) == ["tcg"] and result.exit_status == 3
+    assert result.accel_reason == f"--accel auto: {detail}"
+    assert any("KVM does not boot this kernel here" in line for line in said)
+    (answer,) = vm.AccelCache(cache).answers()
+    assert answer.kvm_boots is False and answer.detail == detail
 
 
 def test_a_remembered_kvm_failure_skips_the_probe(

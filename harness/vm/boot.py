@@ -39,6 +39,13 @@ from harness.kernels.prepared import kernel_release
 REPO = REPO_ROOT
 # Seconds the KVM probe waits for the firmware's first line (KVM prints it in well under 1 s).
 KVM_PROBE_S = 5.0
+# Seconds the KVM kernel probe waits for the kernel's first printk on the serial port. Under
+# KVM the decompressor and start_kernel() take well under a second; under TCG the same line
+# took 4.4 s on a 2-core machine (6.1.0-57-amd64). Measured 2026-12-07: a KVM that ran the
+# firmware stopped after the setup code's "Probing EDD" and never printed this line.
+KVM_KERNEL_PROBE_S = 10.0
+# The kernel's first printk (init/main.c:start_kernel, linux_banner), seen through earlyprintk.
+KERNEL_BANNER = b"Linux version "
 CONSOLE_TAIL_LINES = 60
 GUEST_EXIT_FILE = "guest-exit-status"
 VM_RECORD_FILE = "vm.json"
@@ -95,6 +102,66 @@ def kvm_usable(limit_s: float | None = None) -> bool:
             proc.kill()
         proc.wait()
         proc.stdout.close()
+
+
+def kernel_image(kernel: str) -> Path | None:
+    """The bootable image of ``kernel`` (a bzImage or vmlinuz, or a kdir of build-kernel);
+    None when there is no such file."""
+    path = Path(kernel)
+    if path.is_dir():
+        path = path / "arch/x86/boot/bzImage"
+    return path if path.is_file() else None
+
+
+def kvm_starts_kernel(kernel: str, limit_s: float | None = None) -> str:
+    """Whether KVM runs ``kernel`` to its first printk: ``""`` when it does (or when there
+    is no image file to try), else what was seen, as one phrase.
+
+    qemu boots the image under KVM with no root file system and ``earlyprintk`` on a serial
+    port read through a pipe; the kernel's banner (KERNEL_BANNER) within ``limit_s`` seconds
+    (default KVM_KERNEL_PROBE_S) is the answer. A KVM that runs the firmware (kvm_usable)
+    may still stop a kernel in its setup code; this probe costs well under a second where
+    KVM works, and saves the boot watchdog's KVM_BOOT_TIMEOUT_S where it does not.
+    """
+    image = kernel_image(kernel)
+    if image is None or not kvm_device_present():
+        return ""
+    qemu = f"qemu-system-{platform.machine()}"
+    try:
+        require_tool(qemu)
+    except ToolError:
+        return ""
+    limit = KVM_KERNEL_PROBE_S if limit_s is None else limit_s
+    argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256", "-display", "none"]
+    argv += ["-nodefaults", "-no-reboot", "-monitor", "none", "-serial", "stdio"]
+    argv += ["-kernel", str(image), "-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1"]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + limit
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            while KERNEL_BANNER not in seen:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(timeout=left):
+                    break
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break  # qemu ended
+                seen = (seen + chunk)[-4096:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    if KERNEL_BANNER in seen:
+        return ""
+    lines = [ln.strip() for ln in seen.decode(errors="replace").splitlines() if ln.strip()]
+    last = f", its last line {lines[-1]!r}" if lines else ", no output"
+    return f"KVM did not start the kernel in the probe (no banner in {limit:g} s{last})"
 
 
 def qemu_version() -> str:
@@ -255,7 +322,12 @@ class VmSpec:
             return AccelChoice(False, f"--accel auto: remembered in {cache.path}: {answer.detail}")
         if not kvm_usable():
             return AccelChoice(False, "--accel auto: KVM ran no guest code in the probe")
-        return AccelChoice(True, "--accel auto: KVM ran the guest's firmware in the probe", qemu)
+        failure = kvm_starts_kernel(self.kernel)
+        if failure:
+            return AccelChoice(False, f"--accel auto: {failure}", qemu, kvm_failure=failure)
+        return AccelChoice(
+            True, "--accel auto: KVM ran the guest's firmware and kernel in the probe", qemu
+        )
 
     def use_kvm(self) -> bool:
         return self.choose_accel().use_kvm
@@ -264,11 +336,14 @@ class VmSpec:
 @dataclass(frozen=True)
 class AccelChoice:
     """The accelerator of a boot: ``use_kvm``, ``reason`` (one phrase for people and the
-    records), and ``qemu_version`` when it was read (auto with a usable /dev/kvm)."""
+    records), and ``qemu_version`` when it was read (auto with a usable /dev/kvm).
+    ``kvm_failure``: what the kernel probe saw when it sent an ``auto`` boot to TCG (the TCG
+    boot then decides whether it is remembered)."""
 
     use_kvm: bool
     reason: str
     qemu_version: str = ""
+    kvm_failure: str = ""
 
     @property
     def name(self) -> str:
@@ -387,6 +462,8 @@ def run_in_vm(
         choice = AccelChoice(False, f"fallback from KVM ({detail})")
         boots.append(_boot(spec, rwdir, guest_argv, choice, on_line, boot_marker))
         notify(_judge_kvm_by_tcg(spec, qemu, detail, boots[-1], rwdir))
+    elif choice.kvm_failure:
+        notify(_judge_kvm_by_tcg(spec, choice.qemu_version, choice.kvm_failure, boots[-1], rwdir))
     elif boots[-1].guest_up_s is not None and choice.use_kvm and spec.accel == "auto":
         spec.cache().remember(
             KvmAnswer(
