@@ -26,6 +26,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from harness.core.priority import become_workload_thread
+
 # include/uapi/linux/nvme_ioctl.h: struct nvme_passthru_cmd (72 bytes) and
 # NVME_IOCTL_IO_CMD = _IOWR('N', 0x43, struct nvme_passthru_cmd).
 PASSTHRU_CMD = struct.Struct("=BBHIIIQQIIIIIIIIII")
@@ -109,6 +111,7 @@ class PassthruReaders:
             self._workers.append(worker)
 
     def _loop(self, rng: random.Random, blocks: int) -> None:
+        become_workload_thread()  # the workload, behind the harness's steps
         data_len = blocks * self.lba_bytes
         buffer = ctypes.create_string_buffer(data_len)
         try:

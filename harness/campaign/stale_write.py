@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
+from harness.core.priority import become_workload_thread
+
 MAGIC = b"NVMFSTAL"
 # magic, run tag (16 bytes), LBA (logical blocks of the head), generation, crc32 of the block
 # with this field zero
@@ -218,6 +220,7 @@ class StaleWriteChecker:
             self._workers.append(worker)
 
     def _loop(self, index: int) -> None:
+        become_workload_thread()  # the workload, behind the harness's steps
         try:
             io = self._open()
         except OSError as exc:

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 from harness.bed.cleanup import FIO_MARK
 from harness.core.errors import HarnessError, ToolError
+from harness.core.priority import fio_nice_option
 from harness.core.procs import require_tool
 
 EIO_RE = re.compile(r"Input/output error|error=5\b|err=5\b")
@@ -134,7 +135,7 @@ class FioRun:
         self.lines: list[StampedLine] = []
         self._stderr_file: IO[str] = self.stderr_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(
-            job.argv(self.output),
+            [*job.argv(self.output), *fio_nice_option()],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

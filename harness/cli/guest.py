@@ -19,6 +19,7 @@ from harness.config import campaign as config_mod
 from harness.core.console import PROG, say
 from harness.core.errors import HarnessError
 from harness.core.exits import ExitCode
+from harness.core.priority import run_above_workload
 from harness.core.results import (
     RESULTS_FILE,
     IterationRecord,
@@ -83,6 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
     if os.geteuid() != 0:
         raise HarnessError("run needs root", hint="run it inside the VM: nvmf-harness vm ...")
+    run_above_workload()  # harness.core.priority: its steps ahead of fio and the readers
     outdir = fresh_outdir(Path(args.out))
     variant = _load_variant(args, config)
     campaign = Campaign(
@@ -182,6 +184,7 @@ def cmd_floor(args: argparse.Namespace) -> int:
     config = load_config(args)
     if os.geteuid() != 0:
         raise HarnessError("floor needs root", hint="run it inside the VM")
+    run_above_workload()  # as in a campaign (harness.core.priority)
     if args.repeat < 1:
         raise HarnessError(f"--repeat {args.repeat}: give at least 1")
     outdir = Path(args.out).resolve()
