@@ -88,6 +88,7 @@ class IterationState:
     pre_fault_iops: float = 0.0
     io_start_s: float = 0.0  # opening the window: fio (re)started and IO flowing
     io_stop_s: float = 0.0  # closing it: fio's status read
+    window_end: float | None = None  # time.monotonic() when fio's status closed the window
     current_path: int | None = None
     path_ios: list[int] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -226,7 +227,8 @@ class Iteration:
         if io is not None:
             closing = time.monotonic()
             state.fio, state.error = campaign.io.close_window(io, state.error, hang=monitor.hang)
-            state.io_stop_s = time.monotonic() - closing
+            state.window_end = time.monotonic()
+            state.io_stop_s = state.window_end - closing
             state.phases.mark("window_close")
             if io.readers is not None:
                 state.passthru = io.readers.take_window()
@@ -239,14 +241,16 @@ class Iteration:
 
     def read_witnesses(self, kmsg: KmsgWindows) -> None:
         """The kernel log since the last window (its lines in the workdir's kmsg.txt, read
-        and classified by the log's own process) and the block-layer witness's window."""
+        and classified by the log's own process) and the block-layer witness's window, cut
+        where fio's status closed the window: bpftrace's heartbeats have passed that instant
+        by now, so the take does not wait for them (without fio, the cut is now)."""
         state = self.state
         state.kernel = kmsg.take(state.workdir / "kmsg.txt").summary
         state.phases.mark("kernel_log")
         witness = self.campaign.witness
         if witness is not None:
             try:
-                state.witness = witness.take(time.monotonic())
+                state.witness = witness.take(state.window_end or time.monotonic())
             except HarnessError as exc:
                 self.campaign.witness_lost(str(exc))
             state.phases.mark("witness")
