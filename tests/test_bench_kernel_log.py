@@ -104,6 +104,18 @@ def test_vm_argv_boots_the_same_builds_for_every_revision(tmp_path: Path) -> Non
     assert argv[argv.index("--iterations") + 1] == "7" and argv[-2:] == ["--kernel", "/boot/k"]
 
 
+def test_each_revision_runs_its_own_main_config_unless_one_is_given(tmp_path: Path) -> None:
+    """A revision that tuned the main config is measured with its own."""
+    older = tmp_path / "checkouts" / "abc1234"
+    options = kernel_log.KernelLogOptions(out=tmp_path)
+    argv = kernel_log.vm_argv(options, tmp_path / "run", older)
+    assert argv[argv.index("--config") + 1] == str(older / "configs/race-ns-remove-path.toml")
+    given = tmp_path / "mine.toml"
+    options = kernel_log.KernelLogOptions(out=tmp_path, config=given)
+    argv = kernel_log.vm_argv(options, tmp_path / "run", older)
+    assert argv[argv.index("--config") + 1] == str(given)
+
+
 def test_an_unknown_revision_is_a_usage_error() -> None:
     from harness.core.errors import UsageError
 

@@ -193,26 +193,29 @@ def checkout(revision: str) -> tuple[Path, str]:
 @dataclass(frozen=True)
 class KernelLogOptions:
     """``bench-kernel-log``'s options: revisions to run (``HEAD`` is this checkout), host
-    conditions, iterations per run, variant, and the VM's (passed to ``nvmf-harness vm``)."""
+    conditions, iterations per run, variant, and the VM's (passed to ``nvmf-harness vm``).
+    ``config`` None: each revision's own main config (MAIN_CONFIG in its checkout), so that
+    a revision that tuned the config is measured with it."""
 
     out: Path
     revisions: tuple[str, ...] = ("HEAD",)
     conditions: tuple[str, ...] = CONDITIONS
     iterations: int = 12
     variant: str = "unfixed"
-    config: Path = MAIN_CONFIG
+    config: Path | None = None
     accel: str = "auto"
     kernel: str | None = None
     modules: Path | None = None
     timeout_s: float = 1800.0
 
 
-def vm_argv(options: KernelLogOptions, rundir: Path) -> list[str]:
-    """``python -m harness.cli vm ...`` for one run (the checkout is the working directory
-    and PYTHONPATH). The module cache is this checkout's unless given, so that every
-    revision boots the same builds."""
+def vm_argv(options: KernelLogOptions, rundir: Path, checkout_dir: Path = REPO_ROOT) -> list[str]:
+    """``python -m harness.cli vm ...`` for one run (``checkout_dir``, the revision's checkout,
+    is the working directory and PYTHONPATH). The module cache is this checkout's unless
+    given, so that every revision boots the same builds."""
     modules = (options.modules or BUILD_DIR / "modules").resolve()
-    argv = [sys.executable, "-m", "harness.cli", "vm", "--config", str(options.config.resolve())]
+    config = options.config or checkout_dir / MAIN_CONFIG.relative_to(REPO_ROOT)
+    argv = [sys.executable, "-m", "harness.cli", "vm", "--config", str(config.resolve())]
     argv += ["--variant", options.variant, "--iterations", str(options.iterations)]
     argv += ["--out", str(rundir), "--accel", options.accel, "--modules", str(modules)]
     if options.kernel:
@@ -230,7 +233,7 @@ def run_one(
     shutil.rmtree(rundir, ignore_errors=True)
     rundir.mkdir(parents=True)
     env = {**os.environ, "PYTHONPATH": str(directory)}
-    argv = vm_argv(options, rundir)
+    argv = vm_argv(options, rundir, directory)
     say(f"bench-kernel-log: {sha} {condition}: {' '.join(argv[3:])}")
     start_load = os.getloadavg()[0]
     started = time.monotonic()

@@ -86,7 +86,11 @@ def _add_kernel_log(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--iterations", type=int, default=12, help="iterations per run")
     parser.add_argument("--variant", default="unfixed", choices=config_mod.VARIANTS)
-    parser.add_argument("--config", type=Path, help="default: configs/race-ns-remove-path.toml")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="default: each revision's own configs/race-ns-remove-path.toml",
+    )
     parser.add_argument("--accel", choices=config_mod.ACCELS, default="auto")
     parser.add_argument("--kernel", help="kernel image (default: the one scripts/setup prepared)")
     parser.add_argument("--modules", type=Path, help="module build cache (default build/modules)")
@@ -113,7 +117,7 @@ def cmd_kernel_log(args: argparse.Namespace) -> int:
             conditions=tuple(args.condition or kernel_log.CONDITIONS),
             iterations=args.iterations,
             variant=args.variant,
-            config=args.config or kernel_log.MAIN_CONFIG,
+            config=args.config,
             accel=args.accel,
             kernel=args.kernel,
             modules=args.modules,
