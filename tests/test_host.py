@@ -20,7 +20,7 @@ from harness.bed.host import (
     _fabrics_instance,
     parse_address,
 )
-from harness.core.errors import HarnessError, KernelFsError, ToolError
+from harness.core.errors import HarnessError, KernelFsError, KernelFsTimeout, ToolError
 from harness.core.kernelfs import KernelFs
 from harness.core.procs import ProcResult
 from tests.fakes import CTRL_DEVICES, FakeSysfs
@@ -215,6 +215,30 @@ def test_delete_reset_and_fast_io_fail(fake_sysfs: FakeSysfs, host: NvmeHost) ->
     assert fake_sysfs.read(f"{CTRL_DEVICES}/nvme0/reset_controller") == ""
     assert fake_sysfs.read(f"{CTRL_DEVICES}/nvme1/reset_controller") == "1"
     assert fake_sysfs.read(f"{CTRL_DEVICES}/nvme1/fast_io_fail_tmo") == "0"
+
+
+def test_a_deletion_that_hangs_names_the_tasks_blocked_in_the_kernel(
+    fake_sysfs: FakeSysfs, host: NvmeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_sysfs.multipath(NQN)
+    task = fake_sysfs.path("proc/77/task/77")
+    task.mkdir(parents=True)
+    (task / "stat").write_text("77 (kworker/u4:2) D 2 0\n")
+    (task / "stack").write_text("[<0>] __synchronize_srcu+0x1/0x2\n[<0>] nvme_ns_remove+0x3/0x4\n")
+
+    def hangs(kfs: object, rel: str, value: str, timeout_s: float | None = None) -> None:
+        raise KernelFsTimeout(f"write '1' to {rel} hung for 30 s", hint="see dmesg")
+
+    monkeypatch.setattr(type(host.kfs), "write", hangs)
+    with pytest.raises(KernelFsTimeout) as caught:
+        host.delete_controller("nvme0")
+    assert "hung for 30 s: tasks blocked in the kernel (state D): kworker/u4:2[77]: " in str(
+        caught.value
+    )
+    assert "__synchronize_srcu < nvme_ns_remove" in str(caught.value)
+    assert caught.value.hint == "see dmesg"
+    errors = host.disconnect_all(NQN)
+    assert len(errors) == 2 and all("state D" in error for error in errors)
 
 
 def test_disconnect_all_collects_errors(fake_sysfs: FakeSysfs, host: NvmeHost) -> None:

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 
 from harness.bed.blocked import describe_blocked
-from harness.core.errors import HarnessError, KernelFsError, ToolError
+from harness.core.errors import HarnessError, KernelFsError, KernelFsTimeout, ToolError
 from harness.core.kernelfs import FABRICS_DEVICE, KernelFs
 from harness.core.procs import run
 
@@ -342,8 +342,16 @@ class NvmeHost:
         self.kfs.write(f"{CTRL_CLASS}/{ctrl}/fast_io_fail_tmo", str(seconds))
 
     def delete_controller(self, ctrl: str, timeout_s: float = 30.0) -> None:
-        """Delete (disconnect) one controller through sysfs, as `nvme disconnect -d` does."""
-        self.kfs.write(f"{CTRL_CLASS}/{ctrl}/delete_controller", "1", timeout_s=timeout_s)
+        """Delete (disconnect) one controller through sysfs, as `nvme disconnect -d` does.
+        Raises KernelFsTimeout after ``timeout_s`` seconds, naming the tasks blocked in the
+        kernel and their stacks (bed/blocked.py): the hung-task detector says nothing for
+        120 s, and a deletion that hangs holds what every later one waits for."""
+        try:
+            self.kfs.write(f"{CTRL_CLASS}/{ctrl}/delete_controller", "1", timeout_s=timeout_s)
+        except KernelFsTimeout as exc:
+            raise KernelFsTimeout(
+                f"{exc.message}: {describe_blocked(self.kfs)}", hint=exc.hint
+            ) from exc
 
     def reset_controller(self, ctrl: str) -> None:
         self.kfs.write(f"{CTRL_CLASS}/{ctrl}/reset_controller", "1")
