@@ -4,6 +4,7 @@ failed commands."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -69,3 +70,19 @@ def test_a_head_that_cannot_be_opened_is_one_error(tmp_path: Path) -> None:
     readers.start()
     stats = readers.stop()
     assert (stats.commands, stats.errors) == (0, 1)
+
+
+def test_a_reader_still_in_its_command_after_the_timeout_is_counted_stuck(tmp_path: Path) -> None:
+    """A FIFO's open blocks until a writer comes: the reader is held in the kernel, as one
+    whose command never completes."""
+    fifo = tmp_path / "held"
+    os.mkfifo(fifo)
+    readers = _readers(fifo, threads=1)
+    readers.start()
+    stats = readers.stop(timeout_s=0.2)
+    assert stats.stuck == 1
+    writer = os.open(fifo, os.O_WRONLY)  # lets the reader go: its ioctl fails, it sees stop
+    try:
+        assert readers.stop(timeout_s=WAIT_S).stuck == 0
+    finally:
+        os.close(writer)

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from harness.bed.blocked import describe_blocked
 from harness.bed.path_removal import PathRemoval
 from harness.bed.testbed import Testbed
 from harness.bed.variants import kernel_info
@@ -403,8 +404,8 @@ class WorkloadIo:
     def stop(self) -> dict[str, Any]:
         """Stop the readers and fio (fio is stopped whatever else fails); what they did
         since IO flowed: fio's IOs (counts), IOPS, application errors (all, and EIO), verify
-        failures, whether fio was still running at the end, passthrough commands and
-        failures."""
+        failures, whether fio was still running at the end, passthrough commands, failures
+        and readers still in a command after their stop timeout."""
         still_running = self.fio.running()
         try:
             try:
@@ -427,6 +428,7 @@ class WorkloadIo:
             "fio_ran_to_the_end": still_running,
             "passthru_commands": passthru.commands if passthru else 0,
             "passthru_errors": passthru.errors if passthru else 0,
+            "passthru_stuck": passthru.stuck if passthru else 0,
         }
 
 
@@ -592,6 +594,13 @@ def run_floor(
             finally:
                 if io is not None:  # fio stops even when the restore failed
                     io_summary = io.stop()
+                    stuck = io_summary.get("passthru_stuck", 0)
+                    if stuck:
+                        errors.append(
+                            f"{stuck} passthrough reader(s) still in "
+                            "their command after the stop timeout (each holds the head's "
+                            f"SRCU: deletions wait for it): {describe_blocked(bed.kfs)}"
+                        )
         except HarnessError as exc:  # the timings stay; the error is reported with them
             errors.append(f"restoring the namespace or stopping the IO: {exc}")
         finally:

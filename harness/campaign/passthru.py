@@ -68,12 +68,15 @@ def read_command(nsid: int, slba: int, blocks: int, buffer_addr: int, data_len: 
 @dataclass
 class PassthruStats:
     """What the readers did: commands completed, how many failed (an NVMe status or an
-    errno), and the longest command in seconds (how long each held the head's SRCU)."""
+    errno), and the longest command in seconds (how long each held the head's SRCU).
+    ``stuck``: readers still in their command when ``stop`` gave up waiting (each holds the
+    head's SRCU, so a namespace removal or controller deletion waits for it)."""
 
     commands: int = 0
     errors: int = 0
     max_command_s: float = 0.0
     total_command_s: float = 0.0
+    stuck: int = 0
 
     @property
     def mean_command_s(self) -> float:
@@ -147,8 +150,11 @@ class PassthruReaders:
         return taken
 
     def stop(self, timeout_s: float = 35.0) -> PassthruStats:
-        """Stop the readers (each finishes its command first: up to the command timeout)."""
+        """Stop the readers (each finishes its command first: up to the command timeout);
+        the totals, with ``stuck`` the readers still in a command after ``timeout_s``
+        seconds (waited for in turn)."""
         self._stop.set()
         for worker in self._workers:
             worker.join(timeout=timeout_s)
+        self.stats.stuck = sum(worker.is_alive() for worker in self._workers)
         return self.stats
