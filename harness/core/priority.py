@@ -15,7 +15,7 @@ Measured 2026-12-07 (TCG, 2 cores, race-ns-remove-path, 20 iterations each, unfi
 6.1.192): cycle median 3.2 s before, 2.3 s with the harness at -5 (inject 0.38 -> 0.15 s,
 restore 0.53 -> 0.21 s, window_open 0.21 -> 0.04 s), race iterations 15/20 in both.
 
-The kernel log child (-5) and bpftrace (-10) set their own (harness.campaign.kmsg,
+The kernel log child and bpftrace (both -10) set their own (harness.campaign.kmsg,
 harness.campaign.witness). Without CAP_SYS_NICE a raise fails and everything stays at the
 default: correct, only slower.
 """
