@@ -70,7 +70,6 @@ class KmsgChild:
         self.fd = fd
         self.window = Window()
         self.last_seq: int | None = None
-        self.unwritten: tuple[str, list[str]] | None = None  # a taken window's file, lines
 
     def _read(self) -> bytes:
         """One record (one read(2) of /dev/kmsg); BlockingIOError when there is none."""
@@ -113,27 +112,13 @@ class KmsgChild:
             window.records += 1
 
     def take(self, path: str | None) -> dict[str, Any]:
-        """End the window: write its lines to ``path`` (None: drop them); its reply."""
-        reply = self.end_window(path)
-        self.write_lines()
-        return reply
-
-    def write_lines(self) -> None:
-        """Write the lines of the window ``end_window`` took, if not written yet."""
-        if self.unwritten is not None:
-            path, lines = self.unwritten
-            self.unwritten = None
-            Path(path).write_text("\n".join(lines) + "\n")
-
-    def end_window(self, path: str | None) -> dict[str, Any]:
-        """End the window: its reply, its lines kept for ``write_lines`` into ``path`` (None:
-        dropped). Catches up for at most TAKE_BUDGET_S first (``caught_up`` in the reply
-        says whether)."""
+        """End the window: write its lines to ``path`` (None: drop them); its reply. Catches
+        up for at most TAKE_BUDGET_S first (``caught_up`` in the reply says whether)."""
         caught_up = self.drain(TAKE_BUDGET_S)
         window, self.window = self.window, Window()
         if path is None:
             return {"records": window.records, "caught_up": caught_up}
-        self.unwritten = (path, window.lines)
+        Path(path).write_text("\n".join(window.lines) + "\n")
         return {
             "summary": dataclasses.asdict(window.summary),
             "records": window.records,
@@ -158,12 +143,8 @@ class KmsgChild:
                     return
                 request = json.loads(line)
                 path = request.get("path") if request.get("cmd") == "take" else None
-                replies.write(json.dumps(self.end_window(path)) + "\n")
+                replies.write(json.dumps(self.take(path)) + "\n")
                 replies.flush()
-                # The lines go to the run's directory after the answer: under TCG a write
-                # to the VM's shared directory can take tenths of a second, and the
-                # campaign needs only the summary; the next request waits for the write.
-                self.write_lines()
 
 
 def open_kmsg(path: str = KMSG) -> int:
