@@ -458,7 +458,7 @@ CHILD_TIMEOUT_S = 60.0
 # image under TCG waited 7-8 s for it to catch up with 2,000-5,000 records. The BPF witness
 # gets -10 (harness.campaign.witness.NICE). Since the harness's own thread runs at -5
 # (harness.core.priority) the child shares the CPU with its polls at the same value, and with
-# the host's cores loaded takes of 1,300-1,500 records waited 0.4-1.2 s: -10 as well.
+# the host's cores loaded takes of 1,100-2,200 records waited 0.4-1.2 s: -10 as well.
 CHILD_NICE = -10
 
 

@@ -63,7 +63,8 @@ ATTACH_TIMEOUT_S = 120.0  # the widener's first attach took 30 s under TCG
 STOP_TIMEOUT_S = 30.0
 CATCH_UP_S = 0.05  # events before an instant are read once a tick this much later is
 CATCH_UP_TIMEOUT_S = 20.0  # a burst of hundreds of events under TCG took bpftrace over 5 s
-POLL_S = 0.05
+POLL_S = 0.05  # waiting for bpftrace to attach
+TAKE_POLL_S = 0.01  # a take's wait for the tick after its cut: ticks come every TICK_MS
 TICK_MS = 25
 
 PROGRAM = f"""// {PROCESS_MARK}: harness clean finds a leftover bpftrace by this line
@@ -311,7 +312,7 @@ class Witness:
                 raise ToolError(f"the witness's bpftrace ended: {self._last_line()}")
             if time.monotonic() > deadline:
                 break  # a stalled bpftrace: take what is there; later events go later
-            time.sleep(POLL_S)
+            time.sleep(TAKE_POLL_S)
         window = WitnessWindow(lost=self._lost, caught_up=caught_up)
         self.total.lost += self._lost
         self._lost = 0

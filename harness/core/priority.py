@@ -6,14 +6,18 @@ the kernel-write child, fio's status request, the polls that wait for the kernel
 for a CPU behind the workload, and an iteration's cycle grows with the load, not with what
 the kernel does. So the campaign's process runs at HARNESS_NICE and hands the workload
 WORKLOAD_NICE: fio's job processes through fio's own ``--nice`` (fio's main process, whose
-helper thread answers the status requests that end each window, stays with the harness),
+helper thread prints the status that ends each window, stays with the harness; it still
+waits for each job to update its usage figures, fio stat.c:__show_running_run_stats),
 the passthrough and stale-write threads by setting their own nice value (a per-thread
 attribute on Linux: man 2 setpriority, "BUGS"; a thread inherits its creator's). The
 kernel's own work (kworkers, nvmet's and nvme-tcp's work items) keeps its priority.
 
 Measured 2026-12-07 (TCG, 2 cores, race-ns-remove-path, 20 iterations each, unfixed
-6.1.192): cycle median 3.2 s before, 2.3 s with the harness at -5 (inject 0.38 -> 0.15 s,
-restore 0.53 -> 0.21 s, window_open 0.21 -> 0.04 s), race iterations 15/20 in both.
+6.1.192) with a first form that put fio's main process at 0 too (``nice(1)``): cycle median
+3.2 s before, 2.3 s with the harness at -5 (inject 0.38 -> 0.15 s, restore 0.53 -> 0.21 s,
+window_open 0.21 -> 0.04 s), race iterations 15/20 in both. With fio's main process at -5
+as well, the witness's cut at the window's end and the configs' shorter waits: 3.1 -> 1.4 s
+(docs/measurements/2026-12-07-cycle-at-the-kernels-pace.md).
 
 The kernel log child and bpftrace (both -10) set their own (harness.campaign.kmsg,
 harness.campaign.witness). Without CAP_SYS_NICE a raise fails and everything stays at the

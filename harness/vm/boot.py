@@ -44,6 +44,10 @@ KVM_PROBE_S = 5.0
 # took 4.4 s on a 2-core machine (6.1.0-57-amd64). Measured 2026-12-07: a KVM that ran the
 # firmware stopped after the setup code's "Probing EDD" and never printed this line.
 KVM_KERNEL_PROBE_S = 10.0
+# A probe without the banner is evidence against KVM only if qemu had at least this share of
+# the probe's time on a CPU (the machine seen spun 9.96 s of 10.1 s in the kernel for KVM).
+STUCK_CPU_FRACTION = 0.5
+QEMU_KILL_WAIT_S = 10.0
 # The kernel's first printk (init/main.c:start_kernel, linux_banner), seen through earlyprintk.
 KERNEL_BANNER = b"Linux version "
 CONSOLE_TAIL_LINES = 60
@@ -100,7 +104,8 @@ def kvm_usable(limit_s: float | None = None) -> bool:
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=QEMU_KILL_WAIT_S)
         proc.stdout.close()
 
 
@@ -113,24 +118,61 @@ def kernel_image(kernel: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def kvm_starts_kernel(kernel: str, limit_s: float | None = None) -> str:
-    """Whether KVM runs ``kernel`` to its first printk: ``""`` when it does (or when there
-    is no image file to try), else what was seen, as one phrase.
+@dataclass(frozen=True)
+class KernelProbe:
+    """What the KVM kernel probe saw: ``ran`` (there was an image file and qemu to try),
+    ``banner`` (the kernel printed it), ``ended`` (qemu ended before that), ``cpu_s`` (CPU
+    seconds qemu used, from /proc/PID/stat: utime + stime of all its threads), ``limit_s``
+    (seconds it was given) and the last line it printed."""
+
+    ran: bool
+    banner: bool = False
+    ended: bool = False
+    cpu_s: float = 0.0
+    limit_s: float = 0.0
+    last_line: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """KVM did not run the kernel to its banner, with evidence: qemu ended first, or it
+        had at least STUCK_CPU_FRACTION of the probe's time on a CPU (a vCPU spinning in
+        the kernel's setup code). A qemu starved by a loaded machine is not evidence."""
+        if not self.ran or self.banner:
+            return False
+        return self.ended or self.cpu_s >= STUCK_CPU_FRACTION * self.limit_s
+
+    def describe(self) -> str:
+        """One phrase for the records."""
+        if not self.ran:
+            return "no kernel image to probe"
+        if self.banner:
+            return "KVM started the kernel in the probe"
+        last = f"its last line {self.last_line!r}" if self.last_line else "no output"
+        how = "qemu ended" if self.ended else f"qemu had {self.cpu_s:.1f} s of CPU"
+        return (
+            f"KVM did not start the kernel in the probe (no banner in {self.limit_s:g} s, "
+            f"{how}, {last})"
+        )
+
+
+def kvm_starts_kernel(kernel: str, limit_s: float | None = None) -> KernelProbe:
+    """Whether KVM runs ``kernel`` to its first printk (KernelProbe; ``ran`` False when
+    there is no image file or no qemu to try).
 
     qemu boots the image under KVM with no root file system and ``earlyprintk`` on a serial
     port read through a pipe; the kernel's banner (KERNEL_BANNER) within ``limit_s`` seconds
     (default KVM_KERNEL_PROBE_S) is the answer. A KVM that runs the firmware (kvm_usable)
-    may still stop a kernel in its setup code; this probe costs well under a second where
-    KVM works, and saves the boot watchdog's KVM_BOOT_TIMEOUT_S where it does not.
+    may still stop a kernel in its setup code; where it does, this probe costs
+    KVM_KERNEL_PROBE_S instead of the boot watchdog's KVM_BOOT_TIMEOUT_S.
     """
     image = kernel_image(kernel)
     if image is None or not kvm_device_present():
-        return ""
+        return KernelProbe(ran=False)
     qemu = f"qemu-system-{platform.machine()}"
     try:
         require_tool(qemu)
     except ToolError:
-        return ""
+        return KernelProbe(ran=False)
     limit = KVM_KERNEL_PROBE_S if limit_s is None else limit_s
     argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256", "-display", "none"]
     argv += ["-nodefaults", "-no-reboot", "-monitor", "none", "-serial", "stdio"]
@@ -140,28 +182,48 @@ def kvm_starts_kernel(kernel: str, limit_s: float | None = None) -> str:
     )
     assert proc.stdout is not None
     seen = b""
+    banner = ended = False
+    cpu_s = 0.0
     deadline = time.monotonic() + limit
     try:
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
-            while KERNEL_BANNER not in seen:
+            while not banner:
                 left = deadline - time.monotonic()
                 if left <= 0 or not selector.select(timeout=left):
                     break
                 chunk = os.read(proc.stdout.fileno(), 4096)
                 if not chunk:
-                    break  # qemu ended
-                seen = (seen + chunk)[-4096:]
+                    ended = True
+                    break
+                seen = seen[-len(KERNEL_BANNER) :] + chunk  # a banner split across reads
+                banner = KERNEL_BANNER in seen
+                seen = seen[-4096:]
+        cpu_s = _cpu_seconds(proc.pid)
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=QEMU_KILL_WAIT_S)
         proc.stdout.close()
-    if KERNEL_BANNER in seen:
-        return ""
     lines = [ln.strip() for ln in seen.decode(errors="replace").splitlines() if ln.strip()]
-    last = f", its last line {lines[-1]!r}" if lines else ", no output"
-    return f"KVM did not start the kernel in the probe (no banner in {limit:g} s{last})"
+    return KernelProbe(
+        ran=True,
+        banner=banner,
+        ended=ended,
+        cpu_s=round(cpu_s, 2),
+        limit_s=limit,
+        last_line=lines[-1] if lines and not banner else "",
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a live process; 0.0 when unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def qemu_version() -> str:
@@ -322,11 +384,21 @@ class VmSpec:
             return AccelChoice(False, f"--accel auto: remembered in {cache.path}: {answer.detail}")
         if not kvm_usable():
             return AccelChoice(False, "--accel auto: KVM ran no guest code in the probe")
-        failure = kvm_starts_kernel(self.kernel)
-        if failure:
-            return AccelChoice(False, f"--accel auto: {failure}", qemu, kvm_failure=failure)
+        if answer is not None:  # it boots: remembered
+            return AccelChoice(True, f"--accel auto: remembered in {cache.path}: {answer.detail}")
+        probe = kvm_starts_kernel(self.kernel)
+        if probe.failed:
+            detail = probe.describe()
+            return AccelChoice(False, f"--accel auto: {detail}", qemu, kvm_failure=detail)
+        if probe.banner:
+            return AccelChoice(
+                True, "--accel auto: KVM ran the guest's firmware and kernel in the probe", qemu
+            )
         return AccelChoice(
-            True, "--accel auto: KVM ran the guest's firmware and kernel in the probe", qemu
+            True,
+            f"--accel auto: KVM ran the guest's firmware in the probe ({probe.describe()}; "
+            "the boot watchdog decides)",
+            qemu,
         )
 
     def use_kvm(self) -> bool:
