@@ -35,7 +35,7 @@ def _floor_under_io(
     io = result.io
     assert io["fio_ran_to_the_end"], io
     assert io["fio_read_ios"] + io["fio_write_ios"] > 100, io
-    assert io["passthru_commands"] > 0, io
+    assert io["passthru_commands"] > 0 or config.workload.passthru_readers == 0, io
     if variant != "unfixed":  # without the fix the operations may fail IO (the race)
         # another path stayed live through every operation: the application saw no error
         assert io["app_errors"] == 0 and io["verify_failures"] == 0, io
@@ -45,7 +45,12 @@ def _floor_under_io(
 def test_floor_under_io_times_a_deletion_on_the_path_carrying_the_io(
     kernel_variant: str, results_dir: Path
 ) -> None:
+    """Without the passthrough readers: on 6.1.192 a passthrough command through the head
+    after the deletion of the controller that created the head can deadlock the kernel
+    (docs/kernels.md, "Passthrough through the head after its first controller is
+    deleted"): seen twice in full local runs of testcases/ on 2026-12-07."""
     config = config_mod.override(config_mod.load(PACE), "campaign", faults=["ctrl_delete"])
+    config = config_mod.override(config, "workload", passthru_readers=0)
     result = _floor_under_io(config, "ctrl_delete", kernel_variant, results_dir)
     assert [op.name for op in result.ops] == ["connect", "ctrl_delete"]
     delete = result.ops[1]

@@ -273,9 +273,10 @@ def floor_ops(bed: Testbed, path: int = 0, timeout_s: float = DONE_TIMEOUT_S) ->
         # them (upstream 1b95e8179160, v6.5, "nvme: fix possible hang when removing a
         # controller during error recovery"): a request parked there never ends, and a
         # passthrough reader waiting for it holds the head's SRCU, so synchronize_srcu() in
-        # nvme_ns_remove() hangs the deletion of both paths. A deletion that hung both paths
-        # was seen once in CI on 6.1.192; this is its likely cause, read from the source,
-        # not confirmed (bed/blocked.py now names the blocked tasks when it happens).
+        # nvme_ns_remove() hangs the deletion of both paths (read from the source). The
+        # deletions that hung both paths in testcase 036 on 6.1.192 had another cause, seen
+        # in the blocked tasks' stacks: docs/kernels.md, "Passthrough through the head
+        # after its first controller is deleted".
         wait_until(lambda: ctrl_state() == "live", timeout_s, f"path {path} controller live")
 
     def delete_and_wait() -> None:
