@@ -196,9 +196,9 @@ def kvm_starts_kernel(kernel: str, limit_s: float | None = None) -> KernelProbe:
                 if not chunk:
                     ended = True
                     break
-                seen = seen[-len(KERNEL_BANNER) :] + chunk  # a banner split across reads
-                banner = KERNEL_BANNER in seen
-                seen = seen[-4096:]
+                joined = seen + chunk  # a banner may be split across reads
+                banner = KERNEL_BANNER in joined
+                seen = joined[-4096:]
         cpu_s = _cpu_seconds(proc.pid)
     finally:
         if proc.poll() is None:
