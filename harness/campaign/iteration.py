@@ -242,8 +242,8 @@ class Iteration:
     def read_witnesses(self, kmsg: KmsgWindows) -> None:
         """The kernel log since the last window (its lines in the workdir's kmsg.txt, read
         and classified by the log's own process) and the block-layer witness's window, cut
-        where fio's status closed the window: bpftrace's heartbeats have passed that instant
-        by now, so the take does not wait for them (without fio, the cut is now)."""
+        where fio's status closed the window (without fio, now): by the time it is read,
+        part of the heartbeats the take waits for after its cut have come already."""
         state = self.state
         state.kernel = kmsg.take(state.workdir / "kmsg.txt").summary
         state.phases.mark("kernel_log")
