@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -80,33 +80,47 @@ def kvm_usable(limit_s: float | None = None) -> bool:
     stayed up, which on a loaded machine says nothing. A KVM that runs firmware can still
     never boot a kernel: the boot watchdog of run_in_vm catches that and remembers it.
     """
-    if not kvm_device_present():
-        return False
-    qemu = f"qemu-system-{platform.machine()}"
-    try:
-        require_tool(qemu)
-    except ToolError:
-        return False
-    argv = [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "64"]
-    argv += ["-display", "none", "-nodefaults", "-no-reboot", "-serial", "none"]
-    argv += ["-monitor", "none", "-chardev", "stdio,id=firmware"]
-    argv += ["-device", "isa-debugcon,iobase=0x402,chardev=firmware"]
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
-    try:
+    firmware = ["-machine", "q35", "-m", "64", "-serial", "none", "-chardev", "stdio,id=firmware"]
+    firmware += ["-device", "isa-debugcon,iobase=0x402,chardev=firmware"]
+    with _kvm_qemu(firmware) as proc:
+        if proc is None:
+            return False
+        assert proc.stdout is not None
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
             # Readable: the firmware's first bytes, or end of file when qemu ended.
             ready = selector.select(timeout=KVM_PROBE_S if limit_s is None else limit_s)
             return bool(ready) and bool(os.read(proc.stdout.fileno(), 256))
+
+
+@contextlib.contextmanager
+def _kvm_qemu(args: list[str]) -> Iterator[subprocess.Popen[bytes] | None]:
+    """A qemu for a KVM probe: ``qemu-system-<arch> -accel kvm -cpu host`` without display,
+    devices or monitor, plus ``args``; its stdout is a pipe. Yields None when /dev/kvm or
+    qemu is missing. Killed on leaving (waited for at most QEMU_KILL_WAIT_S seconds)."""
+    qemu = f"qemu-system-{platform.machine()}"
+    if not kvm_device_present():
+        yield None
+        return
+    try:
+        require_tool(qemu)
+    except ToolError:
+        yield None
+        return
+    argv = [qemu, "-accel", "kvm", "-cpu", "host", "-display", "none", "-nodefaults"]
+    argv += ["-no-reboot", "-monitor", "none", *args]
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=QEMU_KILL_WAIT_S)
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def kernel_image(kernel: str) -> Path | None:
@@ -166,26 +180,18 @@ def kvm_starts_kernel(kernel: str, limit_s: float | None = None) -> KernelProbe:
     KVM_KERNEL_PROBE_S instead of the boot watchdog's KVM_BOOT_TIMEOUT_S.
     """
     image = kernel_image(kernel)
-    if image is None or not kvm_device_present():
-        return KernelProbe(ran=False)
-    qemu = f"qemu-system-{platform.machine()}"
-    try:
-        require_tool(qemu)
-    except ToolError:
+    if image is None:
         return KernelProbe(ran=False)
     limit = KVM_KERNEL_PROBE_S if limit_s is None else limit_s
-    argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256", "-display", "none"]
-    argv += ["-nodefaults", "-no-reboot", "-monitor", "none", "-serial", "stdio"]
-    argv += ["-kernel", str(image), "-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1"]
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
-    assert proc.stdout is not None
     seen = b""
     banner = ended = False
-    cpu_s = 0.0
     deadline = time.monotonic() + limit
-    try:
+    boot = ["-m", "256", "-serial", "stdio", "-kernel", str(image)]
+    boot += ["-append", "console=ttyS0 earlyprintk=serial,ttyS0 panic=-1"]
+    with _kvm_qemu(boot) as proc:
+        if proc is None:
+            return KernelProbe(ran=False)
+        assert proc.stdout is not None
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
             while not banner:
@@ -200,12 +206,6 @@ def kvm_starts_kernel(kernel: str, limit_s: float | None = None) -> KernelProbe:
                 banner = KERNEL_BANNER in joined
                 seen = joined[-4096:]
         cpu_s = _cpu_seconds(proc.pid)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=QEMU_KILL_WAIT_S)
-        proc.stdout.close()
     lines = [ln.strip() for ln in seen.decode(errors="replace").splitlines() if ln.strip()]
     return KernelProbe(
         ran=True,
