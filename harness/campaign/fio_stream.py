@@ -47,7 +47,6 @@ from harness.campaign.workload import (
     interrupt_then_kill,
 )
 from harness.core.errors import HarnessError
-from harness.core.priority import fio_nice_option
 from harness.core.procs import require_tool
 
 READ_CHUNK_BYTES = 1 << 16
@@ -264,7 +263,7 @@ class FioStream:
         self._cond = threading.Condition()
         self._stderr_file: IO[str] = self.stderr_path.open("a", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [*job.argv(None, output_format="json+"), *fio_nice_option()],
+            job.argv(None, output_format="json+"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

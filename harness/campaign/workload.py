@@ -55,7 +55,9 @@ class FioJob:
 
     def argv(self, output: Path | None, output_format: str = "json") -> list[str]:
         """fio's argument list; results as ``output_format`` into ``output`` (stdout when
-        None). Every IO error is one stderr line (``error_dump``), also the non-fatal ones."""
+        None). Every IO error is one stderr line (``error_dump``), also the non-fatal ones.
+        Built where fio starts: its jobs' ``--nice`` depends on the calling thread's
+        (harness.core.priority.fio_nice_option)."""
         region = self.region_bytes()
         if region <= 0:  # fio reads --size=0 as "the whole device": jobs would overlap
             raise HarnessError(
@@ -87,7 +89,7 @@ class FioJob:
             args.append(f"--output={output}")
         if self.verify:
             args += ["--verify=crc32c", "--verify_backlog=64", "--verify_fatal=0"]
-        return args
+        return args + fio_nice_option()  # the jobs at the workload's nice (core.priority)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ class FioRun:
         self.lines: list[StampedLine] = []
         self._stderr_file: IO[str] = self.stderr_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [*job.argv(self.output), *fio_nice_option()],
+            job.argv(self.output),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
