@@ -69,5 +69,7 @@ def test_fault_is_recorded(
         assert record["inject_at_s"] > 0 and record["restore_at_s"] >= record["inject_at_s"]
         assert not record["hang"], detail
         assert record["kernel_bug_lines"] == 0, detail
+    # each window's kernel log came from the log's own process, with its CPU cost
+    assert sum(record["kmsg_cpu_s"] for record in records) > 0
     summary = json.loads((results_dir / "summary.json").read_text())
     assert summary["complete"] and not summary["teardown_errors"]

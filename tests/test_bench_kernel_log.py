@@ -15,8 +15,12 @@ from harness.core.paths import BUILD_DIR
 from harness.core.results import RESULTS_FILE, JsonlWriter
 
 
-def write_run(rundir: Path, iterations: list[tuple[float, float, int, str]]) -> None:
-    """(cycle_s, kernel_log s, records, verdict) per iteration, plus a non-iteration record."""
+def write_run(
+    rundir: Path, iterations: list[tuple[float, float, int, str]], cpu_s_per_record: float = 0.0
+) -> None:
+    """(cycle_s, kernel_log s, records, verdict) per iteration, plus a non-iteration record;
+    ``kmsg_cpu_s`` is ``cpu_s_per_record`` times the records (0: an older revision's record,
+    without the field)."""
     rundir.mkdir(parents=True, exist_ok=True)
     with JsonlWriter(rundir / RESULTS_FILE) as writer:
         writer.append({"event": "campaign_start"})
@@ -30,6 +34,7 @@ def write_run(rundir: Path, iterations: list[tuple[float, float, int, str]]) -> 
                     "kernel_classes": {"nvmet_failed_cmd": records - 2, "identifiers": 2},
                     "kmsg_lost": 1 if records > 3000 else 0,
                 }
+                | ({"kmsg_cpu_s": cpu_s_per_record * records} if cpu_s_per_record else {})
             )
 
 
@@ -37,6 +42,7 @@ def test_figures_from_a_runs_records(tmp_path: Path) -> None:
     write_run(
         tmp_path / "r",
         [(2.0, 0.1, 1000, "eio_race"), (3.0, 0.3, 3000, "pass"), (1.0, 0.2, 4000, "eio")],
+        cpu_s_per_record=40e-6,
     )
     run = kernel_log.run_figures(tmp_path / "r", "abc", "quiet", (0.5, 1.5), 90.0)
     assert (run.iterations, run.race_iterations, run.app_eio_iterations) == (3, 1, 2)
@@ -45,25 +51,28 @@ def test_figures_from_a_runs_records(tmp_path: Path) -> None:
     assert (run.records_median, run.records_max, run.kmsg_lost) == (3000, 4000, 1)
     assert run.kernel_log_s_per_1000 == pytest.approx(1000 * 0.6 / 8000)
     assert run.at_3000_s == pytest.approx(0.225)
+    assert run.cpu_us_per_record == pytest.approx(40.0)
     assert run.meets_kernel_log_goal is False and run.meets_cycle_goal is True
     busy = kernel_log.run_figures(tmp_path / "r", "abc", "busy", (2.0, 2.0), 90.0)
     assert busy.meets_cycle_goal is True  # 2.0 s median <= 4 s
     empty = kernel_log.run_figures(tmp_path / "none", "abc", "quiet", (0.0, 0.0), 1.0)
     assert empty.iterations == 0 and empty.meets_kernel_log_goal is None
+    assert empty.cpu_us_per_record is None
 
 
 def test_the_table_and_report_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_run(tmp_path / "a-quiet", [(9.0, 5.0, 2000, "eio_race")])
-    write_run(tmp_path / "b-busy", [(3.0, 0.1, 3000, "eio_race")])
+    write_run(tmp_path / "b-busy", [(3.0, 0.1, 3000, "eio_race")], cpu_s_per_record=25e-6)
     runs = [
         kernel_log.run_figures(tmp_path / "a-quiet", "a", "quiet", (0.1, 0.2), 100.0),
         kernel_log.run_figures(tmp_path / "b-busy", "b", "busy", (2.1, 2.3), 80.0),
     ]
     text = kernel_log.write(runs, tmp_path)
     rows = text.splitlines()
-    assert len(rows) == 4 and rows[0].count("|") == rows[2].count("|") == 15
+    assert len(rows) == 4 and rows[0].count("|") == rows[2].count("|") == 16
     assert "| a | quiet | 1 | 1 / 1 | 9.0 (9.0) | <= 2: no |" in rows[2]
-    assert "| 0.033 | 0.10 | yes |" in rows[3]
+    assert "| 0.033 | 0.10 | yes | 25 | 0 |" in rows[3]
+    assert "| 2.500 | 7.50 | no | - | 0 |" in rows[2]  # no CPU figure in its records
     # --report-only recomputes from the runs' records
     write_run(tmp_path / "b-busy", [(1.0, 0.1, 3000, "pass")])
     argv = ["bench-kernel-log", "--out", str(tmp_path), "--report-only"]

@@ -16,6 +16,7 @@ import pytest
 from harness.campaign import kmsg_child
 from harness.campaign.kmsg import KernelLogSummary
 from harness.campaign.kmsg_child import READY, KmsgChild
+from harness.core.errors import HarnessError
 
 FAILED_CMD = (
     "6,{seq},{ts},-;nvmet_tcp: failed cmd 0000000047ce6750 id {seq} opcode 2, data_len: 4096"
@@ -76,6 +77,18 @@ def test_serve_answers_requests_until_stdin_closes(tmp_path: Path) -> None:
     assert ready == READY and json.loads(answer)["summary"]["eod_race_lines"] == 1
 
 
+def test_a_windows_cpu_seconds_are_its_own_not_the_processs_so_far(tmp_path: Path) -> None:
+    sock, fd = feeder()
+    child = KmsgChild(fd)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    for seq in range(1, 2001):
+        send(sock, FAILED_CMD, seq)
+    busy = child.take(str(tmp_path / "busy.txt"))
+    idle = child.take(str(tmp_path / "idle.txt"))
+    assert busy["records"] == 2000 and idle["records"] == 0
+    assert busy["cpu_s"] > 0 and 0 <= idle["cpu_s"] < busy["cpu_s"]
+
+
 class EndlessFlood(KmsgChild):
     """A kernel that never stops printing: every read returns another record."""
 
@@ -109,13 +122,19 @@ def test_a_flood_faster_than_the_reader_does_not_starve_the_requests(
 @pytest.mark.skipif(
     os.geteuid() != 0 or not os.access("/dev/kmsg", os.R_OK), reason="needs root and /dev/kmsg"
 )
-def test_the_child_reads_the_real_kernel_log_ahead_of_the_workload() -> None:
+def test_the_child_reads_the_real_kernel_log_ahead_of_the_workload(tmp_path: Path) -> None:
     from harness.campaign.kmsg import CHILD_NICE, KmsgWindows
 
     with KmsgWindows() as windows:
         pid = windows._proc.pid
         assert os.getpriority(os.PRIO_PROCESS, pid) == CHILD_NICE
         assert windows.skip() >= 0
+        windows.send_take(tmp_path / "kmsg.txt")  # answered later: one request at a time
+        with pytest.raises(HarnessError, match="before it answered"):
+            windows.skip()
+        window = windows.take_reply()
+        assert window.records >= 0 and window.cpu_s >= 0
+        assert (tmp_path / "kmsg.txt").exists()
     assert (
         not Path(f"/proc/{pid}").exists()
         or Path(f"/proc/{pid}/status").read_text().find("State:\tZ") >= 0

@@ -63,7 +63,9 @@ class KernelLogRun:
 
     Seconds unless said; ``records``: kernel log records per iteration (all classes);
     ``kernel_log_s_per_1000``: the run's kernel_log seconds over its records, times 1,000;
-    ``at_3000_s``: that rate times 3, the goal's figure; ``loadavg``: the host's 1-minute
+    ``at_3000_s``: that rate times 3, the goal's figure; ``cpu_us_per_record``: the kernel
+    log process's CPU microseconds per record (``kmsg_cpu_s`` over the records; None for
+    revisions that did not record it); ``loadavg``: the host's 1-minute
     load average at the start and the end of the run; ``wall_s``: host seconds of the whole
     run, boot included.
     """
@@ -80,6 +82,7 @@ class KernelLogRun:
     records_median: float | None
     records_max: int
     kernel_log_s_per_1000: float | None
+    cpu_us_per_record: float | None
     kmsg_lost: int
     loadavg: tuple[float, float]
     wall_s: float
@@ -120,6 +123,7 @@ def run_figures(
     kernel_log = [float(r.get("phases_s", {}).get("kernel_log", 0.0)) for r in records]
     counts = [sum(int(v) for v in r.get("kernel_classes", {}).values()) for r in records]
     total_records = sum(counts)
+    cpu_s = [float(r["kmsg_cpu_s"]) for r in records if r.get("kmsg_cpu_s")]
     return KernelLogRun(
         revision=revision,
         condition=condition,
@@ -133,6 +137,7 @@ def run_figures(
         records_median=_median([float(c) for c in counts]),
         records_max=max(counts, default=0),
         kernel_log_s_per_1000=(1000 * sum(kernel_log) / total_records if total_records else None),
+        cpu_us_per_record=(1e6 * sum(cpu_s) / total_records if cpu_s and total_records else None),
         kmsg_lost=sum(int(r.get("kmsg_lost", 0)) for r in records),
         loadavg=loadavg,
         wall_s=wall_s,
@@ -315,10 +320,10 @@ def markdown(runs: Sequence[KernelLogRun]) -> str:
     header = (
         "| revision | host | iterations | race / app EIO | cycle s median (mean) | cycle goal "
         "| kernel_log s median (max) | records per iteration median (max) "
-        "| kernel_log s per 1,000 records | at 3,000 records | <= 0.2 s? | lost | load 1-min "
-        "start -> end | wall s |"
+        "| kernel_log s per 1,000 records | at 3,000 records | <= 0.2 s? "
+        "| log process CPU us per record | lost | load 1-min start -> end | wall s |"
     )
-    lines = [header, "|" + "---|" * 14]
+    lines = [header, "|" + "---|" * 15]
     for r in runs:
         goal = GOAL_CYCLE_S.get(r.condition)
         lines.append(
@@ -327,7 +332,8 @@ def markdown(runs: Sequence[KernelLogRun]) -> str:
             f"<= {goal:g}: {_goal(r.meets_cycle_goal)} | {_cell(r.kernel_log_s_median, 2)} "
             f"({_cell(r.kernel_log_s_max, 2)}) | {_cell(r.records_median, 0)} ({r.records_max})"
             f" | {_cell(r.kernel_log_s_per_1000, 3)} | {_cell(r.at_3000_s, 2)} | "
-            f"{_goal(r.meets_kernel_log_goal)} | {r.kmsg_lost} | {r.loadavg[0]:.1f} -> "
+            f"{_goal(r.meets_kernel_log_goal)} | {_cell(r.cpu_us_per_record, 0)} | "
+            f"{r.kmsg_lost} | {r.loadavg[0]:.1f} -> "
             f"{r.loadavg[1]:.1f} | {r.wall_s:.0f} |"
         )
     return "\n".join(lines) + "\n"

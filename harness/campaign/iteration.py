@@ -98,6 +98,7 @@ class IterationState:
     stuck: list[str] = field(default_factory=list)
     kernel_write_hung: bool = False
     kernel: KernelLogSummary = field(default_factory=KernelLogSummary)
+    kernel_log_cpu_s: float = 0.0  # the kernel log's process, on this window
     witness: WitnessWindow | None = None  # None: the block-layer witness is not running
 
 
@@ -229,7 +230,6 @@ class Iteration:
             state.fio, state.error = campaign.io.close_window(io, state.error, hang=monitor.hang)
             state.window_end = time.monotonic()
             state.io_stop_s = state.window_end - closing
-            state.phases.mark("window_close")
             if io.readers is not None:
                 state.passthru = io.readers.take_window()
             if io.stale is not None:
@@ -238,15 +238,19 @@ class Iteration:
             campaign.faults.restore_everything()
             with contextlib.suppress(HarnessError):
                 campaign.faults.recover(campaign.config.campaign.recover_timeout_s, lambda: False)
+        state.phases.mark("window_close")
 
     def read_witnesses(self, kmsg: KmsgWindows) -> None:
         """The kernel log since the last window (its lines in the workdir's kmsg.txt, read
         and classified by the log's own process) and the block-layer witness's window, cut
         where fio's status closed the window (without fio, now): by the time it is read,
-        part of the heartbeats the take waits for after its cut have come already."""
+        part of the heartbeats the take waits for after its cut have come already.
+
+        The kernel log's window ends first, and its process writes and sums it up while
+        the witness's take waits for its heartbeats: the ``kernel_log`` phase is the wait
+        for the log left after the ``witness`` phase (its whole cost without a witness)."""
         state = self.state
-        state.kernel = kmsg.take(state.workdir / "kmsg.txt").summary
-        state.phases.mark("kernel_log")
+        kmsg.send_take(state.workdir / "kmsg.txt")
         witness = self.campaign.witness
         if witness is not None:
             try:
@@ -254,6 +258,9 @@ class Iteration:
             except HarnessError as exc:
                 self.campaign.witness_lost(str(exc))
             state.phases.mark("witness")
+        window = kmsg.take_reply()
+        state.kernel, state.kernel_log_cpu_s = window.summary, window.cpu_s
+        state.phases.mark("kernel_log")
         if state.kernel.last_eod_ts_s is not None:
             self.campaign.last_eod_line_at = state.kernel.last_eod_ts_s
 

@@ -465,11 +465,12 @@ CHILD_NICE = -10
 @dataclass(frozen=True)
 class LogWindow:
     """One window of the kernel log, as the child summed it up: the summary, how many
-    records it had, and the child's CPU seconds so far (its cost, apart from the campaign)."""
+    records it had, and the child's CPU seconds for it (reading, classifying and writing
+    its lines: the log's cost, apart from the campaign's wait for it)."""
 
     summary: KernelLogSummary
     records: int
-    child_cpu_s: float
+    cpu_s: float
 
 
 class KmsgWindows:
@@ -477,12 +478,15 @@ class KmsgWindows:
     (harness/campaign/kmsg_child.py: why a process, and the protocol).
 
     ``skip()`` drops the records so far (setup noise); ``take(path)`` ends a window: its
-    lines go to ``path`` (kmsg.txt), its summary comes back. Raises HarnessError when the
-    child does not start, dies, or does not answer in ``timeout_s`` seconds. As a context
-    manager, the child never outlives the ``with`` block."""
+    lines go to ``path`` (kmsg.txt), its summary comes back. ``send_take(path)`` ends the
+    window now and ``take_reply()`` collects it later: the child writes and answers while
+    the caller waits for something else (the block-layer witness). Raises HarnessError when
+    the child does not start, dies, or does not answer in ``timeout_s`` seconds. As a
+    context manager, the child never outlives the ``with`` block."""
 
     def __init__(self, timeout_s: float = CHILD_TIMEOUT_S) -> None:
         self.timeout_s = timeout_s
+        self._pending = False  # a take sent, its reply not read yet
         self._proc = subprocess.Popen(
             [sys.executable, "-m", CHILD_MODULE],
             stdin=subprocess.PIPE,
@@ -504,14 +508,20 @@ class KmsgWindows:
                 raise HarnessError(f"the kernel log reader did not answer in {self.timeout_s:g} s")
         return self._proc.stdout.readline().strip()
 
-    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, request: dict[str, Any]) -> None:
         assert self._proc.stdin is not None
+        if self._pending:
+            raise HarnessError("the kernel log reader was asked again before it answered")
         try:
             self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()
         except BrokenPipeError as exc:
             raise HarnessError("the kernel log reader died") from exc
+        self._pending = True
+
+    def _answer(self) -> dict[str, Any]:
         line = self._reply()
+        self._pending = False
         if not line:
             raise HarnessError(f"the kernel log reader died (exit {self._proc.poll()})")
         reply: dict[str, Any] = json.loads(line)
@@ -519,14 +529,25 @@ class KmsgWindows:
 
     def skip(self) -> int:
         """Drop the records since the last call; how many there were."""
-        return int(self._ask({"cmd": "skip"})["records"])
+        self._send({"cmd": "skip"})
+        return int(self._answer()["records"])
 
-    def take(self, path: Path) -> LogWindow:
-        """The window since the last call: its lines written to ``path``, its summary."""
-        reply = self._ask({"cmd": "take", "path": str(path)})
+    def send_take(self, path: Path) -> None:
+        """End the window since the last call now; its lines go to ``path``. The reply
+        (:meth:`take_reply`) must be read before the next request."""
+        self._send({"cmd": "take", "path": str(path)})
+
+    def take_reply(self) -> LogWindow:
+        """The window that ``send_take`` ended: its summary, records and CPU seconds."""
+        reply = self._answer()
         return LogWindow(
             KernelLogSummary(**reply["summary"]), int(reply["records"]), float(reply["cpu_s"])
         )
+
+    def take(self, path: Path) -> LogWindow:
+        """The window since the last call: its lines written to ``path``, its summary."""
+        self.send_take(path)
+        return self.take_reply()
 
     def close(self) -> None:
         """End the child (it exits when its stdin closes; killed if it does not)."""

@@ -13,6 +13,8 @@ ready line, then answers one JSON request per line on stdin with one JSON line o
     {"cmd": "take", "path": DIR/kmsg.txt}  the records since the last request: their lines
                                            written to ``path``, their summary answered
         -> {"summary": {...KernelLogSummary...}, "records": N, "cpu_s": S, "caught_up": B}
+        (S: this process's CPU seconds since the last request: reading, classifying and
+        writing this window)
     {"cmd": "skip"}                        forget the records since the last request
         -> {"records": N, "caught_up": B}
 
@@ -70,6 +72,7 @@ class KmsgChild:
         self.fd = fd
         self.window = Window()
         self.last_seq: int | None = None
+        self.cpu_at_last_request = time.process_time()
 
     def _read(self) -> bytes:
         """One record (one read(2) of /dev/kmsg); BlockingIOError when there is none."""
@@ -116,13 +119,16 @@ class KmsgChild:
         up for at most TAKE_BUDGET_S first (``caught_up`` in the reply says whether)."""
         caught_up = self.drain(TAKE_BUDGET_S)
         window, self.window = self.window, Window()
+        if path is not None:
+            Path(path).write_text("\n".join(window.lines) + "\n")
+        cpu_s = time.process_time() - self.cpu_at_last_request
+        self.cpu_at_last_request += cpu_s
         if path is None:
             return {"records": window.records, "caught_up": caught_up}
-        Path(path).write_text("\n".join(window.lines) + "\n")
         return {
             "summary": dataclasses.asdict(window.summary),
             "records": window.records,
-            "cpu_s": round(time.process_time(), 3),
+            "cpu_s": round(cpu_s, 4),
             "caught_up": caught_up,
         }
 

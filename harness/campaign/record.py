@@ -126,6 +126,7 @@ def build_record(
         stale_write_max_io_s=round(stale.max_io_s, 3),
         stale_write_examples=list(stale.examples),
         kmsg_lost=kernel.lost,
+        kmsg_cpu_s=round(state.kernel_log_cpu_s, 4),
         fio_run=fio_run,
         kernel_classes=dict(sorted(kernel.classes.items())),
         phases_s=dict(state.phases.seconds),

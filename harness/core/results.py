@@ -124,6 +124,9 @@ class IterationRecord:
     stale_write_max_io_s: float = 0.0
     stale_write_examples: list[str] = field(default_factory=list)
     kmsg_lost: int = 0  # kernel log records overwritten before the harness read them
+    # CPU seconds the kernel log's own process spent on the iteration's window (reading,
+    # classifying, writing kmsg.txt; harness/campaign/kmsg_child.py); 0 in records from before
+    kmsg_cpu_s: float = 0.0
     # which fio run of the campaign served this window (1: the first; more: fio was started
     # again because it exited or its head was replaced); 0 in records from before
     fio_run: int = 0
@@ -131,8 +134,9 @@ class IterationRecord:
     # usable path - requeuing I/O", "identifiers changed", controller state changes...)
     kernel_classes: dict[str, int] = field(default_factory=dict)
     # seconds per phase of the iteration, in order (window_open, prepare, warmup,
-    # eod_ratelimit, inject, hold, restore, recover, settle, window_close, kernel_log,
-    # witness): where a cycle's time goes
+    # eod_ratelimit, inject, hold, restore, recover, settle, window_close, witness,
+    # kernel_log: the wait for the kernel log left after the witness's): where a cycle's
+    # time goes
     phases_s: dict[str, float] = field(default_factory=dict)
     # a [[steps]] campaign: what each step did and when (harness/steps.py StepRecord), then
     # the automatic restores (step -1); empty for a one-fault campaign
