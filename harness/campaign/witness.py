@@ -46,6 +46,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from harness.bed.cleanup import WITNESS_MARK
 from harness.core.errors import HarnessError, ToolError
@@ -244,6 +245,10 @@ class Witness:
         self.stop_timeout_s = stop_timeout_s
         self.total = WitnessWindow()  # every window taken so far
         self._proc: subprocess.Popen[bytes] | None = None
+        # The output, opened once and read on from where the last read ended: it is on the
+        # run's shared directory (9p in the VM), where each open and close is a round trip
+        # to the host, and the take polls it every TAKE_POLL_S.
+        self._stream: BinaryIO | None = None
         self._offset = 0  # bytes of the output read so far
         self._partial = ""  # a line not yet ended
         self._last_tick_s = 0.0
@@ -344,9 +349,10 @@ class Witness:
     def _read(self) -> None:
         """Parse what bpftrace appended to the output since the last read."""
         try:
-            with self.output.open("rb") as stream:
-                stream.seek(self._offset)
-                chunk = stream.read()
+            if self._stream is None:
+                self._stream = self.output.open("rb")
+                self._stream.seek(self._offset)
+            chunk = self._stream.read()
         except OSError:
             return
         self._offset += len(chunk)
@@ -373,6 +379,9 @@ class Witness:
         return lines[-1] if lines else "no output"
 
     def _kill(self) -> None:
+        if self._stream is not None:  # a later read opens it again where this one ended
+            self._stream.close()
+            self._stream = None
         proc = self._proc
         self._proc = None
         if proc is not None and proc.poll() is None:
