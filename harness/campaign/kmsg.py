@@ -86,7 +86,8 @@ def parse_record(raw: str) -> KmsgRecord | None:
     except ValueError:
         return None
     first_line = message.split("\n", 1)[0]
-    return KmsgRecord(seq=seq, ts_us=ts_us, level=prio & 7, text=unescape(first_line))
+    text = unescape(first_line) if "\\x" in first_line else first_line
+    return KmsgRecord(seq=seq, ts_us=ts_us, level=prio & 7, text=text)
 
 
 def unescape(text: str) -> str:
