@@ -89,37 +89,6 @@ def test_a_windows_cpu_seconds_are_its_own_not_the_processs_so_far(tmp_path: Pat
     assert busy["cpu_s"] > 0 and 0 <= idle["cpu_s"] < busy["cpu_s"]
 
 
-class CountingDrains(KmsgChild):
-    def __init__(self, fd: int) -> None:
-        super().__init__(fd)
-        self.drains = 0
-
-    def drain(self, budget_s: float | None = None) -> bool:
-        self.drains += 1
-        return super().drain(budget_s)
-
-
-def test_serve_reads_a_trickle_in_batches_not_record_by_record(tmp_path: Path) -> None:
-    """200 records, one a millisecond: read every READ_EVERY_S (about 10 reads), not woken
-    for each (about 200), and every one of them in the window."""
-    sock, fd = feeder()
-    child = CountingDrains(fd)
-    read_end, write_end = os.pipe()
-    requests = os.fdopen(read_end, "r")
-    replies = io.StringIO()
-    server = threading.Thread(target=child.serve, args=(requests, replies), daemon=True)
-    server.start()
-    for seq in range(1, 201):
-        send(sock, FAILED_CMD, seq)
-        time.sleep(0.001)
-    with os.fdopen(write_end, "w") as pipe:
-        pipe.write(json.dumps({"cmd": "take", "path": str(tmp_path / "k.txt")}) + "\n")
-    server.join(timeout=10)
-    assert not server.is_alive()
-    assert json.loads(replies.getvalue().splitlines()[1])["records"] == 200
-    assert child.drains < 60, f"{child.drains} reads for 200 records"
-
-
 class EndlessFlood(KmsgChild):
     """A kernel that never stops printing: every read returns another record."""
 

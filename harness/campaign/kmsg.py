@@ -86,8 +86,7 @@ def parse_record(raw: str) -> KmsgRecord | None:
     except ValueError:
         return None
     first_line = message.split("\n", 1)[0]
-    text = unescape(first_line) if "\\x" in first_line else first_line
-    return KmsgRecord(seq=seq, ts_us=ts_us, level=prio & 7, text=text)
+    return KmsgRecord(seq=seq, ts_us=ts_us, level=prio & 7, text=unescape(first_line))
 
 
 def unescape(text: str) -> str:

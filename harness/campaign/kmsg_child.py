@@ -4,9 +4,8 @@ Why a process: /dev/kmsg hands out one record per read(2), and a fault can make 
 print thousands (nvmet logs one "failed cmd" line per IO it fails in the identity flip's
 disable window). Read from a thread of the campaign, every record was a GIL handoff with the
 passthrough reader threads: about 10 ms per line under TCG, seconds per iteration. This
-process has its own interpreter: it reads and classifies the records in batches (every
-READ_EVERY_S), in parallel with the campaign, and hands over one iteration's summary when
-asked.
+process has its own interpreter: it reads and classifies each record as it arrives, in
+parallel with the campaign, and hands over one iteration's summary when asked.
 
 Run as ``python -m harness.campaign.kmsg_child``. It opens /dev/kmsg at its end, prints one
 ready line, then answers one JSON request per line on stdin with one JSON line on stdout:
@@ -47,13 +46,6 @@ from harness.campaign.kmsg import (
 )
 
 READY = CHILD_READY
-# The log is read in batches, every READ_EVERY_S, not as each record comes: woken for every
-# record of a flood, the process paid a wake-up, a select and a read for each, about 0.4 ms
-# of a vCPU per record under TCG (kmsg_cpu_s in the records, bench-kernel-log). The kernel
-# keeps what comes meanwhile (log_buf_len: 16 MiB in the VM; Debian's default 128 KiB holds
-# about a thousand records, several times what a flood prints in READ_EVERY_S), and a take
-# reads everything up to its request anyway.
-READ_EVERY_S = 0.02
 # A flood (nvmet's "failed cmd" lines under a busy host) can come faster than one process
 # reads it: the serve loop reads for at most DRAIN_SLICE_S between looks at the requests,
 # and a take catches up for at most TAKE_BUDGET_S before it answers (well inside the
@@ -141,25 +133,24 @@ class KmsgChild:
         }
 
     def serve(self, requests: IO[str], replies: IO[str]) -> None:
-        """Read records every READ_EVERY_S (at once while behind), answer requests as they
-        come, until ``requests`` closes."""
+        """Read records as they come, answer requests, until ``requests`` closes."""
         selector = selectors.DefaultSelector()
-        selector.register(requests, selectors.EVENT_READ)
+        selector.register(self.fd, selectors.EVENT_READ, "kmsg")
+        selector.register(requests, selectors.EVENT_READ, "request")
         replies.write(READY + "\n")
         replies.flush()
-        caught_up = True
         while True:
-            if not selector.select(READ_EVERY_S if caught_up else 0):
-                caught_up = self.drain(DRAIN_SLICE_S)  # then look at the requests again
-                continue
-            line = requests.readline()
-            if not line:
-                return
-            request = json.loads(line)
-            path = request.get("path") if request.get("cmd") == "take" else None
-            replies.write(json.dumps(self.take(path)) + "\n")
-            replies.flush()
-            caught_up = True
+            for key, _events in selector.select():
+                if key.data == "kmsg":
+                    self.drain(DRAIN_SLICE_S)  # then look at the requests again
+                    continue
+                line = requests.readline()
+                if not line:
+                    return
+                request = json.loads(line)
+                path = request.get("path") if request.get("cmd") == "take" else None
+                replies.write(json.dumps(self.take(path)) + "\n")
+                replies.flush()
 
 
 def open_kmsg(path: str = KMSG) -> int:
