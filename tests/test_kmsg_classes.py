@@ -139,3 +139,56 @@ def test_summary_add_still_returns_the_line_kind() -> None:
     summary = KernelLogSummary()
     assert summary.add(record("block nvme0n1: no usable path - requeuing I/O")) is LineKind.OTHER
     assert summary.classes == {"no_usable_path": 1}
+
+
+# Raw /dev/kmsg records: the flood formats (the fast paths) and lines that only look alike.
+RAW_RECORDS = [
+    b"3,10,5000001,-;nvmet_tcp: failed cmd 0000000047ce6750 id 12 opcode 2, data_len: 4096\n",
+    b"3,11,5000002,c;nvmet_rdma: failed cmd 00000000deadbeef id 3 opcode 1, data_len: 0\n"
+    b" SUBSYSTEM=nvmet\n",
+    b"6,12,5000003,-;nvmet_tcp: failed cmd 0000000047ce6750 id 13 opcode 2, data_len: 4096",
+    b"3,14,5000004,-;nvmet_tcp: failed cmd 0000000047ce6750 id 13 opcode 2, data_len: 4096 more\n",
+    b"3,15,5000005,-;nvmet_tcp: failed cmd \\x0a id 1 opcode 2, data_len: 1\n",
+    b"4,16,5000006,-;fio: attempt to access beyond end of device\\x0anvme0c1n1: rw=34817, "
+    b"sector=8, nr_sectors = 8 limit=0\n",
+    b"6,17,5000007,-;nvme nvme0: rescanning namespaces.\n",
+]
+
+
+def test_the_flood_formats_classify_as_the_rules_do() -> None:
+    """KNOWN_FORMATS (and their raw form) only save time: every record gets the kind and
+    class the rules give it, and the child's lines and summary are the same either way."""
+    from harness.campaign import kmsg
+    from harness.campaign.kmsg_child import KmsgChild
+
+    fast_hits = 0
+    slow = KernelLogSummary()
+    slow_lines = []
+    for raw in RAW_RECORDS:
+        parsed = kmsg.parse_record(raw.decode())
+        assert parsed is not None
+        kind, disk = kmsg.classify(parsed)
+        assert kmsg.classify_fully(parsed) == (kind, disk, kmsg.kernel_class(parsed, kind))
+        flood = kmsg.match_flood_record(raw)
+        if flood is not None:
+            fast_hits += 1
+            assert flood == (parsed.seq, parsed.ts_us, parsed.text, "nvmet_failed_cmd")
+        slow.add(parsed)
+        slow_lines.append(format_record(parsed))
+    assert fast_hits == 3  # the first three; the others only look alike
+
+    class Replay(KmsgChild):
+        def __init__(self) -> None:
+            super().__init__(-1)
+            self.left = list(RAW_RECORDS)
+
+        def _read(self) -> bytes:
+            if not self.left:
+                raise BlockingIOError
+            return self.left.pop(0)
+
+    child = Replay()
+    assert child.drain() is True
+    slow.lost = 1  # seq 13 is not in the list
+    assert child.window.summary == slow
+    assert child.window.lines == slow_lines

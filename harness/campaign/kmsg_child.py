@@ -41,7 +41,9 @@ from harness.campaign.kmsg import (
     CHILD_READY,
     KMSG,
     KernelLogSummary,
+    format_line,
     format_record,
+    match_flood_record,
     parse_record,
 )
 
@@ -104,15 +106,27 @@ class KmsgChild:
                 raise
             if not chunk:
                 return True
+            flood = match_flood_record(chunk)  # most records of a flood: counted, not parsed
+            if flood is not None:
+                seq, ts_us, text, fine = flood
+                self._follow(seq)
+                window.summary.classes[fine] = window.summary.classes.get(fine, 0) + 1
+                window.lines.append(format_line(ts_us, text))
+                window.records += 1
+                continue
             record = parse_record(chunk.decode("utf-8", errors="replace"))
             if record is None:
                 continue
-            if self.last_seq is not None and record.seq > self.last_seq + 1:
-                window.summary.lost += record.seq - self.last_seq - 1
-            self.last_seq = record.seq
+            self._follow(record.seq)
             window.summary.add(record)
             window.lines.append(format_record(record))
             window.records += 1
+
+    def _follow(self, seq: int) -> None:
+        """Count the records between the last one read and ``seq`` as lost (overwritten)."""
+        if self.last_seq is not None and seq > self.last_seq + 1:
+            self.window.summary.lost += seq - self.last_seq - 1
+        self.last_seq = seq
 
     def take(self, path: str | None) -> dict[str, Any]:
         """End the window: write its lines to ``path`` (None: drop them); its reply. Catches
