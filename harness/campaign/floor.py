@@ -45,12 +45,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from harness.bed.blocked import describe_blocked
 from harness.bed.path_removal import PathRemoval
 from harness.bed.testbed import Testbed
 from harness.bed.variants import kernel_info
 from harness.campaign.fio_stream import FioSnapshot, FioStream, FioStreamError, window_result
-from harness.campaign.io_session import fio_job, start_passthru, wait_io_flowing
+from harness.campaign.io_session import (
+    fio_job,
+    start_passthru,
+    stuck_readers_error,
+    wait_io_flowing,
+)
 from harness.campaign.passthru import PassthruReaders
 from harness.campaign.plan import resolve_path
 from harness.core.errors import HarnessError
@@ -597,11 +601,7 @@ def run_floor(
                     io_summary = io.stop()
                     stuck = io_summary.get("passthru_stuck", 0)
                     if stuck:
-                        errors.append(
-                            f"{stuck} passthrough reader(s) still in "
-                            "their command after the stop timeout (each holds the head's "
-                            f"SRCU: deletions wait for it): {describe_blocked(bed.kfs)}"
-                        )
+                        errors.append(stuck_readers_error(stuck, bed.kfs))
         except HarnessError as exc:  # the timings stay; the error is reported with them
             errors.append(f"restoring the namespace or stopping the IO: {exc}")
         finally:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.bed.blocked import describe_blocked
 from harness.bed.host import MultipathDevice
 from harness.bed.testbed import NSID, Testbed
 from harness.campaign.fio_stream import FioSnapshot, FioStream, FioStreamError, window_result
@@ -23,6 +24,7 @@ from harness.campaign.stale_write import BLOCK_BYTES, StaleWriteChecker, tail_re
 from harness.campaign.workload import FioJob, FioResult
 from harness.config.campaign import CampaignConfig
 from harness.core.errors import HarnessError
+from harness.core.kernelfs import KernelFs
 
 IO_START_TIMEOUT_S = 30.0  # a failure bound, not a wait: IO usually flows within 1-2 s
 
@@ -42,11 +44,13 @@ class IoSession:
     number: int
     start_s: float  # starting fio until IO flowed on the paths, seconds
     stale: StaleWriteChecker | None = None  # workload.stale_write_check
+    stuck_readers: int = 0  # passthrough readers still in a command after stop()'s timeout
 
     def stop(self) -> tuple[int | None, bool]:
-        """Stop the readers and fio; (fio's exit status, killed)."""
+        """Stop the readers and fio; (fio's exit status, killed). Readers that stay in
+        their command past PassthruReaders.stop's timeout are counted in ``stuck_readers``."""
         if self.readers is not None:
-            self.readers.stop()
+            self.stuck_readers = self.readers.stop().stuck
         if self.stale is not None:
             self.stale.stop()  # bounded: a worker wedged in an IO is left to end with it
         return self.fio.stop()
@@ -55,7 +59,9 @@ class IoSession:
 class CampaignIo:
     """The running IO of a campaign on ``bed`` (as root, in the VM): ``ensure`` starts fio
     (again) when needed, ``close_window`` ends an iteration's window, ``stop`` ends it all.
-    ``starts`` counts fio starts (1: the first); their outputs go to ``outdir``/fio[-N]."""
+    ``starts`` counts fio starts (1: the first); their outputs go to ``outdir``/fio[-N].
+    ``stuck_readers`` counts the passthrough readers that did not leave their command when
+    a session stopped (a kernel that never completes it: docs/kernels.md)."""
 
     def __init__(self, bed: Testbed, config: CampaignConfig, outdir: Path, run_id: str) -> None:
         self.bed = bed
@@ -64,6 +70,7 @@ class CampaignIo:
         self.run_id = run_id
         self.session: IoSession | None = None
         self.starts = 0
+        self.stuck_readers = 0
 
     def head_key(self, device: MultipathDevice) -> tuple[str, str]:
         """(head name, diskseq): a new gendisk under the same name has another diskseq
@@ -78,8 +85,7 @@ class CampaignIo:
         if io is not None and io.fio.running() and io.head == self.head_key(device):
             return io
         if io is not None:
-            io.stop()
-            self.session = None
+            self._stop(io)
         return self._start(device)
 
     def _start(self, device: MultipathDevice) -> IoSession:
@@ -121,8 +127,7 @@ class CampaignIo:
                 raise FioStreamError("the kernel stopped completing IO")
             end = io.fio.snapshot()
         except FioStreamError as exc:
-            exit_code, killed = io.stop()
-            self.session = None
+            exit_code, killed = self._stop(io)
             end = io.fio.snapshots[-1] if io.fio.snapshots else start
             if not hang:
                 error = error or str(exc)
@@ -133,8 +138,16 @@ class CampaignIo:
     def stop(self) -> None:
         if self.session is not None:
             with contextlib.suppress(HarnessError):
-                self.session.stop()
+                self._stop(self.session)
             self.session = None
+
+    def _stop(self, io: IoSession) -> tuple[int | None, bool]:
+        """Stop ``io`` (the session no longer runs); (fio's exit status, killed)."""
+        self.session = None
+        try:
+            return io.stop()
+        finally:
+            self.stuck_readers += io.stuck_readers
 
     def start_passthru(self, device: MultipathDevice) -> PassthruReaders | None:
         """Start the passthrough readers on the (interlock-checked) head, if configured."""
@@ -256,3 +269,13 @@ def start_passthru(
     )
     readers.start()
     return readers
+
+
+def stuck_readers_error(stuck: int, kfs: KernelFs) -> str:
+    """The teardown error for ``stuck`` passthrough readers still in their command after
+    their stop timeout, with the tasks blocked in the kernel now."""
+    return (
+        f"{stuck} passthrough reader(s) still in their command after the stop timeout (each "
+        "holds the head's SRCU: deletions wait for it; docs/kernels.md, passthrough after a "
+        f"controller deletion): {describe_blocked(kfs)}"
+    )

@@ -32,7 +32,7 @@ from harness.bed.host import MultipathDevice
 from harness.bed.testbed import Testbed, new_run_id
 from harness.bed.variants import kernel_info
 from harness.campaign import witness as witness_mod
-from harness.campaign.io_session import CampaignIo
+from harness.campaign.io_session import CampaignIo, stuck_readers_error
 from harness.campaign.iteration import Iteration
 from harness.campaign.kmsg import KmsgWindows
 from harness.campaign.monitor import ProgressMonitor
@@ -166,6 +166,9 @@ class Campaign:
             self.stop_reason = "interrupted"
         finally:
             self.io.stop()
+            stuck = self.io.stuck_readers
+            # named now, while the readers are still blocked: the teardown may free them
+            errors = [stuck_readers_error(stuck, self.bed.kfs)] if stuck else []
             if self.monitor is not None:
                 self.monitor.stop()
             widener_stats = None
@@ -174,7 +177,7 @@ class Campaign:
                     widener_stats = widener.stop()
             if self.witness is not None:
                 self.witness.stop()
-            errors = self.faults.restore_everything()
+            errors += self.faults.restore_everything()
             errors += self.bed.down()
             self._write_summary(interrupted, errors, widener_stats)
         if interrupted:
