@@ -30,6 +30,7 @@ from harness.vm.boot import (
     run_in_vm,
     vng_argv,
 )
+from harness.vm.testcases import PYTEST_SUMMARY
 from tests.test_results import record_dict
 
 KERNEL = "/boot/vmlinuz-6.1.0-56-amd64"
@@ -74,6 +75,9 @@ if mode == "crash":
     sys.exit(0)
 if mode == "silent":  # a guest that hangs without a word on the console
     time.sleep(20)
+if mode == "stuck-after-end":  # pytest's summary, then a process that cannot exit
+    print("======= 3 passed, 1 skipped in 12.34s (0:00:12) =======", flush=True)
+    time.sleep(30)
 if mode == "chatty":  # a guest that never finishes but keeps printing
     for _ in range(200):
         print("[   50.000000] nvme nvme1: Reconnecting in 1 seconds...", flush=True)
@@ -350,6 +354,57 @@ def test_run_in_vm_times_out_a_guest_that_keeps_printing(
     assert result.timed_out
     assert not result.crashed
     assert time.monotonic() - started < 10
+
+
+def test_run_in_vm_ends_a_guest_that_cannot_exit_after_its_end_line(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in testcase 036's hang: pytest printed its summary, a thread of it stayed in
+    the kernel, and the VM ran on to the whole-run timeout."""
+    monkeypatch.setenv("FAKE_VNG_MODE", "stuck-after-end")
+    out = tmp_path / "o"
+    started = time.monotonic()
+    try:
+        result = run_in_vm(
+            VmSpec(kernel=KERNEL, accel="tcg", timeout_s=60),
+            out,
+            GUEST_OK,
+            end_marker=PYTEST_SUMMARY,
+            exit_grace_s=0.5,
+        )
+    finally:
+        stop_fake_vng(out)
+    assert time.monotonic() - started < 20
+    assert result.exit_stuck and not result.timed_out and not result.crashed
+    assert result.exit_status is None
+    runs = json.loads((out / "vm.json").read_text())["runs"]
+    assert runs[-1]["boots"][-1]["exit_stuck"] is True
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "======= 3 passed, 1 skipped in 12.34s (0:00:12) =======",
+        "1544 passed, 1 skipped in 140.95s (0:02:20)",
+        "==== 1 failed, 2 passed, 3 warnings in 5.00s ====",
+        "===== no tests ran in 0.01s =====",
+        "= 2 errors in 1.2s =",
+    ],
+)
+def test_pytests_summary_line_is_the_end(line: str) -> None:
+    assert PYTEST_SUMMARY.search(line)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "testcases/test_003_fault_under_io.py::test_fault_is_recorded[link_down] PASSED [ 10%]",
+        "nvmf-harness: [3/20] ns_remove_path path 0: pass (cycle 1.6 s)",
+        "=========================== short test summary info ============================",
+    ],
+)
+def test_other_lines_are_not_the_end(line: str) -> None:
+    assert not PYTEST_SUMMARY.search(line)
 
 
 def _run_with_guard(spec: VmSpec, rwdir: Path, guard_s: float) -> VmResult | None:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import selectors
 import shlex
 import subprocess
@@ -55,6 +56,10 @@ GUEST_EXIT_FILE = "guest-exit-status"
 VM_RECORD_FILE = "vm.json"
 # The guest's --exec script prints this first: the guest booted and runs our command.
 GUEST_UP_MARKER = "nvmf-harness-vm: guest up"
+# Seconds a guest command may take to exit after its end marker (run_in_vm's end_marker):
+# pytest's interpreter exits in seconds, then the guest writes its exit status and powers
+# off (a few seconds under TCG).
+EXIT_GRACE_S = 120.0
 # Boot watchdog: seconds from qemu's start to the guest's first line before the VM is ended.
 # Under TCG a boot to the first line takes 20-35 s on a quiet 2-core machine (more when
 # loaded); a KVM boot takes a few seconds, so 60 s of silence means it will not come.
@@ -475,6 +480,10 @@ class VmResult:
     boot_timed_out: bool = False
     guest_up_s: float | None = None  # seconds from the last boot's start to its first line
     fallback: str = ""
+    # the guest command printed its end line (run_in_vm's end_marker) but did not exit
+    # within exit_grace_s seconds: the VM was ended (a task stuck in the kernel, say)
+    exit_stuck: bool = False
+    exit_grace_s: float = 0.0
 
 
 @dataclass
@@ -488,8 +497,25 @@ class _Boot:
     boot_s: float | None = None
     timed_out: bool = False
     boot_timed_out: bool = False
+    exit_stuck: bool = False
     wall_s: float = 0.0
     tail: list[str] = field(default_factory=list)
+
+
+class _EndWatch:
+    """The end marker of a run_in_vm: ``ends(line)`` is true for the first line that
+    matches it (never without a marker)."""
+
+    def __init__(self, marker: re.Pattern[str] | None, grace_s: float) -> None:
+        self.marker = marker
+        self.grace_s = grace_s
+        self.seen = False
+
+    def ends(self, line: str) -> bool:
+        if self.marker is None or self.seen or not self.marker.search(line):
+            return False
+        self.seen = True
+        return True
 
 
 def _print_line(text: str) -> None:
@@ -503,8 +529,15 @@ def run_in_vm(
     on_line: Callable[[str], None] | None = None,
     boot_marker: str = "nvmf-harness:",
     say: Callable[[str], None] | None = None,
+    end_marker: re.Pattern[str] | None = None,
+    exit_grace_s: float = EXIT_GRACE_S,
 ) -> VmResult:
     """Boot, run ``guest_argv``, stream the console to ``rwdir/console.log``.
+
+    ``end_marker``: a console line that says the guest command has done its work (pytest's
+    summary); when the VM has not ended ``exit_grace_s`` seconds after it, it is ended and
+    ``exit_stuck`` set, instead of waiting for the whole-run timeout (a process that cannot
+    exit because one of its threads is stuck in the kernel).
 
     A boot watchdog ends a VM whose guest prints no line of ours within the boot limit
     (``spec.boot_limit_s``) and says so in one line through ``say`` (default: stderr). With
@@ -524,7 +557,8 @@ def run_in_vm(
         f"VM: kernel {spec.kernel} ({origin}) under {choice.name.upper()} ({choice.reason}); "
         f"boot watchdog {spec.boot_limit_s(choice.use_kvm):.0f} s"
     )
-    boots = [_boot(spec, rwdir, guest_argv, choice, on_line, boot_marker)]
+    watch = _EndWatch(end_marker, exit_grace_s)
+    boots = [_boot(spec, rwdir, guest_argv, choice, on_line, boot_marker, watch)]
     fallback = ""
     detail = kvm_failure(boots[-1]) if choice.use_kvm and spec.accel == "auto" else ""
     if detail:
@@ -532,7 +566,7 @@ def run_in_vm(
         notify(f"{detail}: booting again under TCG")
         qemu = choice.qemu_version or qemu_version()
         choice = AccelChoice(False, f"fallback from KVM ({detail})")
-        boots.append(_boot(spec, rwdir, guest_argv, choice, on_line, boot_marker))
+        boots.append(_boot(spec, rwdir, guest_argv, choice, on_line, boot_marker, watch))
         notify(_judge_kvm_by_tcg(spec, qemu, detail, boots[-1], rwdir))
     elif choice.kvm_failure:
         notify(_judge_kvm_by_tcg(spec, choice.qemu_version, choice.kvm_failure, boots[-1], rwdir))
@@ -564,7 +598,7 @@ def run_in_vm(
         exit_status=status,
         boot_s=None if last.boot_s is None else last.boot_s + (last.started - started),
         wall_s=time.monotonic() - started,
-        crashed=status is None and not last.timed_out,
+        crashed=status is None and not last.timed_out and not last.exit_stuck,
         timed_out=last.timed_out,
         console_tail=last.tail,
         accel=last.accel,
@@ -573,7 +607,14 @@ def run_in_vm(
         boot_timed_out=last.boot_timed_out,
         guest_up_s=last.guest_up_s,
         fallback=fallback,
+        exit_stuck=last.exit_stuck,
+        exit_grace_s=exit_grace_s,
     )
+    if last.exit_stuck:
+        notify(
+            f"the guest's command printed its end but did not exit in {exit_grace_s:.0f} s: "
+            f"VM ended (a task stuck in the kernel? console: {rwdir / 'console.log'})"
+        )
     _append_vm_record(rwdir, spec, origin, result, boots)
     return result
 
@@ -648,10 +689,13 @@ def _boot(
     choice: AccelChoice,
     on_line: Callable[[str], None] | None,
     boot_marker: str,
+    watch: _EndWatch,
 ) -> _Boot:
-    """One qemu run with its two watchdogs: the boot limit and the whole-run timeout."""
+    """One qemu run with its watchdogs: the boot limit, the whole-run timeout and, once the
+    guest printed ``watch``'s end marker, its exit grace."""
     with contextlib.suppress(FileNotFoundError):
         (rwdir / GUEST_EXIT_FILE).unlink()
+    watch.seen = False
     argv = vng_argv(spec, rwdir, guest_argv, choice.use_kvm)
     boot = _Boot(choice.name, spec.boot_limit_s(choice.use_kvm), time.monotonic())
     console = (rwdir / "console.log").open("a", encoding="utf-8")
@@ -689,6 +733,13 @@ def _boot(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, 9)
 
+    exit_stuck = threading.Event()
+
+    def on_exit_deadline() -> None:
+        exit_stuck.set()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+
     timers = [
         threading.Timer(spec.timeout_s, on_deadline),
         threading.Timer(boot.boot_timeout_s, on_boot_deadline),
@@ -716,10 +767,15 @@ def _boot(
                 boot.boot_s = now
             if on_line is not None:
                 on_line(text)
+            if watch.ends(text):
+                timers.append(threading.Timer(watch.grace_s, on_exit_deadline))
+                timers[-1].daemon = True
+                timers[-1].start()
             if time.monotonic() > deadline:
                 boot.timed_out = True
                 break
         boot.boot_timed_out = boot_expired.is_set()
+        boot.exit_stuck = exit_stuck.is_set() and not expired.is_set()
         boot.timed_out = boot.timed_out or expired.is_set() or boot.boot_timed_out
         if boot.timed_out:
             _kill(proc)
@@ -768,6 +824,7 @@ def _append_vm_record(
                     "guest_up_s": None if boot.guest_up_s is None else round(boot.guest_up_s, 3),
                     "boot_timed_out": boot.boot_timed_out,
                     "timed_out": boot.timed_out,
+                    "exit_stuck": boot.exit_stuck,
                     "wall_s": round(boot.wall_s, 3),
                 }
                 for boot in boots

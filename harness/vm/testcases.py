@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -17,6 +18,12 @@ from harness.vm.campaigns import GUEST_CLI, vm_spec
 from harness.vm.options import VmOptions
 
 TESTCASES_BUDGET_S = 1500  # VM seconds for the testcases when no --timeout is given
+# pytest's last line, with or without -q: "==== 3 passed, 1 skipped in 12.34s (0:00:12) ===="
+# or "no tests ran in 0.01s". After it the VM must end within EXIT_GRACE_S (boot.py).
+PYTEST_SUMMARY = re.compile(
+    r"^(=+ )?((\d+ (passed|failed|errors?|skipped|deselected|xfailed|xpassed|warnings?|rerun)"
+    r"(, )?)+|no tests ran) in \d+(\.\d+)?s( \([\d:]+\))?( =+)?$"
+)
 WORKER_GRACE_S = 600  # beyond a worker's own VM timeout, before its child is killed
 
 
@@ -47,7 +54,17 @@ def run_testcases(
         *extra,
     ]
     say(f"booting {spec.kernel} to run pytest testcases/; console: {outdir}/console.log")
-    result = run_in_vm(spec, outdir, guest, on_line=print, boot_marker="test session starts")
+    result = run_in_vm(
+        spec,
+        outdir,
+        guest,
+        on_line=print,
+        boot_marker="test session starts",
+        end_marker=PYTEST_SUMMARY,
+    )
+    if result.exit_stuck:
+        say("pytest printed its summary but did not exit: its JUnit file is complete")
+        return ExitCode.INFRA
     if result.crashed or result.timed_out:
         say("the VM died or timed out before pytest finished; see console.log")
         return ExitCode.INFRA
