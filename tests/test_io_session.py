@@ -7,30 +7,41 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from harness.campaign.io_session import CampaignIo, IoSession, stuck_readers_error
 from harness.campaign.passthru import PassthruStats
 from harness.core.kernelfs import KernelFs
 
 
 class HeldReaders:
-    """Readers of which ``stuck`` stay in their command past stop()'s timeout."""
+    """Readers of which ``stuck`` stay in their command past stop()'s timeout; with
+    ``interrupt``, the first stop() is a Ctrl-C during that wait."""
 
-    def __init__(self, stuck: int) -> None:
+    def __init__(self, stuck: int, interrupt: bool = False) -> None:
         self.stuck = stuck
+        self.interrupt = interrupt
 
     def stop(self) -> PassthruStats:
+        if self.interrupt:
+            self.interrupt = False
+            raise KeyboardInterrupt
         return PassthruStats(commands=10, stuck=self.stuck)
 
 
 class StoppedFio:
+    def __init__(self) -> None:
+        self.stops = 0
+
     def stop(self) -> tuple[int | None, bool]:
+        self.stops += 1
         return 0, False
 
 
-def session(stuck: int) -> IoSession:
+def session(stuck: int, interrupt: bool = False, fio: StoppedFio | None = None) -> IoSession:
     return IoSession(
-        fio=cast(Any, StoppedFio()),
-        readers=cast(Any, HeldReaders(stuck)),
+        fio=cast(Any, fio or StoppedFio()),
+        readers=cast(Any, HeldReaders(stuck, interrupt)),
         head=("nvme0n1", "7"),
         last=cast(Any, None),
         number=1,
@@ -48,6 +59,20 @@ def test_stuck_readers_add_up_over_the_sessions_that_stopped(tmp_path: Path) -> 
     io.session = session(stuck=1)
     io.stop()
     assert io.stuck_readers == 3
+
+
+def test_a_ctrl_c_while_the_readers_stop_still_stops_fio_and_the_teardown_tries_again(
+    tmp_path: Path,
+) -> None:
+    io = CampaignIo(cast(Any, None), cast(Any, None), tmp_path, "run")
+    fio = StoppedFio()
+    io.session = session(stuck=1, interrupt=True, fio=fio)
+    with pytest.raises(KeyboardInterrupt):
+        io.stop()
+    assert fio.stops == 1  # fio did not keep running
+    assert io.session is not None and io.stuck_readers == 0  # kept for the teardown
+    io.stop()  # the teardown
+    assert io.session is None and io.stuck_readers == 1 and fio.stops == 2
 
 
 def test_the_error_names_the_readers_and_the_blocked_tasks(tmp_path: Path) -> None:

@@ -78,6 +78,12 @@ if mode == "silent":  # a guest that hangs without a word on the console
 if mode == "stuck-after-end":  # pytest's summary, then a process that cannot exit
     print("======= 3 passed, 1 skipped in 12.34s (0:00:12) =======", flush=True)
     time.sleep(30)
+if mode == "end-then-more":  # a line like pytest's summary, then more work, then the end
+    print("==== 1 passed in 0.01s ====", flush=True)
+    time.sleep(0.3)
+    print("still working", flush=True)
+    time.sleep(1.5)
+    sys.exit(subprocess.run(["bash", "-c", script]).returncode)
 if mode == "chatty":  # a guest that never finishes but keeps printing
     for _ in range(200):
         print("[   50.000000] nvme nvme1: Reconnecting in 1 seconds...", flush=True)
@@ -379,6 +385,19 @@ def test_run_in_vm_ends_a_guest_that_cannot_exit_after_its_end_line(
     assert result.exit_status is None
     runs = json.loads((out / "vm.json").read_text())["runs"]
     assert runs[-1]["boots"][-1]["exit_stuck"] is True
+
+
+def test_a_line_after_the_end_line_disarms_the_exit_watchdog(
+    tmp_path: Path, fake_vng: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_VNG_MODE", "end-then-more")
+    out = tmp_path / "o"
+    spec = VmSpec(kernel=KERNEL, accel="tcg", timeout_s=60)
+    try:
+        result = run_in_vm(spec, out, GUEST_OK, end_marker=PYTEST_SUMMARY, exit_grace_s=0.8)
+    finally:
+        stop_fake_vng(out)
+    assert result.exit_status == 3 and not result.exit_stuck and not result.crashed  # GUEST_OK
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -184,3 +185,34 @@ def test_bpftrace_is_pointed_at_a_tree_kernels_source(
     (kdir / "include/linux").mkdir(parents=True)
     (kdir / "include/linux/kconfig.h").touch()  # a full build directory: nothing to set
     assert "BPFTRACE_KERNEL_BUILD" not in witness.bpftrace_environment(tmp_path / "modules")
+
+
+class FailingRead:
+    """A file whose read fails once, after moving past what it read (as FileIO.readall
+    does when a later read(2) of it fails)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def read(self) -> bytes:
+        self.stream.read()
+        raise OSError(5, "Input/output error")
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+def test_a_failed_read_of_the_output_loses_no_event(tmp_path: Path) -> None:
+    output = tmp_path / "witness.out"
+    now = time.monotonic_ns()
+    output.write_text(f"WITNESS TICK {now}\n")
+    seen = Witness(output)
+    seen._read()
+    with output.open("a") as out:
+        out.write(f"WITNESS EOD {now + 1} nvme0c1n1 8 8 10\nWITNESS TICK {now + 2}\n")
+    assert seen._stream is not None
+    seen._stream = cast(Any, FailingRead(seen._stream))
+    seen._read()  # fails: nothing parsed, the file is opened again next time
+    assert seen._pending == []
+    seen._read()
+    assert [event.disk for event in seen._pending] == ["nvme0c1n1"]

@@ -48,12 +48,17 @@ class IoSession:
 
     def stop(self) -> tuple[int | None, bool]:
         """Stop the readers and fio; (fio's exit status, killed). Readers that stay in
-        their command past PassthruReaders.stop's timeout are counted in ``stuck_readers``."""
-        if self.readers is not None:
-            self.stuck_readers = self.readers.stop().stuck
-        if self.stale is not None:
-            self.stale.stop()  # bounded: a worker wedged in an IO is left to end with it
-        return self.fio.stop()
+        their command past PassthruReaders.stop's timeout are counted in ``stuck_readers``.
+        fio stops even when stopping the readers was interrupted (their wait can be long:
+        a Ctrl-C then)."""
+        try:
+            if self.readers is not None:
+                self.stuck_readers = self.readers.stop().stuck
+            if self.stale is not None:
+                self.stale.stop()  # bounded: a worker wedged in an IO is left to end with it
+        finally:
+            stopped = self.fio.stop()
+        return stopped
 
 
 class CampaignIo:
@@ -142,12 +147,13 @@ class CampaignIo:
             self.session = None
 
     def _stop(self, io: IoSession) -> tuple[int | None, bool]:
-        """Stop ``io`` (the session no longer runs); (fio's exit status, killed)."""
+        """Stop ``io``; (fio's exit status, killed). Once it stopped, the session no longer
+        runs and its stuck readers are counted; a stop that raised keeps the session, for
+        the teardown's ``stop`` to try again."""
+        stopped = io.stop()
         self.session = None
-        try:
-            return io.stop()
-        finally:
-            self.stuck_readers += io.stuck_readers
+        self.stuck_readers += io.stuck_readers
+        return stopped
 
     def start_passthru(self, device: MultipathDevice) -> PassthruReaders | None:
         """Start the passthrough readers on the (interlock-checked) head, if configured."""

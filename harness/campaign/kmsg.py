@@ -539,7 +539,10 @@ class KmsgWindows:
     def _send(self, request: dict[str, Any]) -> None:
         assert self._proc.stdin is not None
         if self._pending:
-            raise HarnessError("the kernel log reader was asked again before it answered")
+            raise HarnessError(
+                "the kernel log reader has not answered its last request (it stopped "
+                "answering, or its take's reply was never read)"
+            )
         try:
             self._proc.stdin.write(json.dumps(request) + "\n")
             self._proc.stdin.flush()

@@ -350,10 +350,20 @@ class Witness:
         """Parse what bpftrace appended to the output since the last read."""
         try:
             if self._stream is None:
-                self._stream = self.output.open("rb")
-                self._stream.seek(self._offset)
+                stream = self.output.open("rb")
+                try:
+                    stream.seek(self._offset)
+                except OSError:
+                    stream.close()
+                    raise
+                self._stream = stream
             chunk = self._stream.read()
         except OSError:
+            # a failed read may have moved the position past bytes it then dropped: the
+            # next read opens the file again at what was read so far
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
             return
         self._offset += len(chunk)
         text = self._partial + chunk.decode(errors="replace")

@@ -502,20 +502,15 @@ class _Boot:
     tail: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
 class _EndWatch:
-    """The end marker of a run_in_vm: ``ends(line)`` is true for the first line that
-    matches it (never without a marker)."""
+    """The end marker of a run_in_vm and the seconds the guest has to end after it."""
 
-    def __init__(self, marker: re.Pattern[str] | None, grace_s: float) -> None:
-        self.marker = marker
-        self.grace_s = grace_s
-        self.seen = False
+    marker: re.Pattern[str] | None
+    grace_s: float
 
-    def ends(self, line: str) -> bool:
-        if self.marker is None or self.seen or not self.marker.search(line):
-            return False
-        self.seen = True
-        return True
+    def matches(self, line: str) -> bool:
+        return self.marker is not None and self.marker.search(line) is not None
 
 
 def _print_line(text: str) -> None:
@@ -535,9 +530,11 @@ def run_in_vm(
     """Boot, run ``guest_argv``, stream the console to ``rwdir/console.log``.
 
     ``end_marker``: a console line that says the guest command has done its work (pytest's
-    summary); when the VM has not ended ``exit_grace_s`` seconds after it, it is ended and
-    ``exit_stuck`` set, instead of waiting for the whole-run timeout (a process that cannot
-    exit because one of its threads is stuck in the kernel).
+    summary); when the VM has not ended ``exit_grace_s`` seconds after it, it is ended,
+    instead of waiting for the whole-run timeout (a process that cannot exit because one of
+    its threads is stuck in the kernel), and ``exit_stuck`` is set unless the guest's
+    command left its exit status. A later line of the guest disarms it: that was not the
+    end.
 
     A boot watchdog ends a VM whose guest prints no line of ours within the boot limit
     (``spec.boot_limit_s``) and says so in one line through ``say`` (default: stderr). With
@@ -607,10 +604,10 @@ def run_in_vm(
         boot_timed_out=last.boot_timed_out,
         guest_up_s=last.guest_up_s,
         fallback=fallback,
-        exit_stuck=last.exit_stuck,
+        exit_stuck=last.exit_stuck and status is None,
         exit_grace_s=exit_grace_s,
     )
-    if last.exit_stuck:
+    if result.exit_stuck:
         notify(
             f"the guest's command printed its end but did not exit in {exit_grace_s:.0f} s: "
             f"VM ended (a task stuck in the kernel? console: {rwdir / 'console.log'})"
@@ -695,7 +692,6 @@ def _boot(
     guest printed ``watch``'s end marker, its exit grace."""
     with contextlib.suppress(FileNotFoundError):
         (rwdir / GUEST_EXIT_FILE).unlink()
-    watch.seen = False
     argv = vng_argv(spec, rwdir, guest_argv, choice.use_kvm)
     boot = _Boot(choice.name, spec.boot_limit_s(choice.use_kvm), time.monotonic())
     console = (rwdir / "console.log").open("a", encoding="utf-8")
@@ -734,6 +730,7 @@ def _boot(
             os.killpg(proc.pid, 9)
 
     exit_stuck = threading.Event()
+    end_timer: threading.Timer | None = None  # armed by the end marker
 
     def on_exit_deadline() -> None:
         exit_stuck.set()
@@ -767,10 +764,15 @@ def _boot(
                 boot.boot_s = now
             if on_line is not None:
                 on_line(text)
-            if watch.ends(text):
-                timers.append(threading.Timer(watch.grace_s, on_exit_deadline))
-                timers[-1].daemon = True
-                timers[-1].start()
+            if watch.matches(text):
+                if end_timer is None:
+                    end_timer = threading.Timer(watch.grace_s, on_exit_deadline)
+                    end_timer.daemon = True
+                    end_timer.start()
+                    timers.append(end_timer)
+            elif end_timer is not None:  # the guest printed on: that was not its end
+                end_timer.cancel()
+                end_timer = None
             if time.monotonic() > deadline:
                 boot.timed_out = True
                 break
